@@ -1,0 +1,441 @@
+package configs
+
+import (
+	"sort"
+	"strconv"
+)
+
+var (
+	tlsModes    = []string{TLSImplicit, TLSStartTLS, TLSNone}
+	authMethods = []string{AuthAuto, AuthUser, AuthAPOP, AuthPlain, AuthLogin, AuthCRAMMD5, AuthXOAuth2, AuthOAuthBearer}
+)
+
+// supportedKinds are the delivery kinds this version can run. SMTP, LMTP and
+// MDA entries are read and checked in full, then refused here until their
+// targets exist: adding a kind to this set is all it takes to accept it.
+var supportedKinds = map[string]bool{
+	KindMaildir: true,
+}
+
+// rawAccount is one [[account]] table, or the [defaults] table, as written,
+// before layering.
+type rawAccount struct {
+	w where
+
+	name, host, user                         val[string]
+	port                                     val[int]
+	tls, tlsCAFile, tlsFingerprint, tlsSName val[string]
+
+	password               val[Secret]
+	passwordFile           val[string]
+	passwordCommand        val[[]string]
+	passwordEnv            val[string]
+	passwordCommandTimeout val[Duration]
+	auth                   val[string]
+
+	keep, addReceived    val[bool]
+	deleteAfter, timeout val[Duration]
+	maxSize              val[Size]
+	fetchLimit           val[int]
+	schedule             val[string]
+	deliver              val[[]Deliver]
+}
+
+type accountField func(d *decoder, r *rawAccount, x any, w where)
+
+// accountFields are the keys of [[account]] and [defaults].
+var accountFields = map[string]accountField{
+	"name": func(d *decoder, r *rawAccount, x any, w where) {
+		if r.w.inDefaults() {
+			d.problem(w, "cannot be set in [defaults]: every account needs a name of its own")
+			return
+		}
+		r.name = get(d.name, x, w)
+	},
+	"host":            func(d *decoder, r *rawAccount, x any, w where) { r.host = get(d.host, x, w) },
+	"port":            func(d *decoder, r *rawAccount, x any, w where) { r.port = get(d.intRange(1, 65535), x, w) },
+	"tls":             func(d *decoder, r *rawAccount, x any, w where) { r.tls = get(d.enum(tlsModes...), x, w) },
+	"tls_ca_file":     func(d *decoder, r *rawAccount, x any, w where) { r.tlsCAFile = get(d.path, x, w) },
+	"tls_fingerprint": func(d *decoder, r *rawAccount, x any, w where) { r.tlsFingerprint = get(d.fingerprint, x, w) },
+	"tls_server_name": func(d *decoder, r *rawAccount, x any, w where) { r.tlsSName = get(d.host, x, w) },
+	"user":            func(d *decoder, r *rawAccount, x any, w where) { r.user = get(d.nonEmpty, x, w) },
+	"password":        func(d *decoder, r *rawAccount, x any, w where) { r.password = get(d.secret, x, w) },
+	"password_file":   func(d *decoder, r *rawAccount, x any, w where) { r.passwordFile = get(d.path, x, w) },
+	"password_command": func(d *decoder, r *rawAccount, x any, w where) {
+		r.passwordCommand = get(d.command, x, w)
+	},
+	"password_env": func(d *decoder, r *rawAccount, x any, w where) { r.passwordEnv = get(d.envName, x, w) },
+	"password_command_timeout": func(d *decoder, r *rawAccount, x any, w where) {
+		r.passwordCommandTimeout = get(d.duration(true), x, w)
+	},
+	"auth":         func(d *decoder, r *rawAccount, x any, w where) { r.auth = get(d.enum(authMethods...), x, w) },
+	"keep":         func(d *decoder, r *rawAccount, x any, w where) { r.keep = get(d.boolean, x, w) },
+	"delete_after": func(d *decoder, r *rawAccount, x any, w where) { r.deleteAfter = get(d.duration(false), x, w) },
+	"max_size":     func(d *decoder, r *rawAccount, x any, w where) { r.maxSize = get(d.size, x, w) },
+	"fetch_limit": func(d *decoder, r *rawAccount, x any, w where) {
+		r.fetchLimit = get(d.intMin(0), x, w)
+	},
+	"timeout":      func(d *decoder, r *rawAccount, x any, w where) { r.timeout = get(d.duration(true), x, w) },
+	"add_received": func(d *decoder, r *rawAccount, x any, w where) { r.addReceived = get(d.boolean, x, w) },
+	"schedule":     func(d *decoder, r *rawAccount, x any, w where) { r.schedule = get(d.schedule, x, w) },
+	"deliver": func(d *decoder, r *rawAccount, x any, w where) {
+		header := "account.deliver"
+		if r.w.inDefaults() {
+			header = "defaults.deliver"
+		}
+		r.deliver = get(d.delivers(header), x, w)
+	},
+}
+
+// rawAccount reads one [[account]] or the [defaults] table.
+func (d *decoder) rawAccount(x any, w where) *rawAccount {
+	if !w.inDefaults() {
+		// Keys of an account are named relative to it.
+		w.key = ""
+		if m, ok := x.(map[string]any); ok {
+			if n, ok := m["name"].(string); ok {
+				w.account = n
+			}
+		}
+	}
+	r := &rawAccount{w: w}
+	handlers := make(map[string]func(any, where), len(accountFields))
+	for k, f := range accountFields {
+		handlers[k] = func(x any, w where) { f(d, r, x, w) }
+	}
+	d.fields(x, w, handlers)
+	return r
+}
+
+// accounts layers each account over [defaults], fills in built-in defaults
+// and checks what involves more than one key or more than one account.
+func (d *decoder) accounts(raws []*rawAccount, def *rawAccount) []*Account {
+	out := make([]*Account, 0, len(raws))
+	names := make(map[string]*Account)
+	idents := make(map[string]*Account)
+	for _, r := range raws {
+		a, identOK := d.merge(r, def)
+		if r.name.set && !r.name.bad {
+			if prev, dup := names[a.Name]; dup {
+				d.problem(r.name.w, "is already used by the account on line %d", prev.Line)
+			} else {
+				names[a.Name] = a
+			}
+		}
+		// The seen-set is keyed by (host, port, user): two accounts with the
+		// same identity would each think the other's mail was theirs.
+		if identOK {
+			id := a.Host + "\x00" + strconv.Itoa(a.Port) + "\x00" + a.User
+			if prev, dup := idents[id]; dup {
+				d.problem(r.w, "has the same host, port and user as account %q (line %d): the two would share one seen-set", prev.Name, prev.Line)
+			} else {
+				idents[id] = a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// merge builds the Account of r over def. identOK is false when host, port
+// or user could not be established (the problem is already reported).
+func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
+	w := r.w
+	a = &Account{Line: d.pos.line(w.path)}
+	identOK = true
+
+	if !r.name.set {
+		d.problem(w.sub("name"), "is required")
+	}
+	a.Name = or(r.name, "")
+
+	required := func(v val[string], key string) string {
+		if !v.set {
+			d.problem(w.sub(key), "is required")
+		}
+		if !v.set || v.bad {
+			identOK = false
+		}
+		return or(v, "")
+	}
+	a.Host = required(pick(r.host, def.host), "host")
+	a.User = required(pick(r.user, def.user), "user")
+
+	tls := pick(r.tls, def.tls)
+	a.TLS = or(tls, DefaultTLS)
+	port := pick(r.port, def.port)
+	if port.bad || (!port.set && tls.bad) {
+		identOK = false
+	}
+	defPort := DefaultPortPlain
+	if a.TLS == TLSImplicit {
+		defPort = DefaultPortImplicit
+	}
+	a.Port = or(port, defPort)
+
+	caFile, fpr, sname := pick(r.tlsCAFile, def.tlsCAFile), pick(r.tlsFingerprint, def.tlsFingerprint), pick(r.tlsSName, def.tlsSName)
+	a.TLSCAFile, a.TLSFingerprint, a.TLSServerName = or(caFile, ""), or(fpr, ""), or(sname, "")
+	if a.TLS == TLSNone && !tls.bad {
+		for _, v := range []struct {
+			key string
+			v   val[string]
+		}{{"tls_ca_file", caFile}, {"tls_fingerprint", fpr}, {"tls_server_name", sname}} {
+			if v.v.set {
+				d.problem(blame(w, v.v.w, tls.w), `%s needs tls = "implicit" or "starttls", not "none"`, v.key)
+			}
+		}
+	}
+
+	d.passwords(a, r, def)
+	a.PasswordCommandTimeout = or(pick(r.passwordCommandTimeout, def.passwordCommandTimeout), Duration(DefaultPasswordCommandTimeout))
+	a.Auth = or(pick(r.auth, def.auth), DefaultAuth)
+
+	keep, deleteAfter := pick(r.keep, def.keep), pick(r.deleteAfter, def.deleteAfter)
+	a.Keep = or(keep, true)
+	a.DeleteAfter = or(deleteAfter, 0)
+	if a.DeleteAfter > 0 && !a.Keep && !keep.bad {
+		d.problem(blame(w, deleteAfter.w, keep.w), "delete_after needs keep = true (with keep = false mail is deleted as soon as it is delivered)")
+	}
+	a.MaxSize = or(pick(r.maxSize, def.maxSize), 0)
+	a.FetchLimit = or(pick(r.fetchLimit, def.fetchLimit), 0)
+	a.Timeout = or(pick(r.timeout, def.timeout), DefaultTimeout)
+	a.AddReceived = or(pick(r.addReceived, def.addReceived), true)
+	a.Schedule = or(pick(r.schedule, def.schedule), DefaultSchedule)
+
+	dl := pick(r.deliver, def.deliver)
+	switch {
+	case dl.bad:
+	case len(dl.v) == 0:
+		d.problem(w, "needs at least one [[account.deliver]] table")
+	default:
+		a.Deliver = cloneDelivers(dl.v)
+	}
+	return a, identOK
+}
+
+// passwords takes the password source group from the account when it names
+// any source, else from [defaults], and checks that exactly one is given.
+func (d *decoder) passwords(a *Account, r, def *rawAccount) {
+	src := def
+	if r.password.set || r.passwordFile.set || r.passwordCommand.set || r.passwordEnv.set {
+		src = r
+	}
+	type given struct {
+		key string
+		w   where
+	}
+	var gs []given
+	if src.password.set {
+		gs = append(gs, given{"password", src.password.w})
+	}
+	if src.passwordFile.set {
+		gs = append(gs, given{"password_file", src.passwordFile.w})
+	}
+	if src.passwordCommand.set {
+		gs = append(gs, given{"password_command", src.passwordCommand.w})
+	}
+	if src.passwordEnv.set {
+		gs = append(gs, given{"password_env", src.passwordEnv.w})
+	}
+	sort.SliceStable(gs, func(i, j int) bool { return d.pos.line(gs[i].w.path) < d.pos.line(gs[j].w.path) })
+	switch len(gs) {
+	case 0:
+		d.problem(r.w, "needs a password source: one of password, password_file, password_command or password_env")
+	case 1:
+	default:
+		for _, g := range gs[1:] {
+			d.problem(g.w, "only one password source may be given, and %s is set on line %d", gs[0].key, d.pos.line(gs[0].w.path))
+		}
+	}
+	a.Password = or(src.password, "")
+	a.PasswordFile = or(src.passwordFile, "")
+	a.PasswordCommand = append([]string(nil), or(src.passwordCommand, nil)...)
+	a.PasswordEnv = or(src.passwordEnv, "")
+}
+
+func cloneDelivers(ds []Deliver) []Deliver {
+	out := make([]Deliver, len(ds))
+	for i, d := range ds {
+		d.MDA = append([]string(nil), d.MDA...)
+		d.Rcpt = append([]string(nil), d.Rcpt...)
+		out[i] = d
+	}
+	return out
+}
+
+// rawDeliver is one [[account.deliver]] table as written.
+type rawDeliver struct {
+	maildir, smtp, lmtp val[string]
+	mda                 val[[]string]
+
+	rcpt                          val[[]string]
+	from, helo, smtpTLS, smtpUser val[string]
+	smtpPassword                  val[Secret]
+	quarantine, onReject          val[string]
+}
+
+type deliverField func(d *decoder, r *rawDeliver, x any, w where)
+
+// deliverFields are the keys of [[account.deliver]].
+var deliverFields = map[string]deliverField{
+	"maildir":       func(d *decoder, r *rawDeliver, x any, w where) { r.maildir = get(d.path, x, w) },
+	"smtp":          func(d *decoder, r *rawDeliver, x any, w where) { r.smtp = get(d.hostPort, x, w) },
+	"lmtp":          func(d *decoder, r *rawDeliver, x any, w where) { r.lmtp = get(d.lmtpAddr, x, w) },
+	"mda":           func(d *decoder, r *rawDeliver, x any, w where) { r.mda = get(d.command, x, w) },
+	"rcpt":          func(d *decoder, r *rawDeliver, x any, w where) { r.rcpt = get(d.addresses, x, w) },
+	"from":          func(d *decoder, r *rawDeliver, x any, w where) { r.from = get(d.address, x, w) },
+	"helo":          func(d *decoder, r *rawDeliver, x any, w where) { r.helo = get(d.host, x, w) },
+	"smtp_tls":      func(d *decoder, r *rawDeliver, x any, w where) { r.smtpTLS = get(d.enum(tlsModes...), x, w) },
+	"smtp_user":     func(d *decoder, r *rawDeliver, x any, w where) { r.smtpUser = get(d.nonEmpty, x, w) },
+	"smtp_password": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPassword = get(d.secret, x, w) },
+	"quarantine":    func(d *decoder, r *rawDeliver, x any, w where) { r.quarantine = get(d.path, x, w) },
+	"on_reject":     func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.nonEmpty, x, w) },
+}
+
+// delivers reads an array of deliver tables; header is how the user writes
+// its table header, for messages.
+func (d *decoder) delivers(header string) func(any, where) ([]Deliver, bool) {
+	return func(x any, w where) ([]Deliver, bool) {
+		tables, ok := d.tables(x, w, header)
+		if !ok {
+			return nil, false
+		}
+		out := make([]Deliver, 0, len(tables))
+		for j, m := range tables {
+			de, good := d.deliver(m, w.elem(j))
+			if !good {
+				ok = false
+			}
+			out = append(out, de)
+		}
+		return out, ok
+	}
+}
+
+// deliver reads one deliver table and checks that it names exactly one
+// target and only keys that apply to it.
+func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
+	r := &rawDeliver{}
+	handlers := make(map[string]func(any, where), len(deliverFields))
+	for k, f := range deliverFields {
+		handlers[k] = func(x any, w where) { f(d, r, x, w) }
+	}
+	d.fields(m, w, handlers)
+
+	de := Deliver{
+		Line:         d.pos.line(w.path),
+		Maildir:      or(r.maildir, ""),
+		SMTP:         or(r.smtp, ""),
+		LMTP:         or(r.lmtp, ""),
+		MDA:          or(r.mda, nil),
+		Rcpt:         or(r.rcpt, nil),
+		From:         or(r.from, ""),
+		Helo:         or(r.helo, ""),
+		SMTPTLS:      or(r.smtpTLS, ""),
+		SMTPUser:     or(r.smtpUser, ""),
+		SMTPPassword: or(r.smtpPassword, ""),
+		Quarantine:   or(r.quarantine, ""),
+		OnReject:     or(r.onReject, ""),
+	}
+	ok := true
+	for _, bad := range []bool{r.maildir.bad, r.smtp.bad, r.lmtp.bad, r.mda.bad, r.rcpt.bad, r.from.bad, r.helo.bad,
+		r.smtpTLS.bad, r.smtpUser.bad, r.smtpPassword.bad, r.quarantine.bad, r.onReject.bad} {
+		if bad {
+			ok = false
+		}
+	}
+
+	type kind struct {
+		name string
+		w    where
+	}
+	var kinds []kind
+	for _, k := range []struct {
+		name string
+		set  bool
+		w    where
+	}{{KindMaildir, r.maildir.set, r.maildir.w}, {KindSMTP, r.smtp.set, r.smtp.w}, {KindLMTP, r.lmtp.set, r.lmtp.w}, {KindMDA, r.mda.set, r.mda.w}} {
+		if k.set {
+			kinds = append(kinds, kind{k.name, k.w})
+		}
+	}
+	switch len(kinds) {
+	case 0:
+		d.problem(w, "needs one of maildir, smtp, lmtp or mda")
+		return de, false
+	case 1:
+	default:
+		for _, k := range kinds[1:] {
+			d.problem(k.w, "cannot be combined with %s: each target needs its own [[account.deliver]] table", kinds[0].name)
+		}
+		return de, false
+	}
+	kind0 := kinds[0].name
+
+	// Keys that qualify only some kinds of target.
+	for _, q := range []struct {
+		key   string
+		set   bool
+		w     where
+		kinds []string
+	}{
+		{"rcpt", r.rcpt.set, r.rcpt.w, []string{KindSMTP, KindLMTP}},
+		{"from", r.from.set, r.from.w, []string{KindSMTP, KindLMTP, KindMDA}},
+		{"helo", r.helo.set, r.helo.w, []string{KindSMTP, KindLMTP}},
+		{"smtp_tls", r.smtpTLS.set, r.smtpTLS.w, []string{KindSMTP}},
+		{"smtp_user", r.smtpUser.set, r.smtpUser.w, []string{KindSMTP}},
+		{"smtp_password", r.smtpPassword.set, r.smtpPassword.w, []string{KindSMTP}},
+		{"quarantine", r.quarantine.set, r.quarantine.w, []string{KindSMTP, KindLMTP, KindMDA}},
+		{"on_reject", r.onReject.set, r.onReject.w, []string{KindSMTP, KindLMTP, KindMDA}},
+	} {
+		if q.set && !contains(q.kinds, kind0) {
+			d.problem(q.w, "does not apply to %s delivery", kind0)
+			ok = false
+		}
+	}
+	if (kind0 == KindSMTP || kind0 == KindLMTP) && !r.rcpt.set {
+		d.problem(w.sub("rcpt"), "is required for %s delivery: the envelope recipients", kind0)
+		ok = false
+	}
+	if r.smtpUser.set != r.smtpPassword.set && kind0 == KindSMTP {
+		if r.smtpUser.set {
+			d.problem(r.smtpUser.w, "needs smtp_password too")
+		} else {
+			d.problem(r.smtpPassword.w, "needs smtp_user too")
+		}
+		ok = false
+	}
+
+	if !supportedKinds[kind0] {
+		d.problem(kinds[0].w, "%s delivery is not supported yet", kind0)
+		ok = false
+	}
+	return de, ok
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// keyHints says, for a key that is unknown where it was written, where it
+// belongs.
+func keyHints() map[string]string {
+	h := map[string]string{
+		"path":           "[state]",
+		"max_parallel":   "[daemon]",
+		"shutdown_grace": "[daemon]",
+		"metrics":        "[daemon]",
+	}
+	for k := range deliverFields {
+		h[k] = "[[account.deliver]]"
+	}
+	for k := range accountFields {
+		h[k] = "[[account]] or [defaults]"
+	}
+	return h
+}

@@ -1,0 +1,218 @@
+package configs
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Config is a loaded, validated configuration with every default filled in
+// and every path absolute.
+type Config struct {
+	Path     string // absolute path of the file it was read from
+	State    State
+	Daemon   Daemon
+	Accounts []*Account // in file order
+}
+
+// State configures the seen-set store.
+type State struct {
+	Path string // SQLite database file
+}
+
+// Daemon configures `popsync run`.
+type Daemon struct {
+	MaxParallel   int      // accounts polled at once
+	ShutdownGrace Duration // how long running polls may finish after SIGTERM
+	Metrics       string   // "host:port" for /metrics and /healthz; "" = off
+}
+
+// TLS modes (key "tls").
+const (
+	TLSImplicit = "implicit" // TLS from the first byte (RFC 8314 §3.3, port 995)
+	TLSStartTLS = "starttls" // plain connection upgraded with STLS (RFC 2595 §4, port 110)
+	TLSNone     = "none"     // no TLS at all
+)
+
+// Authentication methods (key "auth").
+const (
+	AuthAuto        = "auto"        // pick the strongest the server offers
+	AuthUser        = "user"        // USER/PASS (RFC 1939 §7)
+	AuthAPOP        = "apop"        // APOP (RFC 1939 §7)
+	AuthPlain       = "plain"       // SASL PLAIN (RFC 4616)
+	AuthLogin       = "login"       // SASL LOGIN
+	AuthCRAMMD5     = "cram-md5"    // SASL CRAM-MD5 (RFC 2195)
+	AuthXOAuth2     = "xoauth2"     // SASL XOAUTH2; the password is the token
+	AuthOAuthBearer = "oauthbearer" // SASL OAUTHBEARER (RFC 7628); the password is the token
+)
+
+// Built-in defaults.
+const (
+	DefaultMaxParallel   = 8
+	DefaultShutdownGrace = Duration(30 * time.Second)
+	DefaultTLS           = TLSImplicit
+	DefaultAuth          = AuthAuto
+	DefaultTimeout       = Duration(60 * time.Second)
+	DefaultSchedule      = "@every 5m"
+	DefaultPortImplicit  = 995 // RFC 8314 §7.3
+	DefaultPortPlain     = 110 // RFC 1939 §3
+)
+
+// Account is one remote POP3 mailbox and what to do with its mail.
+type Account struct {
+	Name string
+	Line int // line of the [[account]] header
+
+	Host           string
+	Port           int
+	TLS            string // TLSImplicit, TLSStartTLS or TLSNone
+	TLSCAFile      string // PEM bundle to trust instead of the system roots; "" = system roots
+	TLSFingerprint string // SHA-256 of the server certificate, 64 lowercase hex digits without colons; "" = not pinned
+	TLSServerName  string // name to verify the certificate against; "" = Host
+
+	User                   string
+	Password               Secret   // at most one of Password, PasswordFile,
+	PasswordFile           string   // PasswordCommand and PasswordEnv is set;
+	PasswordCommand        []string // see Account.Secret
+	PasswordEnv            string
+	PasswordCommandTimeout Duration
+	Auth                   string // one of the Auth* constants
+
+	Keep        bool     // leave messages on the server after delivery
+	DeleteAfter Duration // with Keep: delete this long after delivery; 0 = never
+	MaxSize     Size     // larger messages are left alone and reported; 0 = no limit
+	FetchLimit  int      // messages per poll; 0 = all
+	Timeout     Duration // per network read/write
+	AddReceived bool     // prepend a Received: trace header
+	Schedule    string   // robfig/cron spec, checked by ParseSchedule
+
+	Deliver []Deliver // every entry gets every message
+}
+
+// Addr returns "host:port", with brackets around an IPv6 host.
+func (a *Account) Addr() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
+
+// Delivery kinds, as returned by Deliver.Kind.
+const (
+	KindMaildir = "maildir"
+	KindSMTP    = "smtp"
+	KindLMTP    = "lmtp"
+	KindMDA     = "mda"
+)
+
+// Deliver is one [[account.deliver]] entry: exactly one of Maildir, SMTP,
+// LMTP and MDA is set. The other fields qualify SMTP, LMTP and MDA targets.
+type Deliver struct {
+	Line int // line of the [[account.deliver]] header
+
+	Maildir string   // absolute path of a Maildir, created if missing
+	SMTP    string   // "host:port" of an MTA
+	LMTP    string   // "host:port" or "unix:/path" of an LMTP server
+	MDA     []string // program and arguments; the message on stdin
+
+	Rcpt         []string // envelope recipients (SMTP, LMTP)
+	From         string   // envelope sender (SMTP, LMTP, MDA); "" = the null sender
+	Helo         string   // name to greet with (SMTP, LMTP); "" = the host name
+	SMTPTLS      string   // TLSImplicit, TLSStartTLS or TLSNone (SMTP)
+	SMTPUser     string
+	SMTPPassword Secret
+	Quarantine   string // absolute path of a Maildir for rejected messages
+	OnReject     string // what to do with a message the target rejects permanently
+}
+
+// Kind names the target kind of d: one of the Kind* constants, or "".
+func (d Deliver) Kind() string {
+	switch {
+	case d.Maildir != "":
+		return KindMaildir
+	case d.SMTP != "":
+		return KindSMTP
+	case d.LMTP != "":
+		return KindLMTP
+	case len(d.MDA) > 0:
+		return KindMDA
+	}
+	return ""
+}
+
+// Lookup returns the account named name.
+func (c *Config) Lookup(name string) (*Account, bool) {
+	for _, a := range c.Accounts {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+// DefaultPath is where popsync looks for its config without -c:
+// $XDG_CONFIG_HOME/popsync/config.toml, else ~/.config/popsync/config.toml.
+func DefaultPath() string {
+	return filepath.Join(xdgDir("XDG_CONFIG_HOME", ".config"), "popsync", "config.toml")
+}
+
+// DefaultStatePath is the seen-set database used when [state] path is not
+// given: $XDG_STATE_HOME/popsync/state.db, else ~/.local/state/popsync/state.db.
+func DefaultStatePath() string {
+	return filepath.Join(xdgDir("XDG_STATE_HOME", filepath.Join(".local", "state")), "popsync", "state.db")
+}
+
+// xdgDir returns $env when it is an absolute path (the XDG Base Directory
+// spec says relative values are to be ignored), else $HOME/fallback.
+func xdgDir(env, fallback string) string {
+	if d := os.Getenv(env); filepath.IsAbs(d) {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, fallback)
+}
+
+// Load reads, checks and returns the config file at path. A file that cannot
+// be read gives a wrapped os error; a file that can be read but is not a
+// usable config gives *Errors listing every problem (errors.Is ErrInvalid).
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("reading config: %s is a directory", path)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	return Parse(data, path, fi.Mode())
+}
+
+// Parse checks data as the contents of the config file at path, whose
+// permissions are mode (Load passes the file's; the password rule depends on
+// it). path names the file in messages, and relative paths in the config
+// resolve against its folder.
+func Parse(data []byte, path string, mode fs.FileMode) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolving config path: %w", err)
+	}
+	d := &decoder{
+		abs:   abs,
+		dir:   filepath.Dir(abs),
+		mode:  mode,
+		hints: keyHints(),
+	}
+	cfg := d.decode(data)
+	if err := d.probs.err(path); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}

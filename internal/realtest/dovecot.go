@@ -1,0 +1,689 @@
+package realtest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	// startTimeout bounds the wait for Dovecot's readiness notification.
+	startTimeout = 30 * time.Second
+	// stopTimeout bounds the wait for Dovecot to exit after SIGTERM; then
+	// it is killed.
+	stopTimeout = 15 * time.Second
+	// ioTimeout is the deadline of every network exchange of the harness.
+	ioTimeout = 10 * time.Second
+	// startAttempts is how often a start is tried with new ports when a
+	// port turned out to be taken.
+	startAttempts = 5
+)
+
+// DovecotOptions asks for features of the test server. The zero value is a
+// POP3 server with USER/PASS and SASL PLAIN and LOGIN.
+type DovecotOptions struct {
+	// User and Password of the one mailbox. Defaults: "popsync@example.test"
+	// and a random password. User must be lower case (Dovecot lowercases
+	// the login name before the lookup) and neither may contain ':' or a
+	// line break.
+	User, Password string
+	// APOP turns on APOP (RFC 1939 §7): Dovecot then puts a timestamp
+	// into its greeting and accepts the APOP command.
+	APOP bool
+	// Mechanisms are SASL mechanisms (RFC 5034) offered besides PLAIN and
+	// LOGIN, for example "CRAM-MD5" or "DIGEST-MD5". The passwords are
+	// stored in plain text, so every mechanism Dovecot has can work.
+	Mechanisms []string
+	// LMTP adds an LMTP listener (RFC 2033) on 127.0.0.1 that delivers
+	// into the same mailbox; its address is Dovecot.LMTPAddr. Recipient:
+	// the User.
+	LMTP bool
+	// Config is appended to the generated dovecot.conf as it is, for
+	// settings a test needs and this type does not name, for example
+	// "pop3_lock_session = yes" or "login_greeting = hello". A setting
+	// given here overrides the generated one.
+	Config string
+}
+
+// Dovecot is a running private Dovecot instance with one mailbox.
+type Dovecot struct {
+	Addr     string // 127.0.0.1:port, POP3 in plain text, STLS offered
+	TLSAddr  string // 127.0.0.1:port, POP3 over implicit TLS
+	LMTPAddr string // 127.0.0.1:port, LMTP; empty unless DovecotOptions.LMTP
+
+	User, Password string
+
+	CAFile     string // PEM of the self-signed server certificate (localhost, 127.0.0.1, ::1)
+	CertSHA256 string // hex SHA-256 of the server certificate (DER), lower case
+	Maildir    string // the server-side Maildir of User (cur, new, tmp)
+
+	Dir     string // the instance directory: configuration, log, mail; removed at cleanup
+	LogFile string // Dovecot's log
+
+	who        runAs
+	opts       DovecotOptions
+	configFile string
+	caPool     *x509.CertPool
+
+	// proc is the master process; exited is closed once it has been
+	// waited for, and waitErr is its exit status then.
+	proc    *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+
+	stopMu  sync.Mutex
+	started bool // the start succeeded: an exit before Stop is a failure
+	stopped bool // Stop was called: an exit is expected
+
+	mu   sync.Mutex // guards last
+	last time.Time  // time in the name of the last delivered message
+}
+
+// runAs is the user the Dovecot processes run as.
+type runAs struct {
+	name     string // user name
+	group    string // name of the user's primary group
+	uid, gid int
+	switchTo bool // the tests run as root: start Dovecot as this user
+}
+
+// StartDovecot starts a private Dovecot POP3 server on 127.0.0.1 for the
+// test and stops it (by the master's pid) and removes its directory when
+// the test ends. It skips the test, or fails it under
+// POPSYNC_REQUIRE_REAL=1, when Dovecot or the TestUser is missing.
+func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
+	t.Helper()
+	return startDovecot(t, opts, freePort)
+}
+
+// startDovecot is StartDovecot with the port picker as a parameter, so a
+// test can hand out a taken port.
+func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error)) *Dovecot {
+	t.Helper()
+	Require(t, "dovecot")
+	bin, err := LookPath("dovecot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := opts.fill(); err != nil {
+		t.Fatalf("starting dovecot: %v", err)
+	}
+	who, err := serverUser()
+	if err != nil {
+		unavailable(t, err.Error())
+	}
+	d := &Dovecot{User: opts.User, Password: opts.Password, who: who, opts: opts}
+	t.Cleanup(func() { d.cleanup(t) })
+	if err := d.prepare(); err != nil {
+		t.Fatalf("starting dovecot: %v", err)
+	}
+	for attempt := 1; ; attempt++ {
+		err := d.configure(pickPort)
+		if err == nil {
+			err = d.start(bin)
+		}
+		if err == nil {
+			d.stopMu.Lock()
+			d.started = true
+			d.stopMu.Unlock()
+			return d
+		}
+		if errors.Is(err, errAddrInUse) && attempt < startAttempts {
+			t.Logf("dovecot start attempt %d: %v; retrying with new ports", attempt, err)
+			continue
+		}
+		t.Fatalf("starting dovecot (attempt %d): %v\n%s", attempt, err, d.logTail(40))
+	}
+}
+
+// fill sets the defaults and checks what Dovecot's files cannot hold.
+func (o *DovecotOptions) fill() error {
+	if o.User == "" {
+		o.User = "popsync@example.test"
+	}
+	if o.Password == "" {
+		b := make([]byte, 12)
+		if _, err := rand.Read(b); err != nil {
+			return fmt.Errorf("making a password: %w", err)
+		}
+		o.Password = hex.EncodeToString(b)
+	}
+	if strings.ContainsAny(o.User, ":\r\n \t") || strings.ContainsAny(o.Password, ":\r\n") {
+		return fmt.Errorf("user or password contains ':', a space or a line break")
+	}
+	if o.User != strings.ToLower(o.User) {
+		return fmt.Errorf("user %q is not lower case", o.User)
+	}
+	for _, m := range o.Mechanisms {
+		if m == "" || strings.Trim(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+			return fmt.Errorf("bad SASL mechanism name %q", m)
+		}
+	}
+	return nil
+}
+
+// serverUser decides who Dovecot runs as: TestUser under root, else the
+// current user.
+func serverUser() (runAs, error) {
+	if os.Geteuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			return runAs{}, fmt.Errorf("looking up the current user for dovecot: %w", err)
+		}
+		return runAsFrom(u, false)
+	}
+	u, err := user.Lookup(TestUser)
+	if err != nil {
+		return runAs{}, fmt.Errorf("tests run as root but the unprivileged user %s that runs dovecot is missing (./scripts/test.sh creates it): %w", TestUser, err)
+	}
+	return runAsFrom(u, true)
+}
+
+func runAsFrom(u *user.User, switchTo bool) (runAs, error) {
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return runAs{}, fmt.Errorf("parsing uid of %s: %w", u.Username, err)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return runAs{}, fmt.Errorf("parsing gid of %s: %w", u.Username, err)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		return runAs{}, fmt.Errorf("looking up the group of %s: %w", u.Username, err)
+	}
+	return runAs{name: u.Username, group: g.Name, uid: uid, gid: gid, switchTo: switchTo}, nil
+}
+
+// prepare makes the instance directory with everything but the
+// configuration: certificate, passwd file and an empty Maildir, all owned
+// by the Dovecot user.
+func (d *Dovecot) prepare() error {
+	// A directory of its own rather than t.TempDir: the Dovecot user must
+	// own it, and its Unix socket paths must stay short (108 bytes).
+	parent := os.TempDir()
+	if len(parent) > 60 {
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "popsync-dovecot-")
+	if err != nil {
+		return fmt.Errorf("making instance directory: %w", err)
+	}
+	d.Dir = dir
+	d.LogFile = filepath.Join(dir, "dovecot.log")
+	d.CAFile = filepath.Join(dir, "cert.pem")
+	d.Maildir = filepath.Join(dir, "home", "Maildir")
+	if err := d.own(dir); err != nil {
+		return err
+	}
+	// Dovecot wants its base_dir world-readable (the sockets in it have
+	// their own modes); the instance directory above stays private.
+	if err := d.mkdir(filepath.Join(dir, "run")); err != nil {
+		return err
+	}
+	if err := os.Chmod(filepath.Join(dir, "run"), 0o755); err != nil {
+		return fmt.Errorf("making run directory readable: %w", err)
+	}
+	for _, sub := range []string{"state", "home", "home/Maildir", "home/Maildir/cur", "home/Maildir/new", "home/Maildir/tmp"} {
+		if err := d.mkdir(filepath.Join(dir, sub)); err != nil {
+			return err
+		}
+	}
+
+	cert, err := newSelfSigned()
+	if err != nil {
+		return fmt.Errorf("making server certificate: %w", err)
+	}
+	d.CertSHA256 = cert.sha256
+	d.caPool = x509.NewCertPool()
+	d.caPool.AppendCertsFromPEM(cert.certPEM)
+	if err := d.writeFile(d.CAFile, cert.certPEM, 0o644); err != nil {
+		return err
+	}
+	if err := d.writeFile(filepath.Join(dir, "key.pem"), cert.keyPEM, 0o600); err != nil {
+		return err
+	}
+
+	// passwd-file: user:password:uid:gid:gecos:home:shell:extra. The
+	// password is stored in plain text so that APOP and the
+	// challenge-response mechanisms work.
+	passwd := fmt.Sprintf("%s:{PLAIN}%s:%d:%d::%s::\n", d.User, d.Password, d.who.uid, d.who.gid, filepath.Join(dir, "home"))
+	return d.writeFile(filepath.Join(dir, "passwd"), []byte(passwd), 0o600)
+}
+
+// configure picks ports and writes dovecot.conf.
+func (d *Dovecot) configure(pickPort func() (int, error)) error {
+	n := 2
+	if d.opts.LMTP {
+		n = 3
+	}
+	ports := make([]int, 0, n)
+	for len(ports) < n {
+		p, err := pickPort()
+		if err != nil {
+			return err
+		}
+		dup := false
+		for _, q := range ports {
+			dup = dup || q == p
+		}
+		if !dup {
+			ports = append(ports, p)
+		}
+	}
+	d.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	d.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
+	d.LMTPAddr = ""
+	if d.opts.LMTP {
+		d.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
+	}
+	d.configFile = filepath.Join(d.Dir, "dovecot.conf")
+	return d.writeFile(d.configFile, []byte(d.config(ports)), 0o600)
+}
+
+// config renders dovecot.conf (Dovecot 2.3 syntax).
+func (d *Dovecot) config(ports []int) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	dir := d.Dir
+	protocols := "pop3"
+	if d.opts.LMTP {
+		protocols += " lmtp"
+	}
+	mechs := []string{"plain", "login"}
+	for _, m := range d.opts.Mechanisms {
+		mechs = append(mechs, strings.ToLower(m))
+	}
+	if d.opts.APOP {
+		mechs = append(mechs, "apop")
+	}
+
+	p("# Private Dovecot for one popsync test (internal/realtest). Removed when the test ends.")
+	p("instance_name = popsync-realtest")
+	p("base_dir = %s/run", dir)
+	p("state_dir = %s/state", dir)
+	p("log_path = %s", d.LogFile)
+	p("protocols = %s", protocols)
+	p("listen = 127.0.0.1")
+	p("")
+	p("# Every process runs as %s: the master cannot change users.", d.who.name)
+	p("default_login_user = %s", d.who.name)
+	p("default_internal_user = %s", d.who.name)
+	p("default_internal_group = %s", d.who.group)
+	p("first_valid_uid = %d", d.who.uid)
+	p("last_valid_uid = %d", d.who.uid)
+	p("first_valid_gid = %d", d.who.gid)
+	p("")
+	p("ssl = yes")
+	p("ssl_cert = <%s", d.CAFile)
+	p("ssl_key = <%s/key.pem", dir)
+	p("ssl_min_protocol = TLSv1.2")
+	p("")
+	p("# Plain-text logins over loopback without TLS, like a LAN server.")
+	p("disable_plaintext_auth = no")
+	p("auth_mechanisms = %s", strings.Join(mechs, " "))
+	p("# A wrong password answers at once instead of after 2s.")
+	p("auth_failure_delay = 0")
+	p("auth_verbose = yes")
+	p("passdb {")
+	p("  driver = passwd-file")
+	p("  args = scheme=PLAIN username_format=%%u %s/passwd", dir)
+	p("}")
+	p("userdb {")
+	p("  driver = passwd-file")
+	p("  args = username_format=%%u %s/passwd", dir)
+	p("}")
+	p("")
+	p("mail_location = maildir:~/Maildir")
+	p("# UID and UIDVALIDITY, the Dovecot default, spelled out: tests rely on it.")
+	p("pop3_uidl_format = %%08Xu%%08Xv")
+	p("mail_max_userip_connections = 100")
+	p("")
+	p("service pop3-login {")
+	p("  chroot =")
+	p("  inet_listener pop3 {")
+	p("    address = 127.0.0.1")
+	p("    port = %d", ports[0])
+	p("  }")
+	p("  inet_listener pop3s {")
+	p("    address = 127.0.0.1")
+	p("    port = %d", ports[1])
+	p("    ssl = yes")
+	p("  }")
+	p("}")
+	if d.opts.LMTP {
+		p("service lmtp {")
+		p("  inet_listener lmtp {")
+		p("    address = 127.0.0.1")
+		p("    port = %d", ports[2])
+		p("  }")
+		p("}")
+	}
+	p("service anvil {")
+	p("  chroot =")
+	p("  # No auth penalty: a failed login must not slow down the next one.")
+	p("  unix_listener anvil-auth-penalty {")
+	p("    mode = 0")
+	p("  }")
+	p("}")
+	p("service auth-worker {")
+	p("  user = $default_internal_user")
+	p("}")
+	if d.opts.Config != "" {
+		p("")
+		p("# DovecotOptions.Config")
+		p("%s", d.opts.Config)
+	}
+	return b.String()
+}
+
+// start runs the master in the foreground (-F) as a child of the test
+// process and waits until it reports readiness over the systemd notify
+// protocol (sd_notify READY=1, sent once its listeners are bound), then
+// checks that every listener greets.
+func (d *Dovecot) start(bin string) error {
+	notifyPath := filepath.Join(d.Dir, "notify")
+	_ = os.Remove(notifyPath)
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("listening for readiness: %w", err)
+	}
+	defer os.Remove(notifyPath)
+	defer notify.Close()
+	if err := d.own(notifyPath); err != nil {
+		return err
+	}
+
+	// Each attempt starts with empty logs, so a failure is judged by its
+	// own messages.
+	for _, name := range []string{d.LogFile, filepath.Join(d.Dir, "stderr.log")} {
+		if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing old log: %w", err)
+		}
+	}
+	// Output before the log file is open (configuration errors) goes here.
+	out, err := os.OpenFile(filepath.Join(d.Dir, "stderr.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening dovecot stderr file: %w", err)
+	}
+	defer out.Close()
+
+	cmd := exec.Command(bin, "-F", "-c", d.configFile)
+	cmd.Dir = d.Dir
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET=" + notifyPath}
+	cmd.Stdout, cmd.Stderr = out, out
+	// Pdeathsig: if the test binary dies without cleanup, the master gets
+	// SIGTERM and takes its children down with it. (Linux sends it when
+	// the starting OS thread ends; Go ends threads only under goroutines
+	// that exit while locked to one.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if d.who.switchTo {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(d.who.uid), Gid: uint32(d.who.gid), Groups: []uint32{}}
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("running %s: %w", bin, err)
+	}
+	exited := make(chan struct{})
+	d.proc, d.exited, d.waitErr = cmd, exited, nil
+	go func() {
+		err := cmd.Wait()
+		d.waitErr = err
+		close(exited)
+	}()
+
+	ready := make(chan error, 1)
+	go func() { ready <- awaitReady(notify) }()
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	readerDone := false
+	select {
+	case err = <-ready:
+		readerDone = true
+	case <-exited:
+		err = fmt.Errorf("%w: %v", errExited, d.waitErr)
+		if strings.Contains(d.logTail(20), "Address already in use") {
+			err = fmt.Errorf("%w (%v)", errAddrInUse, err)
+		}
+	case <-timer.C:
+		err = fmt.Errorf("no readiness notification within %v", startTimeout)
+	}
+	notify.Close()
+	if !readerDone {
+		<-ready // returns now that its socket is closed
+	}
+	if err == nil {
+		err = d.checkListeners()
+	}
+	if err != nil {
+		if serr := d.terminate(); serr != nil {
+			err = fmt.Errorf("%w; %v", err, serr)
+		}
+		return err
+	}
+	return nil
+}
+
+// awaitReady reads sd_notify datagrams until one says READY=1.
+func awaitReady(c *net.UnixConn) error {
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return fmt.Errorf("reading readiness notification: %w", err)
+		}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if line == "READY=1" {
+				return nil
+			}
+		}
+	}
+}
+
+// checkListeners connects once to every listener and reads its greeting,
+// so a broken auth process or TLS setup fails the start, not the test.
+func (d *Dovecot) checkListeners() error {
+	dialer := &net.Dialer{Timeout: ioTimeout}
+	greet := func(c net.Conn, name, want, quit string) error {
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(ioTimeout)); err != nil {
+			return fmt.Errorf("checking %s: %w", name, err)
+		}
+		r := bufio.NewReader(c)
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("reading %s greeting: %w", name, err)
+		}
+		if !strings.HasPrefix(line, want) {
+			return fmt.Errorf("%s greeting %q, want %q", name, strings.TrimSpace(line), want)
+		}
+		if d.opts.APOP && want == "+OK" && !strings.Contains(line, "<") {
+			return fmt.Errorf("%s greeting %q has no APOP timestamp", name, strings.TrimSpace(line))
+		}
+		if _, err := fmt.Fprintf(c, "%s\r\n", quit); err != nil {
+			return fmt.Errorf("closing %s: %w", name, err)
+		}
+		_, _ = r.ReadString('\n')
+		return nil
+	}
+
+	c, err := dialer.Dial("tcp", d.Addr)
+	if err != nil {
+		return fmt.Errorf("connecting to pop3 listener: %w", err)
+	}
+	if err := greet(c, "pop3", "+OK", "QUIT"); err != nil {
+		return err
+	}
+	tc, err := tls.DialWithDialer(dialer, "tcp", d.TLSAddr, d.TLSConfig())
+	if err != nil {
+		return fmt.Errorf("connecting to pop3s listener: %w", err)
+	}
+	if err := greet(tc, "pop3s", "+OK", "QUIT"); err != nil {
+		return err
+	}
+	if d.LMTPAddr != "" {
+		c, err := dialer.Dial("tcp", d.LMTPAddr)
+		if err != nil {
+			return fmt.Errorf("connecting to lmtp listener: %w", err)
+		}
+		if err := greet(c, "lmtp", "220 ", "QUIT"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TLSConfig returns a client configuration that trusts only the server's
+// certificate, with ServerName "localhost". Each call returns a new one.
+func (d *Dovecot) TLSConfig() *tls.Config {
+	return &tls.Config{RootCAs: d.caPool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+}
+
+// CertPool returns a pool that holds only the server's certificate.
+func (d *Dovecot) CertPool() *x509.CertPool { return d.caPool.Clone() }
+
+// Stop stops the server now, for tests of an unreachable server. The
+// cleanup does it anyway; calling Stop twice is fine.
+func (d *Dovecot) Stop(t testing.TB) {
+	t.Helper()
+	d.stopMu.Lock()
+	d.stopped = true
+	d.stopMu.Unlock()
+	if err := d.terminate(); err != nil {
+		t.Error(err)
+	}
+}
+
+// terminate sends SIGTERM to the master, named by its pid file, and waits
+// for it to exit; after stopTimeout it kills it.
+func (d *Dovecot) terminate() error {
+	if d.proc == nil {
+		return nil
+	}
+	select {
+	case <-d.exited:
+		return nil
+	default:
+	}
+	pid := d.proc.Process.Pid
+	// With -F the master does not fork: its pid file must name our child.
+	// Anything else is not ours to signal.
+	if b, err := os.ReadFile(filepath.Join(d.Dir, "run", "master.pid")); err == nil {
+		if filePid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && filePid != pid {
+			return fmt.Errorf("stopping dovecot: pid file names %d, but the master is %d; not signalling", filePid, pid)
+		}
+	}
+	if err := d.proc.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stopping dovecot (pid %d): %w", pid, err)
+	}
+	timer := time.NewTimer(stopTimeout)
+	defer timer.Stop()
+	select {
+	case <-d.exited:
+		return nil
+	case <-timer.C:
+	}
+	if err := d.proc.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("killing dovecot (pid %d): %w", pid, err)
+	}
+	<-d.exited
+	return fmt.Errorf("dovecot (pid %d) ignored SIGTERM for %v and was killed", pid, stopTimeout)
+}
+
+// cleanup stops the server, reports an unexpected exit, shows the log of a
+// failed test and removes the instance directory.
+func (d *Dovecot) cleanup(t testing.TB) {
+	d.stopMu.Lock()
+	check := d.started && !d.stopped
+	d.stopMu.Unlock()
+	if check {
+		select {
+		case <-d.exited:
+			t.Errorf("dovecot exited during the test: %v", d.waitErr)
+		default:
+		}
+	}
+	if err := d.terminate(); err != nil {
+		t.Error(err)
+	}
+	if d.Dir == "" {
+		return
+	}
+	if t.Failed() {
+		t.Logf("dovecot log %s, last lines:\n%s", d.LogFile, d.logTail(40))
+	}
+	if err := os.RemoveAll(d.Dir); err != nil {
+		t.Errorf("removing dovecot instance: %v", err)
+	}
+}
+
+// Log returns Dovecot's log so far, for example to check the session
+// summaries ("retr=2/1234, del=1/2").
+func (d *Dovecot) Log(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(d.LogFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reading dovecot log: %v", err)
+	}
+	return string(b)
+}
+
+// logTail returns the last n lines of Dovecot's stderr and log files.
+func (d *Dovecot) logTail(n int) string {
+	var b strings.Builder
+	for _, name := range []string{"stderr.log", "dovecot.log"} {
+		data, err := os.ReadFile(filepath.Join(d.Dir, name))
+		if err != nil || len(bytes.TrimSpace(data)) == 0 {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(&b, "--- %s\n%s\n", name, strings.Join(lines, "\n"))
+	}
+	if b.Len() == 0 {
+		return "(dovecot wrote no log)"
+	}
+	return b.String()
+}
+
+// own gives path to the Dovecot user when the tests run as root.
+func (d *Dovecot) own(path string) error {
+	if !d.who.switchTo {
+		return nil
+	}
+	if err := os.Lchown(path, d.who.uid, d.who.gid); err != nil {
+		return fmt.Errorf("handing %s to %s: %w", path, d.who.name, err)
+	}
+	return nil
+}
+
+func (d *Dovecot) mkdir(path string) error {
+	if err := os.Mkdir(path, 0o700); err != nil {
+		return fmt.Errorf("making %s: %w", path, err)
+	}
+	return d.own(path)
+}
+
+func (d *Dovecot) writeFile(path string, data []byte, perm os.FileMode) error {
+	if err := os.WriteFile(path, data, perm); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return d.own(path)
+}
