@@ -1,0 +1,79 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"popsync/configs"
+	"popsync/fetch/pop3"
+)
+
+// CheckOptions configure Check.
+type CheckOptions struct {
+	Logger    *slog.Logger
+	Trace     bool
+	TraceAuth bool
+	Dial      func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error)
+}
+
+// CheckResult is what `popsync check --connect` reports of one account.
+type CheckResult struct {
+	Addr      string
+	TLSState  string // "implicit TLS", "STARTTLS", "plaintext"
+	Mechanism string
+	Caps      []string
+	Count     int
+	Size      int64
+	Err       error
+}
+
+// Check logs in to a and reports what the server offers and holds. It
+// changes nothing: no RETR, no DELE, and the seen-set is not opened.
+func Check(ctx context.Context, a *configs.Account, o CheckOptions) (r CheckResult) {
+	r.Addr = a.Addr()
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &pollRun{o: &Options{Dial: o.Dial, Trace: o.Trace, TraceAuth: o.TraceAuth}, a: a, log: log.With("account", a.Name)}
+	secret, err := a.Secret(ctx)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	c, err := p.dial(ctx)
+	if err != nil {
+		r.Err = fmt.Errorf("connecting to %s: %w", a.Addr(), err)
+		return r
+	}
+	defer c.Close()
+	switch a.TLS {
+	case "starttls":
+		r.TLSState = "STARTTLS"
+	case "none":
+		r.TLSState = "plaintext"
+	default:
+		r.TLSState = "implicit TLS"
+	}
+	r.Caps = c.Caps().Names()
+	r.Mechanism = a.Auth
+	if a.Auth == configs.AuthAuto {
+		if m, err := c.AutoMechanism(); err == nil {
+			r.Mechanism = "auto: " + m
+		}
+	}
+	if err := c.Auth(ctx, a.Auth, a.User, secret); err != nil {
+		r.Err = fmt.Errorf("logging in as %s: %w", a.User, err)
+		return r
+	}
+	r.Count, r.Size, err = c.Stat(ctx)
+	if err != nil {
+		r.Err = fmt.Errorf("STAT: %w", err)
+		return r
+	}
+	if err := c.Quit(ctx); err != nil {
+		r.Err = fmt.Errorf("QUIT: %w", err)
+	}
+	return r
+}

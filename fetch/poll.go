@@ -1,0 +1,534 @@
+// Package fetch runs popsync's sync algorithm: one poll of one account,
+// following the data path of DESIGN.md, and many accounts at once.
+//
+// It talks to the server only through fetch/pop3, to the seen-set only
+// through state.Store and to mailboxes only through deliver.Target: it
+// never parses protocol bytes or writes mail files itself. What it owns is
+// the order of things, because the order is the product's promise:
+//
+//  1. a message is staged in every target and made durable there;
+//  2. an intent naming where it will appear is committed to the store;
+//  3. the targets publish it (Maildir: rename into new/, fsync new/);
+//  4. the store records it as delivered, in one transaction per batch;
+//  5. only then, if policy says so, it is DELE'd, and QUIT commits that.
+//
+// A crash between 2 and 4 leaves an open intent that the next poll
+// resolves by asking the target whether the message got published.
+package fetch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"popsync/configs"
+	"popsync/deliver"
+	"popsync/fetch/pop3"
+	"popsync/state"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultBatchSize  = 128
+	DefaultBatchBytes = 64 << 20
+	DefaultPruneGrace = 7 * 24 * time.Hour
+)
+
+// Errors a poll reports besides those of the layers below.
+var (
+	// ErrAccountBusy means another popsync process is polling the account.
+	ErrAccountBusy = errors.New("another popsync is polling this account")
+	// ErrOversized means the server sent more bytes than max_size allows
+	// although LIST announced a smaller message.
+	ErrOversized = errors.New("message larger than max_size")
+)
+
+// Options configure polls. Store is required; the rest has defaults.
+type Options struct {
+	Store  state.Store
+	Logger *slog.Logger
+	// Dial connects and greets; nil means pop3.Dial. Tests inject their own.
+	Dial func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error)
+	// OpenTarget builds one delivery target; nil means OpenTarget.
+	OpenTarget func(a *configs.Account, d configs.Deliver) (deliver.Target, error)
+	Now        func() time.Time
+	Hostname   string // for the Received: header; default os.Hostname
+	DryRun     bool   // report what would be fetched and deleted; change nothing
+	Trace      bool   // log the POP3 dialogue at pop3.LevelTrace
+	TraceAuth  bool   // include credentials in the trace (never by default)
+	BatchSize  int    // messages per durability batch
+	BatchBytes int64  // bytes per durability batch
+	PruneGrace time.Duration
+	// Progress, when set, is called after each delivered message.
+	Progress func(Progress)
+}
+
+// Progress is a snapshot of a running poll, for a progress display.
+type Progress struct {
+	Account    string
+	Done, Todo int
+	Bytes      int64
+}
+
+// Result is the outcome of one poll of one account.
+type Result struct {
+	Account   string
+	OnServer  int // messages on the server
+	New       int // of those, not in the seen-set
+	Delivered int
+	Deleted   int
+	Skipped   int // newly found over max_size, left on the server
+	Failed    int // messages the server refused to hand out this time
+	Bytes     int64
+	Duration  time.Duration
+	Err       error
+}
+
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+func (o *Options) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Identity is the seen-set key of an account: renaming it in the config
+// does not refetch its mail.
+func Identity(a *configs.Account) state.Account {
+	return state.Account{Host: strings.ToLower(a.Host), Port: a.Port, User: a.User}
+}
+
+// serverMsg is one message as the server lists it, with the key it has in
+// the seen-set.
+type serverMsg struct {
+	id   int
+	size int64
+	key  string
+}
+
+// pollRun holds what one poll needs; it lives for one Poll call.
+type pollRun struct {
+	o       *Options
+	a       *configs.Account
+	id      state.Account
+	log     *slog.Logger
+	targets []deliver.Target
+	res     *Result
+}
+
+// Poll runs one poll of account a and returns its result; the error, if
+// any, is in Result.Err. It records the poll in the store.
+func (o *Options) Poll(ctx context.Context, a *configs.Account) (res Result) {
+	start := o.now()
+	res.Account = a.Name
+	p := &pollRun{o: o, a: a, id: Identity(a), res: &res,
+		log: o.logger().With("account", a.Name)}
+	defer func() {
+		if r := recover(); r != nil {
+			res.Err = fmt.Errorf("internal error (please report): %v", r)
+		}
+		res.Duration = o.now().Sub(start)
+		p.finish(ctx, start)
+	}()
+	res.Err = p.run(ctx)
+	return res
+}
+
+func (p *pollRun) finish(ctx context.Context, start time.Time) {
+	r := p.res
+	attrs := []any{"on_server", r.OnServer, "new", r.New, "delivered", r.Delivered,
+		"deleted", r.Deleted, "skipped", r.Skipped, "bytes", r.Bytes,
+		"seconds", strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
+	if r.Failed > 0 {
+		attrs = append(attrs, "failed", r.Failed)
+	}
+	if p.o.DryRun {
+		attrs = append(attrs, "dry_run", true)
+	}
+	if r.Err != nil {
+		p.log.Error("poll failed", append(attrs, "error", r.Err.Error())...)
+	} else {
+		p.log.Info("poll done", attrs...)
+	}
+	if p.o.DryRun || errors.Is(r.Err, ErrAccountBusy) {
+		return
+	}
+	poll := state.Poll{Name: p.a.Name, Account: p.id, Start: start, End: start.Add(r.Duration),
+		OnServer: r.OnServer, New: r.New, Delivered: r.Delivered, Deleted: r.Deleted,
+		Skipped: r.Skipped, Bytes: r.Bytes, Pending: r.New - r.Delivered - r.Skipped}
+	if r.Err != nil {
+		poll.Err = r.Err.Error()
+	}
+	// Recording history must not be skipped because the poll's context
+	// was cancelled: a stopped poll is worth a line in `status`.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := p.o.Store.RecordPoll(rctx, poll); err != nil {
+		p.log.Warn("recording poll history", "error", err.Error())
+	}
+}
+
+func (p *pollRun) run(ctx context.Context) error {
+	o, a := p.o, p.a
+	unlock, err := o.Store.LockAccount(ctx, p.id)
+	if err != nil {
+		if errors.Is(err, state.ErrLocked) {
+			return fmt.Errorf("%w (%s)", ErrAccountBusy, p.id)
+		}
+		return fmt.Errorf("locking account: %w", err)
+	}
+	defer unlock()
+
+	if err := p.openTargets(); err != nil {
+		return err
+	}
+	defer p.closeTargets()
+
+	if !o.DryRun {
+		if err := p.resolveIntents(ctx); err != nil {
+			return fmt.Errorf("resolving deliveries interrupted earlier: %w", err)
+		}
+	}
+
+	secret, err := a.Secret(ctx)
+	if err != nil {
+		return err
+	}
+	c, err := p.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", a.Addr(), err)
+	}
+	quit := false
+	defer func() {
+		if !quit {
+			c.Close()
+		}
+	}()
+	if err := c.Auth(ctx, a.Auth, a.User, secret); err != nil {
+		return fmt.Errorf("logging in to %s as %s: %w", a.Addr(), a.User, err)
+	}
+
+	msgs, err := p.listMessages(ctx, c)
+	if err != nil {
+		return err
+	}
+	p.res.OnServer = len(msgs)
+	keys := make([]string, len(msgs))
+	for i, m := range msgs {
+		keys[i] = m.key
+	}
+	now := o.now()
+	grace := o.PruneGrace
+	if grace == 0 {
+		grace = DefaultPruneGrace
+	}
+	var known map[string]state.Record
+	if o.DryRun {
+		// Reconcile writes (gone marks, pruning); a dry run must not.
+		known, err = o.Store.Known(ctx, p.id, keys)
+	} else {
+		known, err = o.Store.Reconcile(ctx, p.id, keys, now, grace)
+	}
+	if err != nil {
+		return fmt.Errorf("reading seen-set: %w", err)
+	}
+
+	fetchList, skipped, dele := p.plan(msgs, known, now)
+	p.res.New = len(fetchList) + len(skipped)
+	for _, m := range skipped {
+		p.log.Warn("message over max_size left on the server",
+			"uidl", m.key, "size", m.size, "max_size", int64(a.MaxSize))
+	}
+	if o.DryRun {
+		var bytes int64
+		for _, m := range fetchList {
+			bytes += m.size
+		}
+		p.log.Info("dry run: would fetch", "messages", len(fetchList), "bytes", bytes,
+			"would_delete", len(dele))
+		c.Quit(ctx)
+		quit = true
+		return nil
+	}
+	if len(skipped) > 0 {
+		recs := make([]state.Record, len(skipped))
+		for i, m := range skipped {
+			recs[i] = state.Record{UIDL: m.key, State: state.Skipped, Size: m.size, FirstSeen: now,
+				Note: fmt.Sprintf("size %d over max_size %d", m.size, int64(a.MaxSize))}
+		}
+		if err := o.Store.MarkSkipped(ctx, p.id, recs); err != nil {
+			return fmt.Errorf("recording skipped messages: %w", err)
+		}
+		p.res.Skipped = len(skipped)
+	}
+
+	delivered, fetchErr := p.fetchAll(ctx, c, fetchList)
+	if !a.Keep {
+		dele = append(dele, delivered...)
+	}
+	if fetchErr != nil {
+		// The connection may be poisoned or the disk full: either way no
+		// DELE now. What was delivered stays recorded, and the next poll
+		// deletes it (keep = false finds it in the seen-set).
+		return fetchErr
+	}
+	if err := p.deleteAll(ctx, c, dele); err != nil {
+		return err
+	}
+	quit = true
+	return nil
+}
+
+func (p *pollRun) dial(ctx context.Context) (*pop3.Client, error) {
+	a := p.a
+	opts := pop3.Options{
+		ServerName:  a.TLSServerName,
+		CAFile:      a.TLSCAFile,
+		Fingerprint: a.TLSFingerprint,
+		Timeout:     time.Duration(a.Timeout),
+		TraceAuth:   p.o.TraceAuth,
+	}
+	switch a.TLS {
+	case "starttls":
+		opts.Security = pop3.SecuritySTARTTLS
+	case "none":
+		opts.Security = pop3.SecurityNone
+	default:
+		opts.Security = pop3.SecurityImplicit
+	}
+	if p.o.Trace {
+		opts.Logger = p.log
+	}
+	dial := p.o.Dial
+	if dial == nil {
+		dial = pop3.Dial
+	}
+	return dial(ctx, a.Addr(), opts)
+}
+
+// listMessages returns every message on the server with its seen-set key:
+// the UIDL, or a digest of its headers when the server has no UIDL.
+func (p *pollRun) listMessages(ctx context.Context, c *pop3.Client) ([]serverMsg, error) {
+	list, err := c.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	msgs := make([]serverMsg, len(list))
+	pos := make(map[int]int, len(list))
+	for i, m := range list {
+		msgs[i] = serverMsg{id: m.ID, size: m.Size}
+		pos[m.ID] = i
+	}
+	if len(msgs) == 0 {
+		return msgs, nil
+	}
+	uids, err := c.UIDL(ctx)
+	var pe *pop3.Error
+	switch {
+	case err == nil:
+		for _, u := range uids {
+			if i, ok := pos[u.ID]; ok {
+				msgs[i].key = u.UID
+			}
+		}
+	case errors.As(err, &pe):
+		// RFC 1939 §7: UIDL is optional. Fall back to a digest of the
+		// headers, which is stable for as long as the message is there.
+		p.log.Info("server has no UIDL; identifying messages by a digest of their headers")
+		for i := range msgs {
+			msgs[i].key = ""
+		}
+	default:
+		return nil, fmt.Errorf("listing unique ids: %w", err)
+	}
+	// Messages without a UIDL of their own, and every message whose UIDL
+	// the server gave to more than one message, get a header digest: one
+	// duplicate must neither hide the other (loss) nor be refetched on
+	// every poll (loop).
+	count := make(map[string]int, len(msgs))
+	for _, m := range msgs {
+		count[m.key]++
+	}
+	var need []int
+	for i, m := range msgs {
+		if m.key == "" || count[m.key] > 1 {
+			need = append(need, i)
+		}
+	}
+	if len(need) > 0 {
+		if err := p.digestKeys(ctx, c, msgs, need); err != nil {
+			return nil, err
+		}
+	}
+	return msgs, nil
+}
+
+func (p *pollRun) digestKeys(ctx context.Context, c *pop3.Client, msgs []serverMsg, need []int) error {
+	ids := make([]int, len(need))
+	byID := make(map[int]int, len(need))
+	for k, i := range need {
+		ids[k] = msgs[i].id
+		byID[msgs[i].id] = i
+	}
+	err := c.TopEach(ctx, ids, 0, func(id int, body io.Reader, err error) error {
+		if err != nil {
+			return fmt.Errorf("reading headers of message %d: %w", id, err)
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, body); err != nil {
+			return err
+		}
+		i := byID[id]
+		prefix := msgs[i].key
+		if prefix == "" {
+			prefix = "hdr"
+		}
+		msgs[i].key = prefix + "#" + hex.EncodeToString(h.Sum(nil)[:12])
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("identifying messages by header digest: %w", err)
+	}
+	// Messages with identical headers still need distinct keys: number
+	// them in server order.
+	seen := make(map[string]int, len(need))
+	for _, i := range need {
+		k := msgs[i].key
+		seen[k]++
+		if n := seen[k]; n > 1 {
+			msgs[i].key = k + "#" + strconv.Itoa(n)
+		}
+	}
+	return nil
+}
+
+// plan splits the server's messages into those to fetch, those newly
+// found too big, and those to DELE now.
+func (p *pollRun) plan(msgs []serverMsg, known map[string]state.Record, now time.Time) (fetchList, skipped, dele []serverMsg) {
+	a := p.a
+	max := int64(a.MaxSize)
+	for _, m := range msgs {
+		r, ok := known[m.key]
+		if ok && r.State == state.Skipped && (max == 0 || m.size <= max) {
+			ok = false // max_size was raised since: fetch it now
+		}
+		if !ok {
+			if max > 0 && m.size > max {
+				skipped = append(skipped, m)
+				continue
+			}
+			if a.FetchLimit > 0 && len(fetchList) >= a.FetchLimit {
+				continue
+			}
+			fetchList = append(fetchList, m)
+			continue
+		}
+		if r.State != state.Delivered {
+			continue
+		}
+		switch {
+		case !a.Keep:
+			dele = append(dele, m)
+		case a.DeleteAfter > 0 && now.Sub(r.DeliveredAt) >= time.Duration(a.DeleteAfter):
+			dele = append(dele, m)
+		}
+	}
+	return fetchList, skipped, dele
+}
+
+// deleteAll DELEs msgs and QUITs; the server commits the DELEs only when
+// it answers QUIT with +OK (RFC 1939 §6), so that is when they are
+// recorded as deleted.
+func (p *pollRun) deleteAll(ctx context.Context, c *pop3.Client, msgs []serverMsg) error {
+	var ok []string
+	if len(msgs) > 0 {
+		ids := make([]int, len(msgs))
+		for i, m := range msgs {
+			ids[i] = m.id
+		}
+		perID, err := c.DeleEach(ctx, ids)
+		if err != nil {
+			return fmt.Errorf("deleting messages: %w", err)
+		}
+		for i, e := range perID {
+			if e != nil {
+				p.log.Warn("server refused DELE", "uidl", msgs[i].key, "error", e.Error())
+				continue
+			}
+			ok = append(ok, msgs[i].key)
+		}
+	}
+	if err := c.Quit(ctx); err != nil {
+		return fmt.Errorf("closing the session (deletions not committed): %w", err)
+	}
+	if len(ok) == 0 {
+		return nil
+	}
+	p.res.Deleted = len(ok)
+	if err := p.o.Store.MarkDeleted(ctx, p.id, ok, p.o.now()); err != nil {
+		// The server has deleted them; only the bookkeeping is missing,
+		// and the next reconcile marks them gone anyway.
+		p.log.Warn("recording deletions", "error", err.Error())
+	}
+	return nil
+}
+
+func (p *pollRun) openTargets() error {
+	open := p.o.OpenTarget
+	if open == nil {
+		open = OpenTarget
+	}
+	for _, d := range p.a.Deliver {
+		t, err := open(p.a, d)
+		if err != nil {
+			p.closeTargets()
+			return fmt.Errorf("opening delivery target: %w", err)
+		}
+		p.targets = append(p.targets, t)
+	}
+	if len(p.targets) == 0 {
+		return errors.New("no delivery target configured")
+	}
+	return nil
+}
+
+func (p *pollRun) closeTargets() {
+	for _, t := range p.targets {
+		if err := t.Close(); err != nil {
+			p.log.Warn("closing delivery target", "target", t.String(), "error", err.Error())
+		}
+	}
+	p.targets = nil
+}
+
+// OpenTarget builds the delivery target a [[account.deliver]] entry names.
+func OpenTarget(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
+	switch {
+	case d.Maildir != "":
+		return deliver.NewMaildir(d.Maildir, deliver.MaildirOptions{})
+	default:
+		return nil, fmt.Errorf("account %q: deliver entry (line %d): no supported target", a.Name, d.Line)
+	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}

@@ -1,0 +1,670 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// reconcileChunk is how many UIDLs one statement of Reconcile binds; well
+// below SQLite's limit of 32766 parameters per statement.
+const reconcileChunk = 500
+
+func dbTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func goTime(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(v.Int64)
+}
+
+// withTx runs fn in one write transaction (BEGIN IMMEDIATE) and commits it.
+func (s *SQLite) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return classify(err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return classify(err)
+	}
+	if err := tx.Commit(); err != nil {
+		if ctx.Err() != nil {
+			// database/sql rolled back when ctx ended: nothing was
+			// committed.
+			return fmt.Errorf("%w (rolled back: %w)", ctx.Err(), err)
+		}
+		return classify(err)
+	}
+	return nil
+}
+
+// accountID returns the row id of a (canonical), creating the row if create
+// is set; 0 if it does not exist and create is not set.
+func accountID(ctx context.Context, tx *sql.Tx, a Account, create bool) (int64, error) {
+	if create {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO account (host, port, username) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+			a.Host, a.Port, a.User); err != nil {
+			return 0, fmt.Errorf("adding account: %w", err)
+		}
+	}
+	var id int64
+	err := tx.QueryRowContext(ctx,
+		`SELECT id FROM account WHERE host = ? AND port = ? AND username = ?`,
+		a.Host, a.Port, a.User).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("looking up account: %w", err)
+	}
+	return id, nil
+}
+
+func checkUIDLs(uidls []string) error {
+	for i, u := range uidls {
+		if u == "" {
+			return fmt.Errorf("UIDL #%d is empty", i+1)
+		}
+	}
+	return nil
+}
+
+// canonical validates a and returns its canonical form.
+func canonical(a Account) (Account, error) {
+	if err := a.Validate(); err != nil {
+		return a, err
+	}
+	return a.Canonical(), nil
+}
+
+// Reconcile implements Store. It reads the account's records in one scan and
+// compares them with the server's list in memory; only records whose "gone"
+// mark changes are written, by batched UPDATE ... IN statements, and the
+// prune is one DELETE on a partial index. For 100,000 known UIDLs this is a
+// few hundred milliseconds, nearly all of it reading the rows.
+func (s *SQLite) Reconcile(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) (map[string]Record, error) {
+	a, err := canonical(a)
+	if err != nil {
+		return nil, fmt.Errorf("reconciling: %w", err)
+	}
+	switch {
+	case now.IsZero():
+		return nil, fmt.Errorf("reconciling %s: zero time", a)
+	case grace < 0:
+		return nil, fmt.Errorf("reconciling %s: negative grace period %v", a, grace)
+	}
+	if err := checkUIDLs(uidls); err != nil {
+		return nil, fmt.Errorf("reconciling %s: %w", a, err)
+	}
+	present := make(map[string]struct{}, len(uidls))
+	for _, u := range uidls {
+		present[u] = struct{}{}
+	}
+	known := map[string]Record{}
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, false)
+		if err != nil || id == 0 {
+			return err
+		}
+		// Sized for the steady state: most UIDLs on the server are known.
+		known = make(map[string]Record, len(uidls))
+		// One scan of the account's records, diffed here against the
+		// server's list; only rows whose gone mark changes are written.
+		// That reads the few absent records too, but no UIDL list has to
+		// be loaded into the database first.
+		var gone, back []string
+		rows, err := tx.QueryContext(ctx,
+			`SELECT uidl, state, size, first_seen, delivered_at, deleted_at, note, gone_since IS NOT NULL
+			FROM message WHERE account_id = ?`, id)
+		if err != nil {
+			return fmt.Errorf("reading records: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r Record
+			var first int64
+			var delivered, deleted sql.NullInt64
+			var isGone bool
+			if err := rows.Scan(&r.UIDL, &r.State, &r.Size, &first, &delivered, &deleted, &r.Note, &isGone); err != nil {
+				return fmt.Errorf("reading records: %w", err)
+			}
+			if _, ok := present[r.UIDL]; !ok {
+				if !isGone {
+					gone = append(gone, r.UIDL)
+				}
+				continue
+			}
+			if isGone {
+				back = append(back, r.UIDL)
+			}
+			r.FirstSeen = time.UnixMicro(first)
+			r.DeliveredAt = goTime(delivered)
+			r.DeletedAt = goTime(deleted)
+			known[r.UIDL] = r
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("reading records: %w", err)
+		}
+		rows.Close()
+		if err := setGone(ctx, tx, id, gone, now.UnixMicro()); err != nil {
+			return fmt.Errorf("marking gone UIDLs: %w", err)
+		}
+		if err := setGone(ctx, tx, id, back, nil); err != nil {
+			return fmt.Errorf("marking returned UIDLs: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM message WHERE account_id = ? AND gone_since < ?`,
+			id, now.Add(-grace).UnixMicro()); err != nil {
+			return fmt.Errorf("pruning gone UIDLs: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reconciling %s: %w", a, err)
+	}
+	return known, nil
+}
+
+// Known implements Store: one read of the account's records, no writes.
+func (s *SQLite) Known(ctx context.Context, a Account, uidls []string) (map[string]Record, error) {
+	a, err := canonical(a)
+	if err != nil {
+		return nil, fmt.Errorf("reading seen-set: %w", err)
+	}
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	want := make(map[string]struct{}, len(uidls))
+	for _, u := range uidls {
+		want[u] = struct{}{}
+	}
+	known := make(map[string]Record)
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT m.uidl, m.state, m.size, m.first_seen, m.delivered_at, m.deleted_at, m.note
+		FROM message m JOIN account a ON a.id = m.account_id
+		WHERE a.host = ? AND a.port = ? AND a.username = ?`, a.Host, a.Port, a.User)
+	if err != nil {
+		return nil, fmt.Errorf("reading seen-set of %s: %w", a, classify(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Record
+		var first int64
+		var delivered, deleted sql.NullInt64
+		if err := rows.Scan(&r.UIDL, &r.State, &r.Size, &first, &delivered, &deleted, &r.Note); err != nil {
+			return nil, fmt.Errorf("reading seen-set of %s: %w", a, classify(err))
+		}
+		if _, ok := want[r.UIDL]; !ok {
+			continue
+		}
+		r.FirstSeen = time.UnixMicro(first)
+		r.DeliveredAt = goTime(delivered)
+		r.DeletedAt = goTime(deleted)
+		known[r.UIDL] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading seen-set of %s: %w", a, classify(err))
+	}
+	return known, nil
+}
+
+// setGone sets gone_since of the given UIDLs, many per statement.
+func setGone(ctx context.Context, tx *sql.Tx, id int64, uidls []string, since any) error {
+	stmtFor := func(n int) string {
+		return "UPDATE message SET gone_since = ? WHERE account_id = ? AND uidl IN (" +
+			strings.TrimSuffix(strings.Repeat("?,", n), ",") + ")"
+	}
+	var full *sql.Stmt
+	args := make([]any, 0, 2+reconcileChunk)
+	for len(uidls) > 0 {
+		n := min(len(uidls), reconcileChunk)
+		args = append(args[:0], since, id)
+		for _, u := range uidls[:n] {
+			args = append(args, u)
+		}
+		uidls = uidls[n:]
+		var err error
+		if n == reconcileChunk {
+			if full == nil {
+				if full, err = tx.PrepareContext(ctx, stmtFor(n)); err != nil {
+					return err
+				}
+				defer full.Close()
+			}
+			_, err = full.ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, stmtFor(n), args...)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddIntents implements Store.
+func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
+	a, err := canonical(a)
+	if err != nil {
+		return fmt.Errorf("adding intents: %w", err)
+	}
+	for i, it := range in {
+		switch {
+		case it.UIDL == "":
+			return fmt.Errorf("adding intents for %s: intent #%d has no UIDL", a, i+1)
+		case it.Token == "":
+			return fmt.Errorf("adding intents for %s: intent for UIDL %q has no token", a, it.UIDL)
+		case it.Target < 0:
+			return fmt.Errorf("adding intents for %s: intent for UIDL %q has negative target %d", a, it.UIDL, it.Target)
+		}
+	}
+	if len(in) == 0 {
+		return nil
+	}
+	now := time.Now()
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, true)
+		if err != nil {
+			return err
+		}
+		st, err := tx.PrepareContext(ctx,
+			`INSERT INTO intent (account_id, uidl, target, token, size, created) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (account_id, uidl, target) DO UPDATE SET
+				token = excluded.token, size = excluded.size, created = excluded.created`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, it := range in {
+			created := it.Created
+			if created.IsZero() {
+				created = now
+			}
+			if _, err := st.ExecContext(ctx, id, it.UIDL, it.Target, it.Token, it.Size, created.UnixMicro()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("adding intents for %s: %w", a, err)
+	}
+	return nil
+}
+
+// Intents implements Store.
+func (s *SQLite) Intents(ctx context.Context, a Account) ([]Intent, error) {
+	a, err := canonical(a)
+	if err != nil {
+		return nil, fmt.Errorf("listing intents: %w", err)
+	}
+	if s.isClosed() {
+		return nil, fmt.Errorf("listing intents of %s: %w", a, ErrClosed)
+	}
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT i.uidl, i.target, i.token, i.size, i.created
+		FROM intent i JOIN account a ON a.id = i.account_id
+		WHERE a.host = ? AND a.port = ? AND a.username = ?
+		ORDER BY i.created, i.uidl, i.target`, a.Host, a.Port, a.User)
+	if err != nil {
+		return nil, fmt.Errorf("listing intents of %s: %w", a, classify(err))
+	}
+	defer rows.Close()
+	var out []Intent
+	for rows.Next() {
+		var it Intent
+		var created int64
+		if err := rows.Scan(&it.UIDL, &it.Target, &it.Token, &it.Size, &created); err != nil {
+			return nil, fmt.Errorf("listing intents of %s: %w", a, classify(err))
+		}
+		it.Created = time.UnixMicro(created)
+		out = append(out, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing intents of %s: %w", a, classify(err))
+	}
+	return out, nil
+}
+
+// DropIntents implements Store.
+func (s *SQLite) DropIntents(ctx context.Context, a Account, uidls []string) error {
+	a, err := canonical(a)
+	if err != nil {
+		return fmt.Errorf("dropping intents: %w", err)
+	}
+	if len(uidls) == 0 {
+		return nil
+	}
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, false)
+		if err != nil || id == 0 {
+			return err
+		}
+		return deleteIntents(ctx, tx, id, uidls)
+	})
+	if err != nil {
+		return fmt.Errorf("dropping intents of %s: %w", a, err)
+	}
+	return nil
+}
+
+func deleteIntents(ctx context.Context, tx *sql.Tx, id int64, uidls []string) error {
+	st, err := tx.PrepareContext(ctx, `DELETE FROM intent WHERE account_id = ? AND uidl = ?`)
+	if err != nil {
+		return fmt.Errorf("deleting intents: %w", err)
+	}
+	defer st.Close()
+	for _, u := range uidls {
+		if _, err := st.ExecContext(ctx, id, u); err != nil {
+			return fmt.Errorf("deleting intents: %w", err)
+		}
+	}
+	return nil
+}
+
+// MarkDelivered implements Store.
+func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) error {
+	a, err := canonical(a)
+	if err != nil {
+		return fmt.Errorf("marking delivered: %w", err)
+	}
+	for i, r := range recs {
+		switch {
+		case r.UIDL == "":
+			return fmt.Errorf("marking delivered for %s: record #%d has no UIDL", a, i+1)
+		case r.State != Delivered && r.State != Quarantined:
+			return fmt.Errorf("marking delivered for %s: UIDL %q has state %v, want delivered or quarantined", a, r.UIDL, r.State)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, true)
+		if err != nil {
+			return err
+		}
+		st, err := tx.PrepareContext(ctx,
+			`INSERT INTO message (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (account_id, uidl) DO UPDATE SET
+				state = excluded.state,
+				size = excluded.size,
+				first_seen = min(message.first_seen, excluded.first_seen),
+				delivered_at = excluded.delivered_at,
+				deleted_at = coalesce(excluded.deleted_at, message.deleted_at),
+				gone_since = NULL,
+				note = excluded.note`)
+		if err != nil {
+			return fmt.Errorf("recording delivery: %w", err)
+		}
+		defer st.Close()
+		uidls := make([]string, len(recs))
+		for i, r := range recs {
+			delivered := r.DeliveredAt
+			if delivered.IsZero() {
+				delivered = now
+			}
+			first := r.FirstSeen
+			if first.IsZero() {
+				first = delivered
+			}
+			if _, err := st.ExecContext(ctx, id, r.UIDL, int(r.State), r.Size, first.UnixMicro(),
+				delivered.UnixMicro(), dbTime(r.DeletedAt), r.Note); err != nil {
+				return fmt.Errorf("recording delivery of UIDL %q: %w", r.UIDL, err)
+			}
+			uidls[i] = r.UIDL
+		}
+		return deleteIntents(ctx, tx, id, uidls)
+	})
+	if err != nil {
+		return fmt.Errorf("marking delivered for %s: %w", a, err)
+	}
+	return nil
+}
+
+// MarkSkipped implements Store.
+func (s *SQLite) MarkSkipped(ctx context.Context, a Account, recs []Record) error {
+	a, err := canonical(a)
+	if err != nil {
+		return fmt.Errorf("marking skipped: %w", err)
+	}
+	for i, r := range recs {
+		switch {
+		case r.UIDL == "":
+			return fmt.Errorf("marking skipped for %s: record #%d has no UIDL", a, i+1)
+		case r.State != 0 && r.State != Skipped:
+			return fmt.Errorf("marking skipped for %s: UIDL %q has state %v", a, r.UIDL, r.State)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, true)
+		if err != nil {
+			return err
+		}
+		// The WHERE of the upsert keeps delivered and quarantined records
+		// as they are.
+		st, err := tx.PrepareContext(ctx,
+			`INSERT INTO message (account_id, uidl, state, size, first_seen, note)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (account_id, uidl) DO UPDATE SET
+				size = excluded.size,
+				first_seen = min(message.first_seen, excluded.first_seen),
+				gone_since = NULL,
+				note = excluded.note
+			WHERE message.state = excluded.state`)
+		if err != nil {
+			return fmt.Errorf("recording skip: %w", err)
+		}
+		defer st.Close()
+		for _, r := range recs {
+			first := r.FirstSeen
+			if first.IsZero() {
+				first = now
+			}
+			if _, err := st.ExecContext(ctx, id, r.UIDL, int(Skipped), r.Size, first.UnixMicro(), r.Note); err != nil {
+				return fmt.Errorf("recording skip of UIDL %q: %w", r.UIDL, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("marking skipped for %s: %w", a, err)
+	}
+	return nil
+}
+
+// MarkDeleted implements Store.
+func (s *SQLite) MarkDeleted(ctx context.Context, a Account, uidls []string, at time.Time) error {
+	a, err := canonical(a)
+	if err != nil {
+		return fmt.Errorf("marking deleted: %w", err)
+	}
+	if len(uidls) == 0 {
+		return nil
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, false)
+		if err != nil || id == 0 {
+			return err
+		}
+		st, err := tx.PrepareContext(ctx, `UPDATE message SET deleted_at = ? WHERE account_id = ? AND uidl = ?`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, u := range uidls {
+			if _, err := st.ExecContext(ctx, at.UnixMicro(), id, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("marking deleted for %s: %w", a, err)
+	}
+	return nil
+}
+
+// RecordPoll implements Store.
+func (s *SQLite) RecordPoll(ctx context.Context, p Poll) error {
+	a, err := canonical(p.Account)
+	if err != nil {
+		return fmt.Errorf("recording poll %q: %w", p.Name, err)
+	}
+	switch {
+	case p.Name == "":
+		return fmt.Errorf("recording poll of %s: no account name", a)
+	case p.Start.IsZero():
+		return fmt.Errorf("recording poll of %s: no start time", a)
+	}
+	start := p.Start.UnixMicro()
+	ok := p.Err == ""
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, true)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO poll (account_id, name, started, finished, on_server, new, delivered, deleted, skipped, bytes, err, pending)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			id, p.Name, start, dbTime(p.End), p.OnServer, p.New, p.Delivered, p.Deleted, p.Skipped,
+			p.Bytes, p.Err, p.Pending); err != nil {
+			return fmt.Errorf("adding poll: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM poll WHERE account_id = ?1 AND id <=
+				(SELECT id FROM poll WHERE account_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)`,
+			id, KeepPolls); err != nil {
+			return fmt.Errorf("pruning polls: %w", err)
+		}
+		// The summary only moves forward in time, should polls be recorded
+		// out of order.
+		var last, lastSuccess, lastErrorAt sql.NullInt64
+		if err := tx.QueryRowContext(ctx,
+			`SELECT last_poll, last_success, last_error_at FROM account WHERE id = ?`, id).
+			Scan(&last, &lastSuccess, &lastErrorAt); err != nil {
+			return fmt.Errorf("reading account summary: %w", err)
+		}
+		if !last.Valid || start >= last.Int64 {
+			if _, err := tx.ExecContext(ctx,
+				`UPDATE account SET name = ?, last_poll = ?, last_ok = ?, pending = ? WHERE id = ?`,
+				p.Name, start, ok, p.Pending, id); err != nil {
+				return fmt.Errorf("updating account summary: %w", err)
+			}
+		}
+		if ok && (!lastSuccess.Valid || start >= lastSuccess.Int64) {
+			if _, err := tx.ExecContext(ctx, `UPDATE account SET last_success = ? WHERE id = ?`, start, id); err != nil {
+				return fmt.Errorf("updating account summary: %w", err)
+			}
+		}
+		if !ok && (!lastErrorAt.Valid || start >= lastErrorAt.Int64) {
+			if _, err := tx.ExecContext(ctx,
+				`UPDATE account SET last_error = ?, last_error_at = ? WHERE id = ?`, p.Err, start, id); err != nil {
+				return fmt.Errorf("updating account summary: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording poll of %s: %w", a, err)
+	}
+	return nil
+}
+
+// Polls implements Store.
+func (s *SQLite) Polls(ctx context.Context, a Account, limit int) ([]Poll, error) {
+	a, err := canonical(a)
+	if err != nil {
+		return nil, fmt.Errorf("listing polls: %w", err)
+	}
+	if s.isClosed() {
+		return nil, fmt.Errorf("listing polls of %s: %w", a, ErrClosed)
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT p.name, p.started, p.finished, p.on_server, p.new, p.delivered, p.deleted, p.skipped,
+			p.bytes, p.err, p.pending
+		FROM poll p JOIN account a ON a.id = p.account_id
+		WHERE a.host = ? AND a.port = ? AND a.username = ?
+		ORDER BY p.id DESC LIMIT ?`, a.Host, a.Port, a.User, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing polls of %s: %w", a, classify(err))
+	}
+	defer rows.Close()
+	var out []Poll
+	for rows.Next() {
+		p := Poll{Account: a}
+		var start int64
+		var end sql.NullInt64
+		if err := rows.Scan(&p.Name, &start, &end, &p.OnServer, &p.New, &p.Delivered, &p.Deleted,
+			&p.Skipped, &p.Bytes, &p.Err, &p.Pending); err != nil {
+			return nil, fmt.Errorf("listing polls of %s: %w", a, classify(err))
+		}
+		p.Start = time.UnixMicro(start)
+		p.End = goTime(end)
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing polls of %s: %w", a, classify(err))
+	}
+	return out, nil
+}
+
+// Status implements Store.
+func (s *SQLite) Status(ctx context.Context) ([]AccountStatus, error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("reading status: %w", ErrClosed)
+	}
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT a.host, a.port, a.username, a.name, a.last_poll, a.last_ok, a.last_success,
+			coalesce(a.last_error, ''), a.last_error_at, a.pending,
+			(SELECT count(*) FROM message m WHERE m.account_id = a.id)
+		FROM account a WHERE a.last_poll IS NOT NULL
+		ORDER BY a.name, a.host, a.port, a.username`)
+	if err != nil {
+		return nil, fmt.Errorf("reading status: %w", classify(err))
+	}
+	defer rows.Close()
+	var out []AccountStatus
+	for rows.Next() {
+		var st AccountStatus
+		var last, lastSuccess, lastErrorAt sql.NullInt64
+		if err := rows.Scan(&st.Account.Host, &st.Account.Port, &st.Account.User, &st.Name, &last,
+			&st.LastOK, &lastSuccess, &st.LastError, &lastErrorAt, &st.Pending, &st.Seen); err != nil {
+			return nil, fmt.Errorf("reading status: %w", classify(err))
+		}
+		st.LastPoll = goTime(last)
+		st.LastSuccess = goTime(lastSuccess)
+		st.LastErrorAt = goTime(lastErrorAt)
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading status: %w", classify(err))
+	}
+	return out, nil
+}
