@@ -202,6 +202,7 @@ func (p *pollRun) run(ctx context.Context) error {
 		if err := p.resolveIntents(ctx); err != nil {
 			return fmt.Errorf("resolving deliveries interrupted earlier: %w", err)
 		}
+		p.removeStale(ctx)
 	}
 
 	secret, err := a.Secret(ctx)
@@ -504,6 +505,24 @@ func (p *pollRun) openTargets() error {
 		return errors.New("no delivery target configured")
 	}
 	return nil
+}
+
+// removeStale clears what a killed earlier run left half-written. A
+// failure here costs disk space only, so it is logged, not fatal.
+func (p *pollRun) removeStale(ctx context.Context) {
+	for _, t := range p.targets {
+		sr, ok := t.(deliver.StaleRemover)
+		if !ok {
+			continue
+		}
+		n, err := sr.RemoveStale(ctx)
+		if err != nil {
+			p.log.Warn("removing files left by an interrupted run", "target", t.String(), "error", err.Error())
+		}
+		if n > 0 {
+			p.log.Info("removed files left by an interrupted run", "target", t.String(), "files", n)
+		}
+	}
 }
 
 func (p *pollRun) closeTargets() {
