@@ -15,6 +15,9 @@ var (
 // targets exist: adding a kind to this set is all it takes to accept it.
 var supportedKinds = map[string]bool{
 	KindMaildir: true,
+	KindSMTP:    true,
+	KindLMTP:    true,
+	KindMDA:     true,
 }
 
 // rawAccount is one [[account]] table, or the [defaults] table, as written,
@@ -38,6 +41,7 @@ type rawAccount struct {
 	maxSize              val[Size]
 	fetchLimit           val[int]
 	schedule             val[string]
+	runAtStart           val[bool]
 	deliver              val[[]Deliver]
 }
 
@@ -78,6 +82,7 @@ var accountFields = map[string]accountField{
 	"timeout":      func(d *decoder, r *rawAccount, x any, w where) { r.timeout = get(d.duration(true), x, w) },
 	"add_received": func(d *decoder, r *rawAccount, x any, w where) { r.addReceived = get(d.boolean, x, w) },
 	"schedule":     func(d *decoder, r *rawAccount, x any, w where) { r.schedule = get(d.schedule, x, w) },
+	"run_at_start": func(d *decoder, r *rawAccount, x any, w where) { r.runAtStart = get(d.boolean, x, w) },
 	"deliver": func(d *decoder, r *rawAccount, x any, w where) {
 		header := "account.deliver"
 		if r.w.inDefaults() {
@@ -201,6 +206,7 @@ func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
 	a.Timeout = or(pick(r.timeout, def.timeout), DefaultTimeout)
 	a.AddReceived = or(pick(r.addReceived, def.addReceived), true)
 	a.Schedule = or(pick(r.schedule, def.schedule), DefaultSchedule)
+	a.RunAtStart = or(pick(r.runAtStart, def.runAtStart), true)
 
 	dl := pick(r.deliver, def.deliver)
 	switch {
@@ -289,7 +295,7 @@ var deliverFields = map[string]deliverField{
 	"smtp_user":     func(d *decoder, r *rawDeliver, x any, w where) { r.smtpUser = get(d.nonEmpty, x, w) },
 	"smtp_password": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPassword = get(d.secret, x, w) },
 	"quarantine":    func(d *decoder, r *rawDeliver, x any, w where) { r.quarantine = get(d.path, x, w) },
-	"on_reject":     func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.nonEmpty, x, w) },
+	"on_reject":     func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
 }
 
 // delivers reads an array of deliver tables; header is how the user writes
@@ -406,6 +412,9 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 		ok = false
 	}
 
+	if !d.confirmingDefaults(&de, r, kind0) {
+		ok = false
+	}
 	if !supportedKinds[kind0] {
 		d.problem(kinds[0].w, "%s delivery is not supported yet", kind0)
 		ok = false

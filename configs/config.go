@@ -90,6 +90,7 @@ type Account struct {
 	Timeout     Duration // per network read/write
 	AddReceived bool     // prepend a Received: trace header
 	Schedule    string   // robfig/cron spec, checked by ParseSchedule
+	RunAtStart  bool     // `popsync run` polls the account once at start, before its schedule
 
 	Deliver []Deliver // every entry gets every message
 }

@@ -108,6 +108,7 @@ func TestDefaults(t *testing.T) {
 		Timeout:                Duration(60 * time.Second),
 		AddReceived:            true,
 		Schedule:               "@every 5m",
+		RunAtStart:             true,
 		Deliver:                []Deliver{{Line: 7, Maildir: "/var/mail/home"}},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -400,30 +401,26 @@ func TestValidation(t *testing.T) {
 				{8, "home", "deliver.rcpt", "does not apply to maildir delivery"},
 				{9, "home", "deliver.helo", "does not apply to maildir delivery"},
 			}},
-		{"smtp not supported yet, rcpt required", head + pw + "[[account.deliver]]\nsmtp = \"127.0.0.1:25\"\n",
-			[]want{
-				{6, "home", "deliver.rcpt", "is required for smtp delivery"},
-				{7, "home", "deliver.smtp", "smtp delivery is not supported yet"},
-			}},
-		{"lmtp not supported yet", head + pw + "[[account.deliver]]\nlmtp = \"unix:/run/dovecot/lmtp\"\nrcpt = [\"me\"]\n",
-			[]want{{7, "home", "deliver.lmtp", "lmtp delivery is not supported yet"}}},
-		{"mda not supported yet", head + pw + "[[account.deliver]]\nmda = [\"/usr/bin/procmail\", \"-d\", \"me\"]\n",
-			[]want{{7, "home", "deliver.mda", "mda delivery is not supported yet"}}},
+		{"smtp rcpt required", head + pw + "[[account.deliver]]\nsmtp = \"127.0.0.1:25\"\n",
+			[]want{{6, "home", "deliver.rcpt", "is required for smtp delivery"}}},
+		{"lmtp rcpt required", head + pw + "[[account.deliver]]\nlmtp = \"unix:/run/dovecot/lmtp\"\n",
+			[]want{{6, "home", "deliver.rcpt", "is required for lmtp delivery"}}},
 		{"smtp address", head + pw + "[[account.deliver]]\nsmtp = \"localhost\"\nrcpt = [\"me\"]\n",
-			[]want{
-				{7, "home", "deliver.smtp", `must be "host:port"`},
-				{7, "home", "deliver.smtp", "not supported yet"},
-			}},
+			[]want{{7, "home", "deliver.smtp", `must be "host:port"`}}},
 		{"smtp user without password", head + pw + "[[account.deliver]]\nsmtp = \"h:25\"\nrcpt = [\"me\"]\nsmtp_user = \"u\"\n",
-			[]want{
-				{7, "home", "deliver.smtp", "not supported yet"},
-				{9, "home", "deliver.smtp_user", "needs smtp_password too"},
-			}},
+			[]want{{9, "home", "deliver.smtp_user", "needs smtp_password too"}}},
 		{"rcpt empty", head + pw + "[[account.deliver]]\nsmtp = \"h:25\"\nrcpt = []\n",
-			[]want{
-				{7, "home", "deliver.smtp", "not supported yet"},
-				{8, "home", "deliver.rcpt", "at least one address"},
-			}},
+			[]want{{8, "home", "deliver.rcpt", "at least one address"}}},
+		{"smtp_tls mode", head + pw + "[[account.deliver]]\nsmtp = \"h:25\"\nrcpt = [\"me\"]\nsmtp_tls = \"ssl\"\n",
+			[]want{{9, "home", "deliver.smtp_tls", "must be implicit, starttls or none"}}},
+		{"smtp password in clear text", head + pw + "[[account.deliver]]\nsmtp = \"mail.example.net:25\"\nrcpt = [\"me\"]\nsmtp_tls = \"none\"\nsmtp_user = \"u\"\nsmtp_password = \"p\"\n",
+			[]want{{10, "home", "deliver.smtp_user", "password would be sent in clear text"}}},
+		{"on_reject mode", head + pw + "[[account.deliver]]\nmda = [\"/usr/bin/procmail\"]\non_reject = \"bounce\"\n",
+			[]want{{8, "home", "deliver.on_reject", `must be quarantine, keep or delete, not "bounce"`}}},
+		{"quarantine without on_reject quarantine", head + pw + "[[account.deliver]]\nlmtp = \"h:24\"\nrcpt = [\"me\"]\non_reject = \"delete\"\nquarantine = \"/q\"\n",
+			[]want{{10, "home", "deliver.quarantine", `needs on_reject = "quarantine", not "delete"`}}},
+		{"on_reject for maildir", head + pw + "[[account.deliver]]\nmaildir = \"/m\"\non_reject = \"keep\"\n",
+			[]want{{8, "home", "deliver.on_reject", "does not apply to maildir delivery"}}},
 		{"maildir empty", head + pw + "[[account.deliver]]\nmaildir = \"\"\n",
 			[]want{{7, "home", "deliver.maildir", "must not be empty"}}},
 
@@ -558,6 +555,7 @@ mailbox = "INBOX"
   [[account.deliver]]
   smtp = "127.0.0.1:25"
   rcpt = ["me@localhost"]
+  on_reject = "bounce"
 `
 	_, err := parse(t, src)
 	wantText := `/etc/popsync/config.toml:2: key "state.path": must be a string, not an integer
@@ -575,7 +573,7 @@ mailbox = "INBOX"
 /etc/popsync/config.toml:29: account "home": key "auth": must be auto, user, apop, plain, login, cram-md5, xoauth2 or oauthbearer, not "kerberos"
 /etc/popsync/config.toml:31: account "home": key "timeout": "1 minute" is not a duration: unknown unit " minute" (use ms, s, m, h, d or w)
 /etc/popsync/config.toml:32: account "home": key "mailbox": unknown key
-/etc/popsync/config.toml:34: account "home": key "deliver.smtp": smtp delivery is not supported yet`
+/etc/popsync/config.toml:36: account "home": key "deliver.on_reject": must be quarantine, keep or delete, not "bounce"`
 	if err == nil || err.Error() != wantText {
 		t.Errorf("got:\n%v\n\nwant:\n%s", err, wantText)
 	}

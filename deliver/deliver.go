@@ -1,6 +1,6 @@
 // Package deliver hands fetched messages to their local destinations:
-// delivery targets such as a Maildir (and, later, SMTP/LMTP reinjection and
-// an MDA pipe).
+// delivery targets: a Maildir, SMTP and LMTP reinjection into the local
+// mail system, and an MDA pipe. It knows nothing of POP3.
 //
 // Delivery is two-phase and batch-oriented so that durability is paid once
 // per batch rather than once per message. For each batch the caller:

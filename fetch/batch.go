@@ -12,17 +12,45 @@ import (
 	"popsync/state"
 )
 
-// staged is a message streamed into every target, not yet durable.
-type staged struct {
-	m    serverMsg
-	ds   []deliver.Delivery // one per target, same order as pollRun.targets
-	size int64
+// Intent targets: an intent's Target is the index of the deliver entry in
+// the account's config, or quarantineTarget for the quarantine Maildir.
+const quarantineTarget = 1000
+
+// confirmedToken marks an intent that records a confirming target (SMTP,
+// LMTP, MDA) which already accepted a message whose delivery to another
+// target failed: the retry skips that target instead of delivering twice.
+// No Maildir token starts with '='.
+const confirmedToken = "=confirmed"
+
+// sink is a set of targets one pass of RETRs delivers into: the account's
+// targets, or the quarantine Maildir.
+type sink struct {
+	targets []deliver.Target
+	base    int               // intent Target of targets[0]
+	state   state.MsgState    // what a committed message is recorded as
+	notes   map[string]string // UIDL → note to record with it
 }
 
-// fetchAll RETRs msgs, pipelined, into the targets, committing every
-// batch durably. It returns the messages delivered and recorded, which
-// are the only ones that may be DELE'd.
-func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg) ([]serverMsg, error) {
+// staged is a message streamed into every target of a sink, not yet
+// durable. ds[i] is nil where target i already has the message.
+type staged struct {
+	m    serverMsg
+	ds   []deliver.Delivery
+	size int64
+	note string
+}
+
+// rejection is a message a target refused for good.
+type rejection struct {
+	m        serverMsg
+	onReject string
+	reason   string
+}
+
+// fetchAll RETRs msgs, pipelined, into the sink, committing every batch
+// durably. It returns the messages delivered and recorded, which are the
+// only ones that may be DELE'd.
+func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink) ([]serverMsg, error) {
 	if len(msgs) == 0 {
 		return nil, nil
 	}
@@ -43,7 +71,7 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 			bytes += msgs[end].size
 			end++
 		}
-		done, err := p.fetchBatch(ctx, c, msgs[start:end], len(msgs), len(delivered))
+		done, err := p.fetchBatch(ctx, c, msgs[start:end], s, len(msgs), len(delivered))
 		delivered = append(delivered, done...)
 		if err != nil {
 			return delivered, err
@@ -56,7 +84,7 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 // fetchBatch streams one batch and commits it. Messages fully received
 // before an error are still committed: a dropped connection costs only
 // the message in flight.
-func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverMsg, todo, doneBefore int) ([]serverMsg, error) {
+func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, todo, doneBefore int) ([]serverMsg, error) {
 	byID := make(map[int]serverMsg, len(msgs))
 	ids := make([]int, len(msgs))
 	for i, m := range msgs {
@@ -74,25 +102,25 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 			p.log.Warn("server refused RETR", "uidl", m.key, "error", err.Error())
 			return nil
 		}
-		s, err := p.stream(ctx, m, header, body)
-		if err != nil {
+		st, ok, err := p.stream(ctx, m, header, body, s)
+		if err != nil || !ok {
 			return err
 		}
-		batch = append(batch, s)
+		batch = append(batch, st)
 		if p.o.Progress != nil {
 			p.o.Progress(Progress{Account: p.a.Name, Done: doneBefore + len(batch), Todo: todo, Bytes: p.res.Bytes})
 		}
 		return nil
 	})
-	if err := p.commit(ctx, batch); err != nil {
+	if err := p.commit(ctx, batch, s); err != nil {
 		if fetchErr != nil {
 			err = errors.Join(fetchErr, err)
 		}
 		return nil, err
 	}
 	done := make([]serverMsg, len(batch))
-	for i, s := range batch {
-		done[i] = s.m
+	for i, st := range batch {
+		done[i] = st.m
 	}
 	if fetchErr != nil {
 		return done, fmt.Errorf("fetching messages: %w", fetchErr)
@@ -100,66 +128,181 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 	return done, nil
 }
 
-// stream copies one message body into a new delivery at every target.
-func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body io.Reader) (staged, error) {
-	s := staged{m: m, ds: make([]deliver.Delivery, 0, len(p.targets))}
-	abort := func() {
-		for _, d := range s.ds {
-			d.Abort()
-		}
-	}
-	for _, t := range p.targets {
-		d, err := t.Begin(ctx, deliver.Meta{Account: p.a.Name, UIDL: m.key, Size: m.size})
-		if err != nil {
-			abort()
-			return s, fmt.Errorf("starting delivery to %s: %w", t, err)
-		}
-		s.ds = append(s.ds, d)
-	}
-	var w io.Writer = s.ds[0]
-	if len(s.ds) > 1 {
-		ws := make([]io.Writer, len(s.ds))
-		for i, d := range s.ds {
-			ws[i] = d
-		}
-		w = io.MultiWriter(ws...)
-	}
-	if len(header) > 0 {
-		if _, err := w.Write(header); err != nil {
-			abort()
-			return s, fmt.Errorf("writing message %s: %w", m.key, err)
-		}
-	}
-	var r io.Reader = body
-	max := int64(p.a.MaxSize)
-	if max > 0 {
-		// LIST said it fits; a server that sends more is not believed.
-		r = io.LimitReader(body, max+1)
-	}
-	n, err := io.Copy(w, r)
-	if err == nil && max > 0 && n > max {
-		err = fmt.Errorf("%w: server sent over %d bytes for %s, LIST said %d", ErrOversized, max, m.key, m.size)
-	}
-	if err != nil {
-		abort()
-		return s, fmt.Errorf("fetching message %s: %w", m.key, err)
-	}
-	for i, d := range s.ds {
-		if err := d.Close(); err != nil {
-			abort()
-			return s, fmt.Errorf("writing message %s to %s: %w", m.key, p.targets[i], err)
-		}
-	}
-	s.size = n
-	p.res.Bytes += n
-	return s, nil
+// fanout writes to every delivery still accepting bytes. A delivery whose
+// Write fails is dropped with its error; the others go on, so one MTA
+// hanging up does not cost the Maildir its copy. It fails only when no
+// delivery is left.
+type fanout struct {
+	ds   []deliver.Delivery
+	errs []error
+	live int
 }
 
-// commit makes a batch durable in every target and records it: prepare,
-// intents, publish, mark delivered. Each step is one call for the whole
-// batch: one fsync of the Maildir folder and two transactions serve many
-// messages.
-func (p *pollRun) commit(ctx context.Context, batch []staged) error {
+func (f *fanout) Write(b []byte) (int, error) {
+	var last error
+	for i, d := range f.ds {
+		if d == nil || f.errs[i] != nil {
+			continue
+		}
+		if _, err := d.Write(b); err != nil {
+			f.errs[i] = err
+			f.live--
+			last = err
+		}
+	}
+	if f.live == 0 {
+		return 0, last
+	}
+	return len(b), nil
+}
+
+// stream copies one message body into a new delivery at every target of
+// the sink that does not have it yet. ok is false when a target refused
+// the message (then it is recorded for the retry or the quarantine, and
+// the poll goes on); err is set only for failures that must stop the
+// poll: the network, or a target that cannot store anything (a disk).
+func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body io.Reader, s sink) (st staged, ok bool, err error) {
+	st = staged{m: m, ds: make([]deliver.Delivery, len(s.targets)), note: s.notes[m.key]}
+	abort := func() {
+		for _, d := range st.ds {
+			if d != nil {
+				d.Abort()
+			}
+		}
+	}
+	f := &fanout{ds: st.ds, errs: make([]error, len(s.targets))}
+	for i, t := range s.targets {
+		if p.partial[m.key][s.base+i] {
+			continue // accepted in an earlier poll
+		}
+		d, err := t.Begin(ctx, deliver.Meta{Account: p.a.Name, UIDL: m.key, Size: m.size})
+		if err != nil {
+			f.errs[i] = fmt.Errorf("starting delivery: %w", err)
+			continue
+		}
+		st.ds[i] = d
+		f.live++
+	}
+	// LIST said it fits; a server that sends more is not believed, and
+	// one that sends far more than LIST said (an endless message) is
+	// stopped even without max_size.
+	max := int64(p.a.MaxSize)
+	limit := listedLimit(m.size)
+	if max > 0 && max < limit {
+		limit = max
+	}
+	tooBig := func() error {
+		if limit == max {
+			return fmt.Errorf("%w: server sent over %d bytes for %s, LIST said %d", ErrOversized, max, m.key, m.size)
+		}
+		return fmt.Errorf("%w: server sent over %d bytes for %s, LIST said %d", ErrListedSize, limit, m.key, m.size)
+	}
+	var n int64
+	if f.live > 0 {
+		var w io.Writer = f
+		if len(header) > 0 {
+			w.Write(header)
+		}
+		var cerr error
+		n, cerr = io.Copy(w, io.LimitReader(body, limit+1))
+		if cerr == nil && n > limit {
+			cerr = tooBig()
+		}
+		if cerr != nil && f.live > 0 {
+			// The copy failed on the reading side: the server.
+			abort()
+			return st, false, fmt.Errorf("fetching message %s: %w", m.key, cerr)
+		}
+		for i, d := range st.ds {
+			if d != nil && f.errs[i] == nil {
+				f.errs[i] = d.Close()
+			}
+		}
+	}
+	if f.live == 0 {
+		// No target takes the message (refused at the start or midway):
+		// read past it here, within the same limit, rather than leave the
+		// client a rest of unknown length to discard (it closes the
+		// connection past pop3.MaxDrain).
+		rest, err := io.Copy(io.Discard, io.LimitReader(body, limit+1-n))
+		if err == nil && n+rest > limit {
+			err = tooBig()
+		}
+		if err != nil {
+			abort()
+			return st, false, fmt.Errorf("fetching message %s: %w", m.key, err)
+		}
+	}
+	// Sort the outcome out per target.
+	var temp, perm []error
+	permIdx := -1
+	for i, e := range f.errs {
+		if e == nil {
+			continue
+		}
+		e = fmt.Errorf("%s: %w", s.targets[i], e)
+		var de *deliver.DeliveryError
+		switch {
+		case !errors.As(e, &de):
+			// Not a judgement on this message but a broken target (a
+			// Maildir on a full disk): stop before more is fetched.
+			abort()
+			return st, false, fmt.Errorf("writing message %s: %w", m.key, e)
+		case de.Temporary:
+			temp = append(temp, e)
+		default:
+			perm = append(perm, e)
+			if permIdx < 0 {
+				permIdx = i
+			}
+		}
+	}
+	if len(temp) == 0 && len(perm) == 0 {
+		st.size = n
+		p.res.Bytes += n
+		return st, true, nil
+	}
+	// Refused somewhere: nothing is published; confirming targets that
+	// took it are remembered so the retry skips them.
+	var confirmed []state.Intent
+	for i, d := range st.ds {
+		if d != nil && f.errs[i] == nil && d.Token() == "" {
+			confirmed = append(confirmed, state.Intent{UIDL: m.key, Target: s.base + i, Token: confirmedToken, Size: n, Created: p.o.now()})
+			p.markPartial(m.key, s.base+i)
+		}
+	}
+	abort()
+	if len(confirmed) > 0 {
+		if err := p.o.Store.AddIntents(context.WithoutCancel(ctx), p.id, confirmed); err != nil {
+			return st, false, fmt.Errorf("recording partial delivery of %s: %w", m.key, err)
+		}
+	}
+	if len(temp) > 0 {
+		p.res.Failed++
+		p.log.Warn("delivery failed for now; the message stays on the server for the next poll",
+			"uidl", m.key, "error", errors.Join(append(temp, perm...)...).Error())
+		return st, false, nil
+	}
+	entry := p.a.Deliver[s.base+permIdx]
+	p.rejected = append(p.rejected, rejection{m: m, onReject: entry.OnReject, reason: errors.Join(perm...).Error()})
+	return st, false, nil
+}
+
+func (p *pollRun) markPartial(uidl string, target int) {
+	if p.partial == nil {
+		p.partial = make(map[string]map[int]bool)
+	}
+	if p.partial[uidl] == nil {
+		p.partial[uidl] = make(map[int]bool)
+	}
+	p.partial[uidl][target] = true
+}
+
+// commit makes a batch durable in every target of the sink and records
+// it: prepare, intents, publish, mark delivered. Each step is one call
+// for the whole batch: one fsync of the Maildir folder and two
+// transactions serve many messages.
+func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -168,20 +311,26 @@ func (p *pollRun) commit(ctx context.Context, batch []staged) error {
 	// would only leave work for the next start.
 	ctx = context.WithoutCancel(ctx)
 	abortAll := func() {
-		for _, s := range batch {
-			for _, d := range s.ds {
-				d.Abort()
+		for _, st := range batch {
+			for _, d := range st.ds {
+				if d != nil {
+					d.Abort()
+				}
 			}
 		}
 	}
-	cols := make([][]deliver.Delivery, len(p.targets))
-	for ti := range p.targets {
-		cols[ti] = make([]deliver.Delivery, len(batch))
-		for i, s := range batch {
-			cols[ti][i] = s.ds[ti]
+	cols := make([][]deliver.Delivery, len(s.targets))
+	for _, st := range batch {
+		for ti, d := range st.ds {
+			if d != nil {
+				cols[ti] = append(cols[ti], d)
+			}
 		}
 	}
-	for ti, t := range p.targets {
+	for ti, t := range s.targets {
+		if len(cols[ti]) == 0 {
+			continue
+		}
 		if err := t.Prepare(ctx, cols[ti]); err != nil {
 			abortAll()
 			return fmt.Errorf("making messages durable in %s: %w", t, err)
@@ -189,10 +338,13 @@ func (p *pollRun) commit(ctx context.Context, batch []staged) error {
 	}
 	now := p.o.now()
 	var intents []state.Intent
-	for _, s := range batch {
-		for ti, d := range s.ds {
+	for _, st := range batch {
+		for ti, d := range st.ds {
+			if d == nil {
+				continue
+			}
 			if tok := d.Token(); tok != "" {
-				intents = append(intents, state.Intent{UIDL: s.m.key, Target: ti, Token: tok, Size: s.size, Created: now})
+				intents = append(intents, state.Intent{UIDL: st.m.key, Target: s.base + ti, Token: tok, Size: st.size, Created: now})
 			}
 		}
 	}
@@ -202,7 +354,10 @@ func (p *pollRun) commit(ctx context.Context, batch []staged) error {
 			return fmt.Errorf("recording delivery intents: %w", err)
 		}
 	}
-	for ti, t := range p.targets {
+	for ti, t := range s.targets {
+		if len(cols[ti]) == 0 {
+			continue
+		}
 		if err := t.Publish(ctx, cols[ti]); err != nil {
 			// Some may be in place: the intents say which to look for,
 			// and resolving them now settles it without a refetch.
@@ -213,25 +368,40 @@ func (p *pollRun) commit(ctx context.Context, batch []staged) error {
 		}
 	}
 	recs := make([]state.Record, len(batch))
-	for i, s := range batch {
-		recs[i] = state.Record{UIDL: s.m.key, State: state.Delivered, Size: s.size, FirstSeen: now, DeliveredAt: now}
+	for i, st := range batch {
+		recs[i] = state.Record{UIDL: st.m.key, State: s.state, Size: st.size, FirstSeen: now, DeliveredAt: now, Note: st.note}
 	}
 	if err := p.o.Store.MarkDelivered(ctx, p.id, recs); err != nil {
 		// Published but not recorded: the open intents make the next poll
 		// record them instead of fetching them again.
 		return fmt.Errorf("recording delivered messages: %w", err)
 	}
-	p.res.Delivered += len(batch)
+	if s.state == state.Delivered {
+		p.res.Delivered += len(batch)
+	}
 	return nil
 }
 
 // resolveIntents settles deliveries a crash interrupted: an intent whose
 // file every target published is recorded as delivered; any other is
-// dropped, its leftovers removed, and the message fetched again.
+// dropped, its leftovers removed, and the message fetched again. Intents
+// of confirming targets that accepted a message are kept: they spare that
+// target a second copy when the message is fetched again.
 func (p *pollRun) resolveIntents(ctx context.Context) error {
-	intents, err := p.o.Store.Intents(ctx, p.id)
-	if err != nil || len(intents) == 0 {
+	all, err := p.o.Store.Intents(ctx, p.id)
+	if err != nil || len(all) == 0 {
 		return err
+	}
+	var intents []state.Intent
+	for _, in := range all {
+		if in.Token == confirmedToken {
+			p.markPartial(in.UIDL, in.Target)
+			continue
+		}
+		intents = append(intents, in)
+	}
+	if len(intents) == 0 {
+		return nil
 	}
 	tokens := make(map[int][]string)
 	for _, in := range intents {
@@ -239,19 +409,23 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 	}
 	found := make(map[int]map[string]bool, len(tokens))
 	for ti, toks := range tokens {
-		if ti < 0 || ti >= len(p.targets) {
+		t, err := p.intentTarget(ti)
+		if err != nil {
+			return err
+		}
+		if t == nil {
 			continue // the target left the config: treat as not delivered
 		}
-		f, err := p.targets[ti].Delivered(ctx, toks)
+		f, err := t.Delivered(ctx, toks)
 		if err != nil {
-			return fmt.Errorf("looking for interrupted deliveries in %s: %w", p.targets[ti], err)
+			return fmt.Errorf("looking for interrupted deliveries in %s: %w", t, err)
 		}
 		found[ti] = f
 	}
 	type verdict struct {
-		all, any bool
-		size     int64
-		at       time.Time
+		all, any, quarantine bool
+		size                 int64
+		at                   time.Time
 	}
 	byUIDL := make(map[string]*verdict)
 	var order []string
@@ -262,6 +436,7 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 			byUIDL[in.UIDL] = v
 			order = append(order, in.UIDL)
 		}
+		v.quarantine = v.quarantine || in.Target == quarantineTarget
 		if found[in.Target][in.Token] {
 			v.any = true
 		} else {
@@ -273,7 +448,11 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 	for _, u := range order {
 		v := byUIDL[u]
 		if v.all {
-			recs = append(recs, state.Record{UIDL: u, State: state.Delivered, Size: v.size, FirstSeen: v.at, DeliveredAt: v.at})
+			st := state.Delivered
+			if v.quarantine {
+				st = state.Quarantined
+			}
+			recs = append(recs, state.Record{UIDL: u, State: st, Size: v.size, FirstSeen: v.at, DeliveredAt: v.at})
 			continue
 		}
 		if v.any {
@@ -282,7 +461,8 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		drop = append(drop, u)
 	}
 	for ti, toks := range tokens {
-		if ti < 0 || ti >= len(p.targets) {
+		t, _ := p.intentTarget(ti)
+		if t == nil {
 			continue
 		}
 		var left []string
@@ -292,8 +472,8 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 			}
 		}
 		if len(left) > 0 {
-			if err := p.targets[ti].Cleanup(ctx, left); err != nil {
-				p.log.Warn("removing leftovers of interrupted deliveries", "target", p.targets[ti].String(), "error", err.Error())
+			if err := t.Cleanup(ctx, left); err != nil {
+				p.log.Warn("removing leftovers of interrupted deliveries", "target", t.String(), "error", err.Error())
 			}
 		}
 	}
@@ -309,6 +489,18 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// intentTarget returns the target an intent's Target index names, or nil
+// when the config no longer has it.
+func (p *pollRun) intentTarget(i int) (deliver.Target, error) {
+	if i == quarantineTarget {
+		return p.quarantine()
+	}
+	if i < 0 || i >= len(p.targets) {
+		return nil, nil
+	}
+	return p.targets[i], nil
 }
 
 // receivedHeader is the one trace header popsync adds (RFC 5321 §4.4

@@ -25,7 +25,21 @@ type CheckResult struct {
 	Caps      []string
 	Count     int
 	Size      int64
+	Targets   []TargetCheck
 	Err       error
+}
+
+// TargetCheck is the outcome of trying one delivery target without
+// delivering anything: a Maildir opened (created if missing), an MTA
+// greeted, an MDA found executable.
+type TargetCheck struct {
+	Target string
+	Err    error
+}
+
+// checker is implemented by targets that can test their connection.
+type checker interface {
+	Check(ctx context.Context) error
 }
 
 // Check logs in to a and reports what the server offers and holds. It
@@ -74,6 +88,24 @@ func Check(ctx context.Context, a *configs.Account, o CheckOptions) (r CheckResu
 	}
 	if err := c.Quit(ctx); err != nil {
 		r.Err = fmt.Errorf("QUIT: %w", err)
+		return r
+	}
+	for _, d := range a.Deliver {
+		t, err := OpenTarget(a, d)
+		if err != nil {
+			r.Targets = append(r.Targets, TargetCheck{Target: d.Kind(), Err: err})
+			r.Err = err
+			continue
+		}
+		tc := TargetCheck{Target: t.String()}
+		if ck, ok := t.(checker); ok {
+			tc.Err = ck.Check(ctx)
+		}
+		t.Close()
+		if tc.Err != nil && r.Err == nil {
+			r.Err = fmt.Errorf("%s: %w", tc.Target, tc.Err)
+		}
+		r.Targets = append(r.Targets, tc)
 	}
 	return r
 }

@@ -25,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +50,18 @@ var (
 	// ErrOversized means the server sent more bytes than max_size allows
 	// although LIST announced a smaller message.
 	ErrOversized = errors.New("message larger than max_size")
+	// ErrListedSize means the server sent far more bytes for a message
+	// than LIST announced (see listedLimit): an endless message, say.
+	ErrListedSize = errors.New("message far larger than the server announced")
 )
+
+// listedLimit is the most a message LIST announced as size octets may
+// bring: twice that (a server counting LF-only lines still stays below)
+// and 1 MiB of slack. More is a hostile or broken server, and stopping it
+// keeps an endless message from filling the disk when max_size is unset.
+func listedLimit(size int64) int64 {
+	return 2*max(size, 0) + 1<<20
+}
 
 // Options configure polls. Store is required; the rest has defaults.
 type Options struct {
@@ -69,6 +81,13 @@ type Options struct {
 	PruneGrace time.Duration
 	// Progress, when set, is called after each delivered message.
 	Progress func(Progress)
+	// QuietFailures logs a failed poll at Warn instead of Error, for a
+	// caller (the daemon's scheduler) that reports failure streaks itself.
+	QuietFailures bool
+	// QuarantineDir holds the default quarantine Maildirs, one per account
+	// (QuarantineDir/NAME), for messages a target refuses for good and
+	// whose deliver entry names no quarantine of its own.
+	QuarantineDir string
 }
 
 // Progress is a snapshot of a running poll, for a progress display.
@@ -86,6 +105,7 @@ type Result struct {
 	Delivered int
 	Deleted   int
 	Skipped   int // newly found over max_size, left on the server
+	Rejected  int // refused for good by a target: quarantined or kept
 	Failed    int // messages the server refused to hand out this time
 	Bytes     int64
 	Duration  time.Duration
@@ -128,6 +148,10 @@ type pollRun struct {
 	log     *slog.Logger
 	targets []deliver.Target
 	res     *Result
+
+	partial  map[string]map[int]bool // UIDL → targets that already accepted it
+	rejected []rejection             // refused for good during this poll
+	qTarget  deliver.Target          // the quarantine Maildir, opened when needed
 }
 
 // Poll runs one poll of account a and returns its result; the error, if
@@ -159,9 +183,14 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	if p.o.DryRun {
 		attrs = append(attrs, "dry_run", true)
 	}
-	if r.Err != nil {
+	switch {
+	case errors.Is(r.Err, ErrAccountBusy):
+		p.log.Info("account skipped: another popsync is polling it", "error", r.Err.Error())
+	case r.Err != nil && (p.o.QuietFailures || ctx.Err() != nil):
+		p.log.Warn("poll failed", append(attrs, "error", r.Err.Error())...)
+	case r.Err != nil:
 		p.log.Error("poll failed", append(attrs, "error", r.Err.Error())...)
-	} else {
+	default:
 		p.log.Info("poll done", attrs...)
 	}
 	if p.o.DryRun || errors.Is(r.Err, ErrAccountBusy) {
@@ -277,7 +306,7 @@ func (p *pollRun) run(ctx context.Context) error {
 		p.res.Skipped = len(skipped)
 	}
 
-	delivered, fetchErr := p.fetchAll(ctx, c, fetchList)
+	delivered, fetchErr := p.fetchAll(ctx, c, fetchList, sink{targets: p.targets, state: state.Delivered})
 	if !a.Keep {
 		dele = append(dele, delivered...)
 	}
@@ -286,6 +315,11 @@ func (p *pollRun) run(ctx context.Context) error {
 		// DELE now. What was delivered stays recorded, and the next poll
 		// deletes it (keep = false finds it in the seen-set).
 		return fetchErr
+	}
+	qdele, err := p.handleRejected(ctx, c)
+	dele = append(dele, qdele...)
+	if err != nil {
+		return err
 	}
 	if err := p.deleteAll(ctx, c, dele); err != nil {
 		return err
@@ -389,11 +423,16 @@ func (p *pollRun) digestKeys(ctx context.Context, c *pop3.Client, msgs []serverM
 		if err != nil {
 			return fmt.Errorf("reading headers of message %d: %w", id, err)
 		}
+		i := byID[id]
 		h := sha256.New()
-		if _, err := io.Copy(h, body); err != nil {
+		limit := listedLimit(msgs[i].size)
+		n, err := io.Copy(h, io.LimitReader(body, limit+1))
+		if err != nil {
 			return err
 		}
-		i := byID[id]
+		if n > limit {
+			return fmt.Errorf("%w: server sent over %d bytes of headers for message %d, LIST said %d", ErrListedSize, limit, id, msgs[i].size)
+		}
 		prefix := msgs[i].key
 		if prefix == "" {
 			prefix = "hdr"
@@ -424,7 +463,7 @@ func (p *pollRun) plan(msgs []serverMsg, known map[string]state.Record, now time
 	max := int64(a.MaxSize)
 	for _, m := range msgs {
 		r, ok := known[m.key]
-		if ok && r.State == state.Skipped && (max == 0 || m.size <= max) {
+		if ok && r.State == state.Skipped && !strings.HasPrefix(r.Note, rejectedNote) && (max == 0 || m.size <= max) {
 			ok = false // max_size was raised since: fetch it now
 		}
 		if !ok {
@@ -436,6 +475,10 @@ func (p *pollRun) plan(msgs []serverMsg, known map[string]state.Record, now time
 				continue
 			}
 			fetchList = append(fetchList, m)
+			continue
+		}
+		if r.State == state.Quarantined && p.deletesRejected() {
+			dele = append(dele, m)
 			continue
 		}
 		if r.State != state.Delivered {
@@ -488,6 +531,115 @@ func (p *pollRun) deleteAll(ctx context.Context, c *pop3.Client, msgs []serverMs
 	return nil
 }
 
+// handleRejected applies on_reject to the messages a target refused for
+// good: never bounced, never silently dropped. "keep" leaves a message on
+// the server and records it so it is reported once; "quarantine" (the
+// default) fetches it again into the quarantine Maildir; "delete" does
+// that and then deletes it from the server. It returns what to DELE.
+func (p *pollRun) handleRejected(ctx context.Context, c *pop3.Client) ([]serverMsg, error) {
+	if len(p.rejected) == 0 {
+		return nil, nil
+	}
+	p.res.Rejected = len(p.rejected)
+	now := p.o.now()
+	var kept []state.Record
+	var toQ []serverMsg
+	notes := make(map[string]string)
+	deleteAfter := make(map[string]bool)
+	for _, r := range p.rejected {
+		p.log.Error("message rejected by its target; not bounced", "uidl", r.m.key,
+			"on_reject", orDefault(r.onReject, onRejectQuarantine), "error", r.reason)
+		note := rejectedNote + r.reason
+		if r.onReject == onRejectKeep {
+			kept = append(kept, state.Record{UIDL: r.m.key, State: state.Skipped, Size: r.m.size, FirstSeen: now, Note: note})
+			continue
+		}
+		toQ = append(toQ, r.m)
+		notes[r.m.key] = note
+		deleteAfter[r.m.key] = r.onReject == onRejectDelete
+	}
+	if len(kept) > 0 {
+		if err := p.o.Store.MarkSkipped(ctx, p.id, kept); err != nil {
+			return nil, fmt.Errorf("recording rejected messages: %w", err)
+		}
+	}
+	if len(toQ) == 0 {
+		return nil, nil
+	}
+	q, err := p.quarantine()
+	if err != nil {
+		return nil, err
+	}
+	done, err := p.fetchAll(ctx, c, toQ, sink{targets: []deliver.Target{q}, base: quarantineTarget, state: state.Quarantined, notes: notes})
+	var dele []serverMsg
+	for _, m := range done {
+		p.log.Warn("rejected message quarantined", "uidl", m.key, "quarantine", q.String())
+		if deleteAfter[m.key] {
+			dele = append(dele, m)
+		}
+	}
+	if err != nil {
+		return dele, fmt.Errorf("quarantining rejected messages: %w", err)
+	}
+	return dele, nil
+}
+
+// quarantine opens the account's quarantine Maildir: the first deliver
+// entry's quarantine key, else Options.QuarantineDir/NAME.
+func (p *pollRun) quarantine() (deliver.Target, error) {
+	if p.qTarget != nil {
+		return p.qTarget, nil
+	}
+	path := ""
+	for _, d := range p.a.Deliver {
+		if d.Quarantine != "" {
+			path = d.Quarantine
+			break
+		}
+	}
+	if path == "" {
+		if p.o.QuarantineDir == "" {
+			return nil, errors.New("no quarantine Maildir: set quarantine in the deliver entry")
+		}
+		path = filepath.Join(p.o.QuarantineDir, p.a.Name)
+	}
+	t, err := deliver.NewMaildir(path, deliver.MaildirOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("opening the quarantine: %w", err)
+	}
+	p.qTarget = t
+	return t, nil
+}
+
+// deletesRejected reports whether a deliver entry asks for rejected
+// messages to be deleted from the server once quarantined.
+func (p *pollRun) deletesRejected() bool {
+	for _, d := range p.a.Deliver {
+		if d.OnReject == onRejectDelete {
+			return true
+		}
+	}
+	return false
+}
+
+// rejectedNote starts the seen-set note of a message a target refused
+// for good; such a record is not retried when max_size changes.
+const rejectedNote = "rejected: "
+
+// The values of a deliver entry's on_reject key.
+const (
+	onRejectKeep       = "keep"
+	onRejectQuarantine = "quarantine" // the default
+	onRejectDelete     = "delete"
+)
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
 func (p *pollRun) openTargets() error {
 	open := p.o.OpenTarget
 	if open == nil {
@@ -526,22 +678,45 @@ func (p *pollRun) removeStale(ctx context.Context) {
 }
 
 func (p *pollRun) closeTargets() {
-	for _, t := range p.targets {
+	for _, t := range append(p.targets, p.qTarget) {
+		if t == nil {
+			continue
+		}
 		if err := t.Close(); err != nil {
 			p.log.Warn("closing delivery target", "target", t.String(), "error", err.Error())
 		}
 	}
-	p.targets = nil
+	p.targets, p.qTarget = nil, nil
 }
 
 // OpenTarget builds the delivery target a [[account.deliver]] entry names.
 func OpenTarget(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
+	var t deliver.Target
+	var err error
 	switch {
 	case d.Maildir != "":
-		return deliver.NewMaildir(d.Maildir, deliver.MaildirOptions{})
+		t, err = deliver.NewMaildir(d.Maildir, deliver.MaildirOptions{})
+	case d.SMTP != "" || d.LMTP != "":
+		opts := deliver.SMTPOptions{Addr: d.SMTP, TLS: d.SMTPTLS, Helo: d.Helo, Rcpt: d.Rcpt,
+			From: d.From, User: d.SMTPUser, Password: d.SMTPPassword.Reveal()}
+		if d.LMTP != "" {
+			opts.Addr = d.LMTP
+			if opts.TLS != deliver.TLSImplicit {
+				opts.TLS = deliver.TLSNone // RFC 2033 LMTP: no STARTTLS here
+			}
+			t, err = deliver.NewLMTP(opts)
+		} else {
+			t, err = deliver.NewSMTP(opts)
+		}
+	case len(d.MDA) > 0:
+		t, err = deliver.NewMDA(deliver.MDAOptions{Command: d.MDA, From: d.From})
 	default:
 		return nil, fmt.Errorf("account %q: deliver entry (line %d): no supported target", a.Name, d.Line)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("account %q: deliver entry (line %d): %w", a.Name, d.Line, err)
+	}
+	return t, nil
 }
 
 func hostname() string {

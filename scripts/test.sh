@@ -2,7 +2,9 @@
 # test.sh - popsync's test command: ./scripts/test.sh [go test flags] [packages]
 #
 # 1. Makes sure the real servers the integration tests start are installed
-#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl). As root it
+#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix;
+#    postfix is preseeded with "No configuration", so no system instance is
+#    set up: the tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
 #    is missing and goes on (those tests then skip, or fail when
 #    POPSYNC_REQUIRE_REAL=1).
@@ -20,7 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl)
+PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix)
 TEST_USER=popsynctest
 
 say() { printf '[test.sh] %s\n' "$*" >&2; }
@@ -49,6 +51,11 @@ install_pkgs() {  # packages...
     trap 'exit 130' INT TERM
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix: no /etc/postfix/main.cf and no system instance; the tests
+  # (internal/realtest) run private instances with their own config.
+  if command -v debconf-set-selections >/dev/null 2>&1; then
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  fi
   {
     apt-get update -q &&
     apt-get install -y -q --no-install-recommends \
@@ -65,7 +72,7 @@ install_pkgs() {  # packages...
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3 and LMTP) yourself; real-server tests will skip"
+    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3 and LMTP) and Postfix yourself; real-server tests will skip"
   elif ! is_root; then
     say "missing: ${missing[*]}"
     say "install with: sudo apt-get install --no-install-recommends ${missing[*]}"
