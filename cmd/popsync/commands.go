@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"text/tabwriter"
@@ -65,6 +66,12 @@ func (c *common) load() (*configs.Config, error) {
 		return nil, exitWith(exitConfig, err)
 	}
 	return cfg, nil
+}
+
+// quarantineDir is where rejected messages go when a deliver entry names
+// no quarantine: next to the state file.
+func quarantineDir(cfg *configs.Config) string {
+	return filepath.Join(filepath.Dir(cfg.State.Path), "quarantine")
 }
 
 func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
@@ -149,7 +156,8 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer st.Close()
-	o := &fetch.Options{Store: st, Logger: log, DryRun: *dryRun, Trace: c.trace, TraceAuth: c.traceAuth}
+	o := &fetch.Options{Store: st, Logger: log, DryRun: *dryRun, Trace: c.trace, TraceAuth: c.traceAuth,
+		QuarantineDir: quarantineDir(cfg)}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		o.Progress = newProgress(f).update
 	}
@@ -198,13 +206,23 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	failed := 0
 	for _, a := range sel {
 		r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: c.trace, TraceAuth: c.traceAuth})
-		if r.Err != nil {
+		if r.Err != nil && r.Count == 0 && len(r.Targets) == 0 {
 			failed++
 			fmt.Fprintf(stdout, "  %s: FAILED: %v\n", a.Name, r.Err)
 			continue
 		}
-		fmt.Fprintf(stdout, "  %s: ok: %s, %s; auth %s; %d messages, %d bytes\n    capabilities: %s\n",
+		fmt.Fprintf(stdout, "  %s: %s, %s; auth %s; %d messages, %d bytes\n    capabilities: %s\n",
 			a.Name, r.Addr, r.TLSState, r.Mechanism, r.Count, r.Size, strings.Join(r.Caps, " "))
+		for _, tc := range r.Targets {
+			if tc.Err != nil {
+				fmt.Fprintf(stdout, "    deliver %s: FAILED: %v\n", tc.Target, tc.Err)
+			} else {
+				fmt.Fprintf(stdout, "    deliver %s: ok\n", tc.Target)
+			}
+		}
+		if r.Err != nil {
+			failed++
+		}
 	}
 	if failed > 0 {
 		return exitWith(exitAccounts, fmt.Errorf("%d of %d accounts failed", failed, len(sel)))
@@ -238,21 +256,23 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		byName[s.Name] = s
 	}
 	type row struct {
-		Account     string    `json:"account"`
-		Schedule    string    `json:"schedule"`
-		LastPoll    time.Time `json:"last_poll,omitzero"`
-		LastSuccess time.Time `json:"last_success,omitzero"`
-		LastError   string    `json:"last_error,omitempty"`
-		LastErrorAt time.Time `json:"last_error_at,omitzero"`
-		Seen        int       `json:"seen"`
-		Pending     int       `json:"pending"`
+		Account     string             `json:"account"`
+		Schedule    string             `json:"schedule"`
+		LastPoll    time.Time          `json:"last_poll,omitzero"`
+		LastSuccess time.Time          `json:"last_success,omitzero"`
+		LastError   string             `json:"last_error,omitempty"`
+		LastErrorAt time.Time          `json:"last_error_at,omitzero"`
+		Seen        int                `json:"seen"`
+		Pending     int                `json:"pending"`
+		Daemon      *fetch.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
 	}
+	plan := daemonPlan(cfg.State.Path)
 	rows := make([]row, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
 		s := byName[a.Name]
 		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
 			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
-			Seen: s.Seen, Pending: s.Pending})
+			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -260,9 +280,10 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tLAST ERROR")
+	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tLAST ERROR")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Account, when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.LastError)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),
+			when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.LastError)
 	}
 	return tw.Flush()
 }

@@ -43,6 +43,7 @@ type command struct {
 
 var commands = []command{
 	{"fetch", "poll accounts once and exit", cmdFetch},
+	{"run", "the daemon: poll every account on its schedule until stopped", cmdRun},
 	{"check", "validate the config; with --connect, log in to each account", cmdCheck},
 	{"status", "show per-account state: last poll, last error, seen, pending", cmdStatus},
 	{"demo", "try popsync against a built-in POP3 server, into ./demo", cmdDemo},
