@@ -49,7 +49,7 @@ type rejection struct {
 
 // fetchAll RETRs msgs, pipelined, into the sink, committing every batch
 // durably. It returns the messages delivered and recorded, which are the
-// only ones that may be DELE'd.
+// only ones that may be DELE'd, also when it returns an error.
 func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink) ([]serverMsg, error) {
 	if len(msgs) == 0 {
 		return nil, nil
@@ -62,8 +62,13 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 	if batchBytes <= 0 {
 		batchBytes = DefaultBatchBytes
 	}
-	var delivered []serverMsg
-	for start := 0; start < len(msgs); {
+	// Batch k commits in the committer's goroutine while batch k+1
+	// streams here.
+	cm := p.startCommitter(ctx, s)
+	defer cm.finish(ctx)
+	var fetchErr error
+	streamed := 0
+	for start := 0; start < len(msgs) && fetchErr == nil && !cm.failed.Load(); {
 		// A batch ends at batchN messages or once batchBytes are expected,
 		// so that a few huge messages do not hold many open files.
 		end, bytes := start, int64(0)
@@ -71,20 +76,33 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 			bytes += msgs[end].size
 			end++
 		}
-		done, err := p.fetchBatch(ctx, c, msgs[start:end], s, len(msgs), len(delivered))
-		delivered = append(delivered, done...)
-		if err != nil {
-			return delivered, err
-		}
+		var batch []staged
+		batch, fetchErr = p.fetchBatch(ctx, c, msgs[start:end], s, len(msgs), streamed, cm)
+		streamed += len(batch)
+		// Messages fully received before an error are still committed:
+		// a dropped connection costs only the message in flight.
+		cm.submit(batch)
 		start = end
+	}
+	delivered, commitErr := cm.finish(ctx)
+	if errors.Is(fetchErr, errCommitFailed) {
+		fetchErr = nil
+	}
+	switch {
+	case commitErr != nil && fetchErr != nil:
+		return delivered, errors.Join(fetchErr, commitErr)
+	case commitErr != nil:
+		return delivered, commitErr
+	case fetchErr != nil:
+		return delivered, fmt.Errorf("fetching messages: %w", fetchErr)
 	}
 	return delivered, nil
 }
 
-// fetchBatch streams one batch and commits it. Messages fully received
-// before an error are still committed: a dropped connection costs only
-// the message in flight.
-func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, todo, doneBefore int) ([]serverMsg, error) {
+// fetchBatch streams one batch into the sink and returns what it staged,
+// with the error that ended the RETRs early, if any. It stops early, too,
+// once the committer failed.
+func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, todo, doneBefore int, cm *committer) ([]staged, error) {
 	byID := make(map[int]serverMsg, len(msgs))
 	ids := make([]int, len(msgs))
 	for i, m := range msgs {
@@ -94,6 +112,9 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 	batch := make([]staged, 0, len(msgs))
 	header := p.receivedHeader()
 	fetchErr := c.RetrEach(ctx, ids, func(id int, body io.Reader, err error) error {
+		if cm.failed.Load() {
+			return errCommitFailed
+		}
 		m := byID[id]
 		if err != nil {
 			// RFC 1939 §5: -ERR to RETR, e.g. the message vanished under
@@ -112,20 +133,7 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 		}
 		return nil
 	})
-	if err := p.commit(ctx, batch, s); err != nil {
-		if fetchErr != nil {
-			err = errors.Join(fetchErr, err)
-		}
-		return nil, err
-	}
-	done := make([]serverMsg, len(batch))
-	for i, st := range batch {
-		done[i] = st.m
-	}
-	if fetchErr != nil {
-		return done, fmt.Errorf("fetching messages: %w", fetchErr)
-	}
-	return done, nil
+	return batch, fetchErr
 }
 
 // fanout writes to every delivery still accepting bytes. A delivery whose
@@ -359,12 +367,9 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 			continue
 		}
 		if err := t.Publish(ctx, cols[ti]); err != nil {
-			// Some may be in place: the intents say which to look for,
-			// and resolving them now settles it without a refetch.
-			if rerr := p.resolveIntents(ctx); rerr != nil {
-				p.log.Warn("resolving intents after a failed publish", "error", rerr.Error())
-			}
-			return fmt.Errorf("delivering to %s: %w", t, err)
+			// Some may be in place: the committer resolves the intents
+			// once nothing streams any more.
+			return &publishError{fmt.Errorf("delivering to %s: %w", t, err)}
 		}
 	}
 	recs := make([]state.Record, len(batch))

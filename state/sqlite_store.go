@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -91,12 +92,33 @@ func canonical(a Account) (Account, error) {
 	return a.Canonical(), nil
 }
 
-// Reconcile implements Store. It reads the account's records in one scan and
-// compares them with the server's list in memory; only records whose "gone"
-// mark changes are written, by batched UPDATE ... IN statements, and the
-// prune is one DELETE on a partial index. For 100,000 known UIDLs this is a
-// few hundred milliseconds, nearly all of it reading the rows.
+// Reconcile implements Store with ReconcileList.
 func (s *SQLite) Reconcile(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) (map[string]Record, error) {
+	recs, err := s.ReconcileList(ctx, a, uidls, now, grace)
+	if err != nil {
+		return nil, err
+	}
+	known := make(map[string]Record)
+	for _, r := range recs {
+		if r.State != 0 {
+			known[r.UIDL] = r
+		}
+	}
+	return known, nil
+}
+
+// ReconcileList is Reconcile with the records in a slice aligned with
+// uidls: recs[i] is the record of uidls[i], or the zero Record (State 0)
+// when uidls[i] is not known. A caller that walks the server's list in
+// order needs no map of 100,000 records, which costs more than reading
+// them.
+//
+// It reads the account's records in one statement (see recordsQuery) and
+// compares them with the server's list in memory; only records whose
+// "gone" mark changes are written, by batched UPDATE ... IN statements,
+// and the prune is one DELETE on a partial index. For 100,000 known UIDLs
+// this is about 0.1 s of CPU, a third of a map-based Reconcile.
+func (s *SQLite) ReconcileList(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) ([]Record, error) {
 	a, err := canonical(a)
 	if err != nil {
 		return nil, fmt.Errorf("reconciling: %w", err)
@@ -110,56 +132,45 @@ func (s *SQLite) Reconcile(ctx context.Context, a Account, uidls []string, now t
 	if err := checkUIDLs(uidls); err != nil {
 		return nil, fmt.Errorf("reconciling %s: %w", a, err)
 	}
-	present := make(map[string]struct{}, len(uidls))
-	for _, u := range uidls {
-		present[u] = struct{}{}
+	// Where each UIDL is in the list; a UIDL listed twice gets its record
+	// at both places.
+	at := make(map[string]int32, len(uidls))
+	var twice [][2]int32
+	for i, u := range uidls {
+		if j, ok := at[u]; ok {
+			twice = append(twice, [2]int32{int32(i), j})
+			continue
+		}
+		at[u] = int32(i)
 	}
-	known := map[string]Record{}
+	recs := make([]Record, len(uidls))
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		id, err := accountID(ctx, tx, a, false)
 		if err != nil || id == 0 {
 			return err
 		}
-		// Sized for the steady state: most UIDLs on the server are known.
-		known = make(map[string]Record, len(uidls))
-		// One scan of the account's records, diffed here against the
+		// One read of the account's records, diffed here against the
 		// server's list; only rows whose gone mark changes are written.
 		// That reads the few absent records too, but no UIDL list has to
 		// be loaded into the database first.
 		var gone, back []string
-		rows, err := tx.QueryContext(ctx,
-			`SELECT uidl, state, size, first_seen, delivered_at, deleted_at, note, gone_since IS NOT NULL
-			FROM message WHERE account_id = ?`, id)
+		err = readRecords(ctx, tx, id, func(uidl []byte, r Record, isGone bool) {
+			i, ok := at[string(uidl)]
+			if !ok {
+				if !isGone {
+					gone = append(gone, string(uidl))
+				}
+				return
+			}
+			if isGone {
+				back = append(back, uidls[i])
+			}
+			r.UIDL = uidls[i]
+			recs[i] = r
+		})
 		if err != nil {
 			return fmt.Errorf("reading records: %w", err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var r Record
-			var first int64
-			var delivered, deleted sql.NullInt64
-			var isGone bool
-			if err := rows.Scan(&r.UIDL, &r.State, &r.Size, &first, &delivered, &deleted, &r.Note, &isGone); err != nil {
-				return fmt.Errorf("reading records: %w", err)
-			}
-			if _, ok := present[r.UIDL]; !ok {
-				if !isGone {
-					gone = append(gone, r.UIDL)
-				}
-				continue
-			}
-			if isGone {
-				back = append(back, r.UIDL)
-			}
-			r.FirstSeen = time.UnixMicro(first)
-			r.DeliveredAt = goTime(delivered)
-			r.DeletedAt = goTime(deleted)
-			known[r.UIDL] = r
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("reading records: %w", err)
-		}
-		rows.Close()
 		if err := setGone(ctx, tx, id, gone, now.UnixMicro()); err != nil {
 			return fmt.Errorf("marking gone UIDLs: %w", err)
 		}
@@ -176,7 +187,119 @@ func (s *SQLite) Reconcile(ctx context.Context, a Account, uidls []string, now t
 	if err != nil {
 		return nil, fmt.Errorf("reconciling %s: %w", a, err)
 	}
-	return known, nil
+	for _, t := range twice {
+		recs[t[0]] = recs[t[1]]
+	}
+	return recs, nil
+}
+
+// recordsQuery returns every record of account ?1 as one text, a line
+// per record: "gone state size first_seen delivered_at deleted_at ulen
+// nlen UIDLnote", with an empty field for NULL, and ulen and nlen the
+// octet lengths of the UIDL and the note that follow, which may hold any
+// character. One text rather than a row of 8 columns per record saves
+// most of the CPU time of reading 100,000 records, which goes to per-row
+// and per-column work in the driver and in database/sql; a blob is
+// handed over with one copy. (Cutting the text into chunks with ORDER BY
+// ... LIMIT costs more than the one large text saves in memory.)
+const recordsQuery = `SELECT CAST(group_concat(printf('%d %d %d %d %s %s %d %d %s%s',
+	gone_since IS NOT NULL, state, size, first_seen, ifnull(delivered_at, ''), ifnull(deleted_at, ''),
+	octet_length(uidl), octet_length(note), uidl, note), char(10)) AS BLOB)
+	FROM message WHERE account_id = ?`
+
+// readRecords calls fn with every record of the account with row id id:
+// its UIDL (valid until fn returns), the record without it, and whether
+// it is marked gone.
+func readRecords(ctx context.Context, tx *sql.Tx, id int64, fn func(uidl []byte, r Record, gone bool)) error {
+	rows, err := tx.QueryContext(ctx, recordsQuery, id)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return errors.Join(rows.Err(), errors.New("no result"))
+	}
+	// RawBytes: the blob as the driver copied it out of SQLite, no
+	// second copy.
+	var text sql.RawBytes
+	if err := rows.Scan(&text); err != nil {
+		return err
+	}
+	if err := parseRecords(text, fn); err != nil {
+		return err
+	}
+	return rows.Close()
+}
+
+// parseRecords calls fn for each record of a text of recordsQuery.
+func parseRecords(t []byte, fn func(uidl []byte, r Record, gone bool)) error {
+	bad := fmt.Errorf("%w: malformed record", ErrCorrupt)
+	for len(t) > 0 {
+		var f [8]int64
+		var null [8]bool
+		for i := range f {
+			k := bytes.IndexByte(t, ' ')
+			if k < 0 {
+				return bad
+			}
+			if k == 0 {
+				null[i] = true
+			} else {
+				v, ok := parseInt(t[:k])
+				if !ok {
+					return bad
+				}
+				f[i] = v
+			}
+			t = t[k+1:]
+		}
+		ulen, nlen := int(f[6]), int(f[7])
+		if ulen <= 0 || nlen < 0 || ulen+nlen > len(t) {
+			return bad
+		}
+		r := Record{State: MsgState(f[1]), Size: f[2], FirstSeen: time.UnixMicro(f[3])}
+		if nlen > 0 {
+			r.Note = string(t[ulen : ulen+nlen])
+		}
+		if !null[4] {
+			r.DeliveredAt = time.UnixMicro(f[4])
+		}
+		if !null[5] {
+			r.DeletedAt = time.UnixMicro(f[5])
+		}
+		uidl := t[:ulen]
+		t = t[ulen+nlen:]
+		if len(t) > 0 {
+			if t[0] != '\n' {
+				return bad
+			}
+			t = t[1:]
+		}
+		fn(uidl, r, f[0] != 0)
+	}
+	return nil
+}
+
+// parseInt parses a decimal integer as SQLite prints it.
+func parseInt(b []byte) (int64, bool) {
+	neg := false
+	if len(b) > 0 && b[0] == '-' {
+		neg, b = true, b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
 }
 
 // Known implements Store: one read of the account's records, no writes.

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// mailbox is one account as a fetcher sees it.
+type mailbox struct {
+	name    string // account name in the tool's config
+	user    string // POP3 user
+	maildir string // where the tool delivers
+}
+
+// job is one run of one tool: the accounts to fetch and how.
+type job struct {
+	host        string
+	port        int
+	password    string
+	boxes       []mailbox
+	keep        bool
+	stateDir    string // the tool's config and UIDL state; also its HOME
+	maxParallel int
+	localUser   string // the Unix user the tool runs as
+}
+
+// tool is a fetcher the benchmark can run. Its config is written into the
+// job's state folder; the command runs as the client user.
+type tool struct {
+	name    string
+	bin     string
+	about   string
+	version func(bin string) string
+	// command writes the configuration and returns argv and extra
+	// environment.
+	command func(t *tool, j *job) (argv, env []string, err error)
+	// exitOK maps exit codes that mean success besides 0.
+	exitOK []int
+}
+
+func firstLine(bin string, args ...string) string {
+	out, _ := exec.Command(bin, args...).CombinedOutput()
+	for l := range strings.SplitSeq(string(out), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "fetchmail: WARNING") {
+			return l
+		}
+	}
+	return "?"
+}
+
+// allTools lists the fetchers in report order. popsyncBin is the binary
+// under test.
+func allTools(popsyncBin string) []*tool {
+	popsync := func(name string, serial bool) *tool {
+		return &tool{
+			name: name, bin: popsyncBin,
+			about:   "popsync fetch (this tree)",
+			version: func(bin string) string { return firstLine(bin, "version") },
+			command: func(t *tool, j *job) ([]string, []string, error) {
+				par := j.maxParallel
+				if serial {
+					par = 1
+				}
+				cfg := filepath.Join(j.stateDir, "popsync.toml")
+				var b strings.Builder
+				fmt.Fprintf(&b, "[state]\npath = %q\n\n[daemon]\nmax_parallel = %d\n", filepath.Join(j.stateDir, "state.db"), par)
+				for _, m := range j.boxes {
+					fmt.Fprintf(&b, "\n[[account]]\nname = %q\nhost = %q\nport = %d\ntls = \"none\"\nuser = %q\npassword = %q\nauth = \"user\"\nkeep = %v\n\n  [[account.deliver]]\n  maildir = %q\n",
+						m.name, j.host, j.port, m.user, j.password, j.keep, m.maildir)
+				}
+				if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+					return nil, nil, err
+				}
+				return []string{t.bin, "fetch", "-c", cfg}, nil, nil
+			},
+		}
+	}
+	return []*tool{
+		popsync("popsync", false),
+		popsync("popsync-serial", true),
+		{
+			name: "mpop", bin: "mpop",
+			about:   "mpop, delivery maildir, pipelining auto, accounts one after another (-a)",
+			version: func(bin string) string { return firstLine(bin, "--version") },
+			command: func(t *tool, j *job) ([]string, []string, error) {
+				rc := filepath.Join(j.stateDir, "mpoprc")
+				var b strings.Builder
+				b.WriteString("defaults\ntimeout 300\n")
+				for _, m := range j.boxes {
+					fmt.Fprintf(&b, "\naccount %s\nhost %s\nport %d\nuser %s\npassword %s\nauth user\ntls off\ndelivery maildir %s\nonly_new on\nuidls_file %s\nkeep %s\n",
+						m.name, j.host, j.port, m.user, j.password, m.maildir,
+						filepath.Join(j.stateDir, "uidls."+m.name), onOff(j.keep))
+				}
+				if err := os.WriteFile(rc, []byte(b.String()), 0o600); err != nil {
+					return nil, nil, err
+				}
+				argv := []string{t.bin, "-C", rc, "-q"}
+				if len(j.boxes) == 1 {
+					argv = append(argv, j.boxes[0].name)
+				} else {
+					argv = append(argv, "-a")
+				}
+				return argv, nil, nil
+			},
+		},
+		{
+			name: "getmail", bin: "getmail",
+			about:   "getmail6, SimplePOP3Retriever, Maildir destination",
+			version: func(bin string) string { return firstLine(bin, "--version") },
+			command: func(t *tool, j *job) ([]string, []string, error) {
+				argv := []string{t.bin, "--getmaildir=" + j.stateDir, "--quiet"}
+				for _, m := range j.boxes {
+					rc := filepath.Join(j.stateDir, "getmailrc."+m.name)
+					data := fmt.Sprintf("[retriever]\ntype = SimplePOP3Retriever\nserver = %s\nport = %d\nusername = %s\npassword = %s\n\n[destination]\ntype = Maildir\npath = %s/\n\n[options]\nverbose = 0\nread_all = %v\ndelete = %v\n",
+						j.host, j.port, m.user, j.password, m.maildir, !j.keep, !j.keep)
+					if err := os.WriteFile(rc, []byte(data), 0o600); err != nil {
+						return nil, nil, err
+					}
+					argv = append(argv, "--rcfile="+rc)
+				}
+				return argv, nil, nil
+			},
+		},
+		{
+			name: "fetchmail", bin: "fetchmail",
+			about:   "fetchmail with mda procmail (one procmail per message, into the Maildir)",
+			version: func(bin string) string { return firstLine(bin, "--version") },
+			exitOK:  []int{1}, // 1: no mail
+			command: func(t *tool, j *job) ([]string, []string, error) {
+				procmail, err := exec.LookPath("procmail")
+				if err != nil {
+					return nil, nil, fmt.Errorf("fetchmail needs procmail as its MDA: %w", err)
+				}
+				rc := filepath.Join(j.stateDir, "fetchmailrc")
+				var b strings.Builder
+				b.WriteString("set no syslog\nset no bouncemail\n")
+				for _, m := range j.boxes {
+					prc := filepath.Join(j.stateDir, "procmailrc."+m.name)
+					if err := os.WriteFile(prc, []byte("VERBOSE=off\n:0\n"+m.maildir+"/\n"), 0o600); err != nil {
+						return nil, nil, err
+					}
+					keep := "keep"
+					if !j.keep {
+						keep = "nokeep fetchall"
+					}
+					fmt.Fprintf(&b, "poll %s via %s service %d protocol pop3 auth password uidl\n  user \"%s\" there with password \"%s\" is \"%s\" here %s\n  sslproto ''\n  mda \"%s -m %s\"\n",
+						m.name, j.host, j.port, m.user, j.password, j.localUser, keep, procmail, prc)
+				}
+				if err := os.WriteFile(rc, []byte(b.String()), 0o600); err != nil {
+					return nil, nil, err
+				}
+				return []string{t.bin, "-f", rc, "--idfile", filepath.Join(j.stateDir, "fetchids"),
+						"--pidfile", filepath.Join(j.stateDir, "fetchmail.pid"), "--silent"},
+					[]string{"FETCHMAILHOME=" + j.stateDir}, nil
+			},
+		},
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// available reports whether the tool's program can be run.
+func (t *tool) available() bool {
+	if strings.ContainsRune(t.bin, '/') {
+		_, err := os.Stat(t.bin)
+		return err == nil
+	}
+	p, err := exec.LookPath(t.bin)
+	if err == nil {
+		t.bin = p
+	}
+	return err == nil
+}
+
+func (t *tool) success(code int) bool {
+	if code == 0 {
+		return true
+	}
+	for _, c := range t.exitOK {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
