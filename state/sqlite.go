@@ -202,6 +202,19 @@ func prepareFile(abs string) error {
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("opening state file %s: not a regular file", abs)
 	}
+	if !created && st.Size() == 0 {
+		// SQLite takes an empty file for a new database. The lock folder
+		// is made only once a schema was committed, so an empty file next
+		// to it was truncated: starting afresh would fetch the mailbox
+		// again.
+		if _, err := os.Stat(abs + ".locks"); err == nil {
+			return &stateError{
+				msg:  corruptMsg(abs),
+				kind: ErrCorrupt,
+				err:  fmt.Errorf("the file is empty, but %s.locks shows it held a seen-set", abs),
+			}
+		}
+	}
 	if created {
 		// Make the new directory entry durable before SQLite commits into
 		// the file.

@@ -178,9 +178,12 @@ func (b *body) readable() error {
 	return nil
 }
 
-// drain discards the rest of the body. closed marks the body unreadable
-// for its holder if anything was left.
-func (b *body) drain(closed bool) error {
+// drain discards the rest of the body, at most *budget octets, which it
+// counts down. closed marks the body unreadable for its holder if anything
+// was left. A rest longer than the budget is not read: the client is
+// poisoned with ErrDrainLimit instead, since a hostile server can make a
+// body endless and reading it at full speed never times out.
+func (b *body) drain(closed bool, budget *int64) error {
 	if b.state != bodyReading {
 		if b.state == bodyFailed {
 			return b.err
@@ -198,6 +201,10 @@ func (b *body) drain(closed bool) error {
 		if err != nil {
 			return err
 		}
+		if int64(len(s)) > *budget {
+			return b.fail(fmt.Errorf("discarding the unread rest: %w: more than %d octets left", ErrDrainLimit, MaxDrain))
+		}
+		*budget -= int64(len(s))
 		b.consume(s, len(s))
 	}
 }

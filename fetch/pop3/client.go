@@ -39,6 +39,10 @@ type Client struct {
 	timestamp string // APOP timestamp from the greeting, "" if none
 	caps      Capabilities
 	capaOK    bool // the server answered CAPA with +OK
+	// listed is the message count of the session's first LIST or STAT,
+	// -1 before one: RFC 1939 §4 locks the maildrop for the session, so
+	// no listing can be longer.
+	listed int
 
 	err     error // poison: the first I/O, parse or cancellation error
 	closed  bool
@@ -77,7 +81,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	d := net.Dialer{Timeout: o.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
+		return nil, err // net's error names the address; callers add context
 	}
 	return NewClient(ctx, conn, opts)
 }
@@ -112,6 +116,8 @@ func newClient(ctx context.Context, conn net.Conn, opts Options) (*Client, error
 		raw:  conn,
 		dc:   &deadlineConn{Conn: conn, timeout: o.Timeout},
 		log:  o.Logger,
+
+		listed: -1,
 	}
 	c.br = bufio.NewReaderSize(c.dc, readBufferSize)
 	c.bw = bufio.NewWriter(c.dc)
@@ -321,7 +327,8 @@ func (c *Client) begin(ctx context.Context) error {
 	}
 	c.unwatch = c.dc.watch(ctx)
 	if b := c.active; b != nil {
-		if err := b.drain(true); err != nil {
+		budget := int64(MaxDrain)
+		if err := b.drain(true, &budget); err != nil {
 			c.end()
 			return err
 		}

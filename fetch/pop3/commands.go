@@ -2,6 +2,7 @@ package pop3
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -33,6 +34,7 @@ func (c *Client) Stat(ctx context.Context) (count int, size int64, err error) {
 	if err != nil {
 		return 0, 0, c.fail(err)
 	}
+	c.noteCount(count)
 	return count, size, nil
 }
 
@@ -48,7 +50,15 @@ func (c *Client) List(ctx context.Context) ([]MessageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.noteCount(len(out))
 	return out, nil
+}
+
+// noteCount records the message count of the first LIST or STAT.
+func (c *Client) noteCount(n int) {
+	if c.listed < 0 {
+		c.listed = n
+	}
 }
 
 // ListOne returns the scan listing of one message.
@@ -71,15 +81,25 @@ func (c *Client) ListOne(ctx context.Context, id int) (MessageInfo, error) {
 
 // UIDL returns the unique-id listing of all messages not marked deleted
 // (RFC 1939 §7). An invalid unique-id is an error wrapping ErrBadUIDL and
-// poisons the client.
+// poisons the client. After a LIST or STAT, a listing with more entries
+// than the messages they counted is ErrTooManyEntries: the maildrop is
+// locked for the session (RFC 1939 §4), so only a hostile server sends
+// one, and it is not read on.
 func (c *Client) UIDL(ctx context.Context) ([]UIDEntry, error) {
 	var out []UIDEntry
-	err := c.listing(ctx, newCmd("UIDL"), func(l []byte) error {
+	limit := c.opts.MaxListEntries
+	if c.listed >= 0 && c.listed < limit {
+		limit = c.listed
+	}
+	err := c.listingMax(ctx, newCmd("UIDL"), limit, func(l []byte) error {
 		u, err := parseUIDLine(l)
 		out = append(out, u)
 		return err
 	})
 	if err != nil {
+		if errors.Is(err, ErrTooManyEntries) && limit == c.listed {
+			err = fmt.Errorf("%w (the session holds %d messages)", err, c.listed)
+		}
 		return nil, err
 	}
 	return out, nil
@@ -106,6 +126,11 @@ func (c *Client) UIDLOne(ctx context.Context, id int) (string, error) {
 // listing runs a command with a multi-line reply of at most
 // Options.MaxListEntries lines.
 func (c *Client) listing(ctx context.Context, cmd command, fn func([]byte) error) error {
+	return c.listingMax(ctx, cmd, c.opts.MaxListEntries, fn)
+}
+
+// listingMax runs a command with a multi-line reply of at most max lines.
+func (c *Client) listingMax(ctx context.Context, cmd command, max int, fn func([]byte) error) error {
 	if err := c.begin(ctx); err != nil {
 		return err
 	}
@@ -117,7 +142,7 @@ func (c *Client) listing(ctx context.Context, cmd command, fn func([]byte) error
 	if serr != nil {
 		return serr
 	}
-	return c.readListing(ctx, cmd, c.opts.MaxListEntries, fn)
+	return c.readListing(ctx, cmd, max, fn)
 }
 
 // Retr retrieves message id (RFC 1939 §5). The body is streamed from the

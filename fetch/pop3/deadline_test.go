@@ -36,19 +36,29 @@ func TestSilentServerTimesOut(t *testing.T) {
 }
 
 func TestSlowServerWithinTimeout(t *testing.T) {
-	// Each read gets a fresh deadline: a reply trickling in one line every
-	// 20s is fine with a 30s timeout, though the whole takes a minute.
+	// A server that thinks for 25s before each reply, with a 30s timeout,
+	// is fine although the whole takes over a minute: every command sent
+	// starts a new wait. So is a listing that goes on in 200-octet bursts
+	// 20s apart: each burst brings MinProgress octets within the timeout.
 	synctest.Test(t, func(t *testing.T) {
 		server, conn := net.Pipe()
 		defer server.Close()
+		burst := strings.Repeat("X-CAPABILITY-PADDING\r\n", 10) // 220 octets
 		go func() {
-			server.Write([]byte("+OK hi\r\n"))
 			buf := make([]byte, 64)
+			time.Sleep(25 * time.Second)
+			server.Write([]byte("+OK hi\r\n"))
 			server.Read(buf) // CAPA
-			for _, l := range []string{"+OK\r\n", "TOP\r\n", "UIDL\r\n", ".\r\n"} {
+			time.Sleep(25 * time.Second)
+			server.Write([]byte("+OK\r\nUIDL\r\n" + burst))
+			for range 2 {
 				time.Sleep(20 * time.Second)
-				server.Write([]byte(l))
+				server.Write([]byte(burst))
 			}
+			server.Write([]byte(".\r\n"))
+			server.Read(buf) // NOOP
+			time.Sleep(25 * time.Second)
+			server.Write([]byte("+OK\r\n"))
 			server.Read(buf) // until the client closes
 		}()
 		begin := time.Now()
@@ -56,10 +66,48 @@ func TestSlowServerWithinTimeout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := time.Since(begin); d != 80*time.Second || !c.Caps().Has("UIDL") {
+		if err := c.Noop(bg); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(begin); d != 115*time.Second || !c.Caps().Has("UIDL") {
 			t.Fatalf("took %v, caps %v", d, c.Caps())
 		}
 		c.Close()
+	})
+}
+
+func TestTricklingServerTimesOut(t *testing.T) {
+	// One octet a second: every read returns something, so a deadline
+	// refreshed per read would never fire. The read budget does, after
+	// the timeout, with what the server managed to send.
+	synctest.Test(t, func(t *testing.T) {
+		server, conn := net.Pipe()
+		done := make(chan struct{})
+		defer func() {
+			server.Close()
+			<-done
+		}()
+		go func() {
+			defer close(done)
+			for _, b := range []byte("+OK a greeting that takes its time\r\n") {
+				if _, err := server.Write([]byte{b}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+		begin := time.Now()
+		// 10.5s: the octet sent at 10s arrives well before the deadline.
+		_, err := NewClient(bg, conn, Options{Security: SecurityNone, Timeout: 10500 * time.Millisecond})
+		if !errors.Is(err, ErrTooSlow) || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("NewClient = %v, want ErrTooSlow", err)
+		}
+		if !strings.Contains(err.Error(), "11 octets in 10.5s") {
+			t.Errorf("error does not say how little came: %v", err)
+		}
+		if d := time.Since(begin); d != 10500*time.Millisecond {
+			t.Fatalf("gave up after %v, want 10.5s", d)
+		}
 	})
 }
 

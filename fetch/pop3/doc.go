@@ -15,7 +15,8 @@
 // A Client is not safe for concurrent use. Commands run one after another;
 // a body returned by Retr or Top must be read to EOF before the next
 // command, or the next command drains it first (and the old reader then
-// fails with ErrBodyClosed). RetrEach, TopEach and DeleEach send many
+// fails with ErrBodyClosed); a rest longer than MaxDrain is not drained
+// but poisons the client (ErrDrainLimit). RetrEach, TopEach and DeleEach send many
 // commands at once when the server advertises PIPELINING and fall back to
 // lockstep otherwise.
 //

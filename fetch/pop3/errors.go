@@ -49,6 +49,14 @@ var (
 	// ErrFingerprintMismatch means the leaf certificate does not match
 	// Options.Fingerprint.
 	ErrFingerprintMismatch = errors.New("pop3: server certificate does not match the pinned fingerprint")
+	// ErrTooSlow means the server sent something, but less than
+	// MinProgress octets in Options.Timeout of waiting: it trickles. The
+	// error also wraps os.ErrDeadlineExceeded, and poisons the client.
+	ErrTooSlow = errors.New("pop3: server sends too slowly")
+	// ErrDrainLimit means the rest of a reply the caller gave up on was
+	// longer than MaxDrain octets: instead of reading it, the client
+	// closed the connection and is poisoned.
+	ErrDrainLimit = errors.New("pop3: unread reply too long to discard")
 	// ErrBodyClosed is returned when a message body is read after the
 	// client moved on to another command and drained it.
 	ErrBodyClosed = errors.New("pop3: message body no longer readable")

@@ -67,6 +67,12 @@ const (
 	// PipelineWindow is the number of commands kept in flight when the
 	// server advertises PIPELINING.
 	PipelineWindow = 64
+	// MaxDrain caps what the client reads and throws away of a message
+	// body the caller left unread (and, in RetrEach and TopEach, of the
+	// replies in flight when fn stopped the loop). A longer rest poisons
+	// the client instead: a server can make a body endless, and reading
+	// one at full speed never times out.
+	MaxDrain = 1 << 20
 
 	// maxCommandLength is the RFC 2449 §4 limit on a command line, CRLF
 	// included; RFC 5034 §4 applies it to AUTH with an initial response.
@@ -97,9 +103,11 @@ type Options struct {
 	// modified. The options above override it, and TLS 1.2 is the minimum
 	// whatever it says.
 	TLSConfig *tls.Config
-	// Timeout is the deadline of each read and each write call on the
-	// connection, refreshed per call (a slow but live server is fine, a
-	// silent one fails after Timeout). Zero means DefaultTimeout.
+	// Timeout bounds each write call on the connection, and the time the
+	// client waits for the server to send MinProgress octets; every
+	// command sent starts a new wait. A slow but live server is fine; a
+	// silent one fails after Timeout, and so does one that trickles (a
+	// few octets per Timeout). Zero means DefaultTimeout.
 	Timeout time.Duration
 	// Logger receives the protocol trace at LevelTrace; nil logs nothing.
 	Logger *slog.Logger

@@ -54,8 +54,10 @@ func (c *Client) pipeline(n int, send func(i int), recv func(i int, stopping boo
 // to the end by fn is drained when fn returns; it cannot be read after. If
 // fn returns an error, no further commands are sent, the replies already
 // requested are read and discarded, and fn's error is returned: the client
-// stays usable. An I/O or protocol error poisons the client and is
-// returned. fn must not call methods of c: other commands may be in flight.
+// stays usable, unless what is left to discard exceeds MaxDrain octets (a
+// hostile server can make a body endless); then the client closes the
+// connection instead and is poisoned with ErrDrainLimit. An I/O or
+// protocol error poisons the client and is returned. fn must not call methods of c: other commands may be in flight.
 func (c *Client) RetrEach(ctx context.Context, ids []int, fn func(id int, body io.Reader, err error) error) error {
 	return c.fetchEach(ctx, "RETR", ids, -1, fn)
 }
@@ -84,6 +86,10 @@ func (c *Client) fetchEach(ctx context.Context, verb string, ids []int, lines in
 		return cmd
 	}
 	var fnErr error
+	// What fn left unread is discarded, at most MaxDrain octets per body;
+	// once fn has stopped the loop, at most MaxDrain for everything still
+	// in flight together.
+	stopBudget := int64(MaxDrain)
 	err := c.pipeline(len(ids),
 		func(i int) { c.send(ctx, cmdFor(i)) },
 		func(i int, stopping bool) (bool, error) {
@@ -103,15 +109,22 @@ func (c *Client) fetchEach(ctx context.Context, verb string, ids []int, lines in
 			if !stopping {
 				fnErr = fn(cmd.a, b, nil)
 			}
-			if err := b.drain(true); err != nil {
+			budget := &stopBudget
+			if fnErr == nil {
+				one := int64(MaxDrain)
+				budget = &one
+			}
+			if err := b.drain(true, budget); err != nil {
 				return false, err
 			}
 			return fnErr != nil, nil
 		})
-	if err != nil {
-		return err
+	if fnErr != nil {
+		// fn's reason comes first, also when discarding what was in
+		// flight poisoned the client.
+		return fnErr
 	}
-	return fnErr
+	return err
 }
 
 // DeleEach marks the messages ids deleted, pipelined when the server

@@ -64,7 +64,7 @@ func (c *Client) traceBody(ctx context.Context, cmd command, n int64) {
 		return
 	}
 	c.log.LogAttrs(ctx, LevelTrace, "pop3 recv body",
-		slog.String("cmd", cmd.verb), slog.Int("msg", cmd.a), slog.Int64("bytes", n))
+		slog.String("cmd", cmd.verb), slog.Int("n", cmd.a), slog.Int64("bytes", n))
 }
 
 func (c *Client) tracef(ctx context.Context, format string, args ...any) {

@@ -1,0 +1,200 @@
+package main_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/realtest"
+)
+
+// crashRefill is how many messages are put on the server whenever the
+// previous ones were all delivered.
+const crashRefill = 100
+
+// TestKillNineAtScale is TestKillNineExactlyOnce many times over: it kills
+// `popsync fetch` with SIGKILL at a moment drawn uniformly over the
+// expected length of each run (start-up included), POPSYNC_CRASH_RUNS
+// times with keep = false and as many with keep = true, against a real
+// Dovecot. It counts instead of stopping at the first problem: messages
+// lost (gone from the server, not in the Maildir), duplicated (in the
+// Maildir twice) and partial (a Maildir file that is none of the
+// originals), and fails if any count is not zero.
+//
+// It is not part of the default run (it takes minutes): set
+// POPSYNC_CRASH_RUNS=1000 to run it.
+func TestKillNineAtScale(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv("POPSYNC_CRASH_RUNS"))
+	if runs <= 0 {
+		t.Skip("set POPSYNC_CRASH_RUNS to the number of kills per keep setting")
+	}
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			crashRuns(t, runs, keep)
+		})
+	}
+}
+
+func crashRuns(t *testing.T, kills int, keep bool) {
+	// Every killed client leaves a Dovecot session behind until Dovecot
+	// notices; hundreds of kills in a row outgrow the default limit of
+	// sessions per user and address, which is not what this test is about.
+	d := realtest.StartDovecot(t, realtest.DovecotOptions{Config: "mail_max_userip_connections = 100000"})
+	dir := t.TempDir()
+	maildir := filepath.Join(dir, "Maildir")
+	cfg := writeConfig(t, dir, d, account{name: "main", user: d.User, password: d.Password, keep: keep, maildir: maildir})
+
+	want := make(map[string]bool)
+	var all [][]byte
+	batch := 0
+	refill := func() {
+		batch++
+		more := datas(pop3test.SampleMessages(crashRefill, int64(1000+batch)))
+		for _, m := range more {
+			want[wantLF(m)] = true
+		}
+		all = append(all, more...)
+		d.Deliver(t, more...)
+	}
+	refill()
+
+	// An uninterrupted poll of a full refill and one that finds nothing,
+	// on a probe account, set the range the kills are spread over.
+	probeDir := t.TempDir()
+	probe := writeConfig(t, probeDir, d, account{name: "main", user: d.User, password: d.Password, keep: true, maildir: filepath.Join(probeDir, "M")})
+	popsyncBinary(t) // built before anything is timed
+	start := time.Now()
+	if r := runPopsync(t, "fetch", "-c", probe); r.code != 0 {
+		t.Fatalf("probe run: %s", r.stderr)
+	}
+	full := time.Since(start)
+	start = time.Now()
+	runPopsync(t, "fetch", "-c", probe)
+	idle := time.Since(start)
+
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 2))
+	t.Logf("keep=%v: full poll of %d %v, idle poll %v; seed %d", keep, crashRefill, full, idle, seed)
+
+	lost := make(map[string]bool)
+	dup := make(map[string]bool)
+	partial := 0
+	md := &maildirReader{dir: maildir}
+	delivered := 0 // of want, in the Maildir
+	done, killed := 0, 0
+	var killAt []float64 // kill moment / expected length
+	// stretch widens the span after every kill and is reset by a run that
+	// completes: on a loaded machine runs take longer than the probe
+	// said, and the kills must still reach the end of the poll.
+	stretch := 1.0
+	for killed < kills {
+		if delivered == len(want) {
+			refill()
+		}
+		remaining := len(want) - delivered
+		span := time.Duration(stretch * float64(idle+(full-idle)*time.Duration(remaining)/crashRefill))
+		delay := time.Duration(rng.Int64N(int64(span) + 1))
+		cmd := exec.Command(popsyncBinary(t), "fetch", "-c", cfg)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		began := time.Now()
+		go func() { exited <- cmd.Wait() }()
+		timer := time.NewTimer(delay)
+		select {
+		case <-exited:
+			timer.Stop()
+			done++
+			stretch = 1
+			if took := time.Since(began); remaining > 0 && took > idle {
+				full = idle + (took-idle)*crashRefill/time.Duration(remaining)
+			}
+		case <-timer.C:
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+			killed++
+			stretch = min(stretch*1.05, 50)
+			killAt = append(killAt, float64(delay)/float64(span))
+		}
+
+		// Count what this interruption did.
+		have := make(map[string]int)
+		for _, s := range md.read(t) {
+			have[s]++
+		}
+		delivered = 0
+		for s, n := range have {
+			switch {
+			case !want[s]:
+				partial++
+			case n > 1:
+				dup[s] = true
+			}
+			if want[s] {
+				delivered++
+			}
+		}
+		if !keep {
+			onServer := make(map[string]bool)
+			for _, m := range d.Messages(t) {
+				onServer[wantLF(m)] = true
+			}
+			for s := range want {
+				if !onServer[s] && have[s] == 0 {
+					lost[s] = true
+				}
+			}
+		}
+		if partial > 0 {
+			// A partial file is counted once per check; do not count it
+			// again on the next round.
+			t.Errorf("after kill %d: a Maildir file is none of the originals", killed)
+			break
+		}
+	}
+	// A last run without interruption must complete the job.
+	if r := runPopsync(t, "fetch", "-c", cfg); r.code != 0 {
+		t.Fatalf("final run: exit %d\n%s", r.code, r.stderr)
+	}
+	have := make(map[string]int)
+	for _, s := range md.read(t) {
+		have[s]++
+	}
+	for s := range want {
+		switch have[s] {
+		case 0:
+			lost[s] = true
+		case 1:
+		default:
+			dup[s] = true
+		}
+	}
+	onServer := d.Count(t)
+	if keep && onServer != len(all) {
+		t.Errorf("keep = true, but the server holds %d of %d", onServer, len(all))
+	}
+	if !keep && onServer != 0 {
+		t.Errorf("keep = false, but the server still holds %d after the final run", onServer)
+	}
+	var early, late int
+	for _, f := range killAt {
+		if f < 0.5 {
+			early++
+		} else {
+			late++
+		}
+	}
+	t.Logf("keep=%v: %d kills (%d in the first half of the span, %d in the second), %d runs completed before their kill, %d messages: lost %d, duplicated %d, partial %d",
+		keep, killed, early, late, done, len(want), len(lost), len(dup), partial)
+	if len(lost) > 0 || len(dup) > 0 || partial > 0 {
+		t.Fatalf("keep=%v: lost %d, duplicated %d, partial %d", keep, len(lost), len(dup), partial)
+	}
+}
