@@ -149,6 +149,11 @@ func TestUntrustedCertificatesRefusedByDefault(t *testing.T) {
 					t.Fatalf("delivered %d over an untrusted link", r.Delivered)
 				}
 				e.wantNoCredentials()
+				// The client hangs up on the bad certificate; the server
+				// counts the failed handshake when its session ends.
+				if err := e.srv.WaitIdle(t.Context()); err != nil {
+					t.Fatal(err)
+				}
 				if st := e.srv.Stats(); st.TLSFailures == 0 {
 					t.Errorf("server saw no failed handshake: %+v", st)
 				}
