@@ -49,6 +49,10 @@ func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
 	}
 	if c.trace {
 		level = pop3.LevelTrace
+		if c.traceAuth {
+			// The unredacted login lines are logged one level lower.
+			level = pop3.LevelTraceAuth
+		}
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch c.logFormat {
