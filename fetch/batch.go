@@ -212,8 +212,8 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 			w.Write(header)
 		}
 		var cerr error
-		n, cerr = io.Copy(w, io.LimitReader(body, limit+1))
-		if cerr == nil && n > limit {
+		n, cerr = io.Copy(&capWriter{w: w, left: limit}, body)
+		if errors.Is(cerr, errOverCap) {
 			cerr = tooBig()
 		}
 		if cerr != nil && f.live > 0 {
@@ -294,6 +294,25 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	entry := p.a.Deliver[s.base+permIdx]
 	p.rejected = append(p.rejected, rejection{m: m, onReject: entry.OnReject, reason: errors.Join(perm...).Error()})
 	return st, false, nil
+}
+
+// capWriter passes at most left more octets to w and refuses, with
+// errOverCap, a write that would go past them. A limit on the writing
+// side lets io.Copy use the POP3 body's WriteTo, which writes straight
+// from the read buffer; an io.LimitReader on the reading side hides it and
+// costs a 32 KiB copy buffer per message.
+type capWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.left {
+		return 0, errOverCap
+	}
+	n, err := c.w.Write(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 func (p *pollRun) markPartial(uidl string, target int) {

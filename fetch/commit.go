@@ -7,10 +7,6 @@ import (
 	"sync/atomic"
 )
 
-// errCommitFailed stops the RETRs of a batch once an earlier batch failed
-// to commit; the commit's own error is what the poll reports.
-var errCommitFailed = errors.New("an earlier batch failed to commit")
-
 // committer commits batches in a goroutine of its own while the next
 // batch streams from the server: the fsyncs and transactions of batch k
 // overlap the RETRs of batch k+1. It commits one batch at a time, in the

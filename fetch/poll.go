@@ -53,6 +53,12 @@ var (
 	// ErrListedSize means the server sent far more bytes for a message
 	// than LIST announced (see listedLimit): an endless message, say.
 	ErrListedSize = errors.New("message far larger than the server announced")
+
+	// errCommitFailed stops the RETRs of a batch once an earlier batch
+	// failed to commit; the commit's own error is what the poll reports.
+	errCommitFailed = errors.New("an earlier batch failed to commit")
+	// errOverCap is capWriter's refusal of octets past its limit.
+	errOverCap = errors.New("over the size limit")
 )
 
 // listedLimit is the most a message LIST announced as size octets may

@@ -132,3 +132,69 @@ func BenchmarkReconcileList100k(b *testing.B) {
 	}
 	cpu.report(b)
 }
+
+// TestBatchWritesAcrossStatements: the write methods cut large batches
+// into multi-row statements; a batch larger than one statement, with a
+// UIDL given twice, behaves as if the rows were written one by one.
+func TestBatchWritesAcrossStatements(t *testing.T) {
+	s := openTest(t)
+	ctx := t.Context()
+	const n = 150 // more than two statements' worth
+	var in []state.Intent
+	var recs []state.Record
+	var all []string
+	for i := range n {
+		u := fmt.Sprintf("u%03d", i)
+		all = append(all, u)
+		in = append(in, state.Intent{UIDL: u, Token: "tok-" + u, Size: int64(i), Created: t0})
+		recs = append(recs, state.Record{UIDL: u, State: state.Delivered, Size: int64(i), FirstSeen: t0, DeliveredAt: t0})
+	}
+	// The same UIDL and target again: the later intent replaces it.
+	in = append(in, state.Intent{UIDL: "u007", Token: "tok-again", Size: 7, Created: t0})
+	if err := s.AddIntents(ctx, acct, in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Intents(ctx, acct)
+	if err != nil || len(got) != n {
+		t.Fatalf("Intents: %d, %v; want %d", len(got), err, n)
+	}
+	for _, it := range got {
+		if it.UIDL == "u007" && it.Token != "tok-again" {
+			t.Errorf("u007 intent token %q, want the later one", it.Token)
+		}
+	}
+	// A UIDL twice in one MarkDelivered: the later record wins, and every
+	// intent of the batch is gone.
+	recs = append(recs, state.Record{UIDL: "u010", State: state.Quarantined, Size: 10, FirstSeen: t0, DeliveredAt: t0.Add(time.Hour), Note: "second"})
+	if err := s.MarkDelivered(ctx, acct, recs); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Intents(ctx, acct); err != nil || len(got) != 0 {
+		t.Fatalf("intents left after MarkDelivered: %v, %v", got, err)
+	}
+	if err := s.MarkDeleted(ctx, acct, all[5:], t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.Reconcile(ctx, acct, all, t0.Add(3*time.Hour), time.Hour)
+	if err != nil || len(m) != n {
+		t.Fatalf("Reconcile: %d records, %v", len(m), err)
+	}
+	if r := m["u010"]; r.State != state.Quarantined || r.Note != "second" || !r.DeliveredAt.Equal(t0.Add(time.Hour)) {
+		t.Errorf("u010 = %+v, want the later record", r)
+	}
+	for i, u := range all {
+		deleted := !m[u].DeletedAt.IsZero()
+		if deleted != (i >= 5) || (deleted && !m[u].DeletedAt.Equal(t0.Add(2*time.Hour))) {
+			t.Fatalf("%s deleted at %v", u, m[u].DeletedAt)
+		}
+	}
+	if err := s.AddIntents(ctx, acct, in[:n]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropIntents(ctx, acct, all); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Intents(ctx, acct); err != nil || len(got) != 0 {
+		t.Fatalf("intents left after DropIntents: %v, %v", got, err)
+	}
+}
