@@ -283,7 +283,12 @@ func testDovecotTLS(t *testing.T, d *realtest.Dovecot, count int) {
 	t.Run("ImplicitFingerprintMismatch", func(t *testing.T) {
 		t.Parallel()
 		wrong := []byte(d.CertSHA256)
-		wrong[0] = "01"[wrong[0]&1]
+		// Another first digit (the certificate is new every run).
+		if wrong[0] == '0' {
+			wrong[0] = '1'
+		} else {
+			wrong[0] = '0'
+		}
 		_, _, err := connect(t, d.TLSAddr, pop3.Options{Fingerprint: string(wrong), CAFile: d.CAFile})
 		if !errors.Is(err, pop3.ErrFingerprintMismatch) {
 			t.Fatalf("err = %v, want ErrFingerprintMismatch", err)
