@@ -138,11 +138,53 @@ func Identity(a *configs.Account) state.Account {
 	return state.Account{Host: strings.ToLower(a.Host), Port: a.Port, User: a.User}
 }
 
-// listReconciler is a Store whose Reconcile also comes as a slice aligned
-// with the list it was given (state.SQLite): for a large mailbox that is
-// cheaper than a map, for the store and for plan.
-type listReconciler interface {
-	ReconcileList(ctx context.Context, a state.Account, uidls []string, now time.Time, grace time.Duration) ([]state.Record, error)
+// seenReader is a Store that can read an account's records ahead of the
+// server's list, and then reconcile them with it into a slice aligned with
+// that list (state.SQLite): the read overlaps the login, and for a large
+// mailbox a slice is cheaper than a map, for the store and for plan.
+type seenReader interface {
+	ReadSeen(ctx context.Context, a state.Account) (*state.Seen, error)
+	ReconcileSeen(ctx context.Context, seen *state.Seen, uidls []string, now time.Time, grace time.Duration) ([]state.Record, error)
+}
+
+// login connects and logs in.
+func (p *pollRun) login(ctx context.Context) (*pop3.Client, error) {
+	a := p.a
+	secret, err := a.Secret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := p.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", a.Addr(), err)
+	}
+	if err := c.Auth(ctx, a.Auth, a.User, secret); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("logging in to %s as %s: %w", a.Addr(), a.User, err)
+	}
+	return c, nil
+}
+
+// prepareLocal is the local work of a poll before it lists the server's
+// messages: deliveries an earlier poll left unresolved, stale temporary
+// files, and, from a seenReader, the account's records.
+func (p *pollRun) prepareLocal(ctx context.Context) (*state.Seen, error) {
+	if p.o.DryRun {
+		return nil, nil
+	}
+	if err := p.resolveIntents(ctx); err != nil {
+		return nil, fmt.Errorf("resolving deliveries interrupted earlier: %w", err)
+	}
+	p.removeStale(ctx)
+	sr, ok := p.o.Store.(seenReader)
+	if !ok {
+		return nil, nil
+	}
+	seen, err := sr.ReadSeen(ctx, p.id)
+	if err != nil {
+		return nil, fmt.Errorf("reading seen-set: %w", err)
+	}
+	return seen, nil
 }
 
 // serverMsg is one message as the server lists it, with the key it has in
@@ -240,20 +282,33 @@ func (p *pollRun) run(ctx context.Context) error {
 	}
 	defer p.closeTargets()
 
-	if !o.DryRun {
-		if err := p.resolveIntents(ctx); err != nil {
-			return fmt.Errorf("resolving deliveries interrupted earlier: %w", err)
+	// Logging in takes the server a while (Dovecot opens the mailbox);
+	// the local work before the poll proper is done meanwhile.
+	type login struct {
+		c   *pop3.Client
+		err error
+	}
+	lctx, stopLogin := context.WithCancel(ctx)
+	defer stopLogin()
+	logged := make(chan login, 1)
+	go func() {
+		c, err := p.login(lctx)
+		logged <- login{c, err}
+	}()
+	seen, localErr := p.prepareLocal(ctx)
+	if localErr != nil {
+		stopLogin()
+	}
+	l := <-logged
+	c := l.c
+	if l.err != nil || localErr != nil {
+		if c != nil {
+			c.Close()
 		}
-		p.removeStale(ctx)
-	}
-
-	secret, err := a.Secret(ctx)
-	if err != nil {
-		return err
-	}
-	c, err := p.dial(ctx)
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", a.Addr(), err)
+		if localErr != nil {
+			return localErr
+		}
+		return l.err
 	}
 	quit := false
 	defer func() {
@@ -261,9 +316,6 @@ func (p *pollRun) run(ctx context.Context) error {
 			c.Close()
 		}
 	}()
-	if err := c.Auth(ctx, a.Auth, a.User, secret); err != nil {
-		return fmt.Errorf("logging in to %s as %s: %w", a.Addr(), a.User, err)
-	}
 
 	msgs, sized, err := p.listMessages(ctx, c)
 	if err != nil {
@@ -281,8 +333,8 @@ func (p *pollRun) run(ctx context.Context) error {
 	}
 	// known[i] is the record of msgs[i]; State 0 where there is none.
 	var known []state.Record
-	if lr, ok := o.Store.(listReconciler); ok && !o.DryRun {
-		known, err = lr.ReconcileList(ctx, p.id, keys, now, grace)
+	if seen != nil {
+		known, err = o.Store.(seenReader).ReconcileSeen(ctx, seen, keys, now, grace)
 	} else {
 		var m map[string]state.Record
 		if o.DryRun {

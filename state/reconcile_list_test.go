@@ -198,3 +198,36 @@ func TestBatchWritesAcrossStatements(t *testing.T) {
 		t.Fatalf("intents left after DropIntents: %v, %v", got, err)
 	}
 }
+
+// BenchmarkReconcileSeen100k measures the two halves of ReconcileList
+// apart: ReadSeen, which a poll overlaps with the server's login, and
+// ReconcileSeen, which waits for the server's list.
+func BenchmarkReconcileSeen100k(b *testing.B) {
+	const n = 100000
+	s := benchStore(b, "FULL")
+	uidls := benchUIDLs("k", n)
+	benchDeliver(b, s, uidls)
+	b.Run("ReadSeen", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.ReadSeen(b.Context(), acct); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ReconcileSeen", func(b *testing.B) {
+		now := t0
+		for b.Loop() {
+			b.StopTimer()
+			seen, err := s.ReadSeen(b.Context(), acct)
+			if err != nil {
+				b.Fatal(err)
+			}
+			now = now.Add(time.Minute)
+			b.StartTimer()
+			recs, err := s.ReconcileSeen(b.Context(), seen, uidls, now, 30*24*time.Hour)
+			if err != nil || len(recs) != n || recs[n-1].State != state.Delivered {
+				b.Fatalf("ReconcileSeen: %d records, %v", len(recs), err)
+			}
+		}
+	})
+}

@@ -65,7 +65,8 @@ type sqliteOptions struct {
 //
 // It refuses, without modifying the file, a file from a newer popsync
 // (ErrNewerSchema), a damaged file, a file that is not SQLite or not a
-// popsync state file (ErrCorrupt; `PRAGMA quick_check` runs at every open),
+// popsync state file (ErrCorrupt; `PRAGMA quick_check` runs at every open
+// unless the file is unchanged since popsync closed it, see stampMatches),
 // and a file or folder it cannot write (ErrReadOnly).
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return openSQLite(ctx, path, sqliteOptions{})
@@ -91,7 +92,7 @@ func openSQLite(ctx context.Context, path string, opt sqliteOptions) (*SQLite, e
 	if err := prepareFile(abs); err != nil {
 		return nil, err
 	}
-	if err := probe(ctx, abs, len(opt.migrations)); err != nil {
+	if err := probe(ctx, abs, len(opt.migrations), !stampMatches(abs, abs+".locks")); err != nil {
 		return nil, err
 	}
 
@@ -253,7 +254,9 @@ func fileErr(err error) error {
 // writes the header): a read-only connection, which never checkpoints a WAL
 // left by a crash into the file, reads the header fields and runs PRAGMA
 // quick_check. A newer, foreign or damaged file is refused here, unmodified.
-func probe(ctx context.Context, abs string, known int) error {
+//
+// With check false (see stampMatches) quick_check is left out.
+func probe(ctx context.Context, abs string, known int, check bool) error {
 	db, err := sql.Open("sqlite3", fileURI(abs)+"?mode=ro&_busy_timeout="+fmt.Sprint(busyTimeoutMS))
 	if err != nil {
 		return fmt.Errorf("opening state file %s: %w", abs, err)
@@ -276,8 +279,10 @@ func probe(ctx context.Context, abs string, known int) error {
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&objects); err != nil {
 		return openError(abs, "reading", err)
 	}
-	if err := quickCheck(ctx, conn, abs); err != nil {
-		return err
+	if check {
+		if err := quickCheck(ctx, conn, abs); err != nil {
+			return err
+		}
 	}
 	fresh := appID == 0 && version == 0 && objects == 0
 	if appID != sqliteAppID && !fresh {
@@ -416,6 +421,7 @@ func (s *SQLite) Close() error {
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing state file %s: %w", s.path, err)
 	}
+	writeStamp(s.path, s.lockDir)
 	return nil
 }
 

@@ -6,8 +6,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // reconcileChunk is how many UIDLs one statement of Reconcile binds; well
@@ -111,18 +113,84 @@ func (s *SQLite) Reconcile(ctx context.Context, a Account, uidls []string, now t
 // uidls: recs[i] is the record of uidls[i], or the zero Record (State 0)
 // when uidls[i] is not known. A caller that walks the server's list in
 // order needs no map of 100,000 records, which costs more than reading
-// them.
-//
-// It reads the account's records in one statement (see recordsQuery) and
-// compares them with the server's list in memory; only records whose
-// "gone" mark changes are written, by batched UPDATE ... IN statements,
-// and the prune is one DELETE on a partial index. For 100,000 known UIDLs
-// this is about 0.1 s of CPU, a third of a map-based Reconcile.
+// them. It is ReadSeen and ReconcileSeen at once.
 func (s *SQLite) ReconcileList(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) ([]Record, error) {
+	seen, err := s.ReadSeen(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	return s.ReconcileSeen(ctx, seen, uidls, now, grace)
+}
+
+// Seen is an account's records as ReadSeen read them, for ReconcileSeen.
+type Seen struct {
+	a    Account
+	id   int64  // the account's row id; 0 when it has no records
+	text []byte // the records, as recordsQuery gives them; never modified
+	// index maps each UIDL (a string over text) to its record's number;
+	// offs[k] is where record k starts in text, gone[k] whether it is
+	// marked gone.
+	index map[string]int32
+	offs  []int32
+	gone  []bool
+}
+
+// ReadSeen reads the account's records for a later ReconcileSeen, so that
+// a poll can read its seen-set while it waits for the server to log it in.
+// ReconcileSeen is only right if nothing else writes the account's
+// records in between: the caller holds LockAccount over both.
+//
+// The records are read in one statement (see recordsQuery) and kept as
+// that statement's text, a few dozen octets per record, with an index by
+// UIDL; ReconcileSeen decodes only the records it returns.
+func (s *SQLite) ReadSeen(ctx context.Context, a Account) (*Seen, error) {
 	a, err := canonical(a)
 	if err != nil {
-		return nil, fmt.Errorf("reconciling: %w", err)
+		return nil, fmt.Errorf("reading seen-set: %w", err)
 	}
+	seen := &Seen{a: a}
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, false)
+		if err != nil || id == 0 {
+			return err
+		}
+		seen.id = id
+		seen.text, err = recordsText(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading seen-set of %s: %w", a, err)
+	}
+	if len(seen.text) > math.MaxInt32 {
+		return nil, fmt.Errorf("reading seen-set of %s: %d octets of records, too many", a, len(seen.text))
+	}
+	n := bytes.Count(seen.text, []byte{'\n'}) + 1
+	seen.index = make(map[string]int32, n)
+	seen.offs = make([]int32, 0, n)
+	seen.gone = make([]bool, 0, n)
+	t := seen.text
+	for len(t) > 0 {
+		off := len(seen.text) - len(t)
+		uidl, _, gone, rest, err := parseRecord(t)
+		if err != nil {
+			return nil, fmt.Errorf("reading seen-set of %s: %w", a, err)
+		}
+		// The UIDL is unique per account (primary key); the text is
+		// never modified, so the key can share its memory.
+		seen.index[unsafe.String(&uidl[0], len(uidl))] = int32(len(seen.offs))
+		seen.offs = append(seen.offs, int32(off))
+		seen.gone = append(seen.gone, gone)
+		t = rest
+	}
+	return seen, nil
+}
+
+// ReconcileSeen is ReconcileList on records read by ReadSeen: it compares
+// them with the server's list in memory; only records whose "gone" mark
+// changes are written, by batched UPDATE ... IN statements, and the prune
+// is one DELETE on a partial index.
+func (s *SQLite) ReconcileSeen(ctx context.Context, seen *Seen, uidls []string, now time.Time, grace time.Duration) ([]Record, error) {
+	a := seen.a
 	switch {
 	case now.IsZero():
 		return nil, fmt.Errorf("reconciling %s: zero time", a)
@@ -132,45 +200,39 @@ func (s *SQLite) ReconcileList(ctx context.Context, a Account, uidls []string, n
 	if err := checkUIDLs(uidls); err != nil {
 		return nil, fmt.Errorf("reconciling %s: %w", a, err)
 	}
-	// Where each UIDL is in the list; a UIDL listed twice gets its record
-	// at both places.
-	at := make(map[string]int32, len(uidls))
-	var twice [][2]int32
+	recs := make([]Record, len(uidls))
+	if seen.id == 0 {
+		return recs, nil
+	}
+	listed := make([]bool, len(seen.offs))
+	var gone, back []string
 	for i, u := range uidls {
-		if j, ok := at[u]; ok {
-			twice = append(twice, [2]int32{int32(i), j})
+		k, ok := seen.index[u]
+		if !ok {
 			continue
 		}
-		at[u] = int32(i)
-	}
-	recs := make([]Record, len(uidls))
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, false)
-		if err != nil || id == 0 {
-			return err
-		}
-		// One read of the account's records, diffed here against the
-		// server's list; only rows whose gone mark changes are written.
-		// That reads the few absent records too, but no UIDL list has to
-		// be loaded into the database first.
-		var gone, back []string
-		err = readRecords(ctx, tx, id, func(uidl []byte, r Record, isGone bool) {
-			i, ok := at[string(uidl)]
-			if !ok {
-				if !isGone {
-					gone = append(gone, string(uidl))
-				}
-				return
-			}
-			if isGone {
-				back = append(back, uidls[i])
-			}
-			r.UIDL = uidls[i]
-			recs[i] = r
-		})
+		_, r, isGone, _, err := parseRecord(seen.text[seen.offs[k]:])
 		if err != nil {
-			return fmt.Errorf("reading records: %w", err)
+			return nil, fmt.Errorf("reconciling %s: %w", a, err)
 		}
+		if isGone && !listed[k] {
+			back = append(back, u)
+		}
+		listed[k] = true
+		r.UIDL = u
+		recs[i] = r
+	}
+	for k, l := range listed {
+		if !l && !seen.gone[k] {
+			uidl, _, _, _, err := parseRecord(seen.text[seen.offs[k]:])
+			if err != nil {
+				return nil, fmt.Errorf("reconciling %s: %w", a, err)
+			}
+			gone = append(gone, string(uidl))
+		}
+	}
+	id := seen.id
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		if err := setGone(ctx, tx, id, gone, now.UnixMicro()); err != nil {
 			return fmt.Errorf("marking gone UIDLs: %w", err)
 		}
@@ -186,9 +248,6 @@ func (s *SQLite) ReconcileList(ctx context.Context, a Account, uidls []string, n
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reconciling %s: %w", a, err)
-	}
-	for _, t := range twice {
-		recs[t[0]] = recs[t[1]]
 	}
 	return recs, nil
 }
@@ -207,77 +266,71 @@ const recordsQuery = `SELECT CAST(group_concat(printf('%d %d %d %d %s %s %d %d %
 	octet_length(uidl), octet_length(note), uidl, note), char(10)) AS BLOB)
 	FROM message WHERE account_id = ?`
 
-// readRecords calls fn with every record of the account with row id id:
-// its UIDL (valid until fn returns), the record without it, and whether
-// it is marked gone.
-func readRecords(ctx context.Context, tx *sql.Tx, id int64, fn func(uidl []byte, r Record, gone bool)) error {
+// recordsText returns the text of recordsQuery for the account with row
+// id id.
+func recordsText(ctx context.Context, tx *sql.Tx, id int64) ([]byte, error) {
 	rows, err := tx.QueryContext(ctx, recordsQuery, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rows.Close()
 	if !rows.Next() {
-		return errors.Join(rows.Err(), errors.New("no result"))
+		return nil, errors.Join(rows.Err(), errors.New("no result"))
 	}
-	// RawBytes: the blob as the driver copied it out of SQLite, no
-	// second copy.
-	var text sql.RawBytes
+	var text []byte
 	if err := rows.Scan(&text); err != nil {
-		return err
+		return nil, err
 	}
-	if err := parseRecords(text, fn); err != nil {
-		return err
-	}
-	return rows.Close()
+	return text, rows.Close()
 }
 
-// parseRecords calls fn for each record of a text of recordsQuery.
-func parseRecords(t []byte, fn func(uidl []byte, r Record, gone bool)) error {
-	bad := fmt.Errorf("%w: malformed record", ErrCorrupt)
-	for len(t) > 0 {
-		var f [8]int64
-		var null [8]bool
-		for i := range f {
-			k := bytes.IndexByte(t, ' ')
-			if k < 0 {
-				return bad
+var errMalformed = fmt.Errorf("%w: malformed record", ErrCorrupt)
+
+// parseRecord parses the first record of a text of recordsQuery and
+// returns the rest of the text after it.
+func parseRecord(t []byte) (uidl []byte, r Record, gone bool, rest []byte, err error) {
+	bad := errMalformed
+	var f [8]int64
+	var null [8]bool
+	for i := range f {
+		k := bytes.IndexByte(t, ' ')
+		if k < 0 {
+			return nil, r, false, nil, bad
+		}
+		if k == 0 {
+			null[i] = true
+		} else {
+			v, ok := parseInt(t[:k])
+			if !ok {
+				return nil, r, false, nil, bad
 			}
-			if k == 0 {
-				null[i] = true
-			} else {
-				v, ok := parseInt(t[:k])
-				if !ok {
-					return bad
-				}
-				f[i] = v
-			}
-			t = t[k+1:]
+			f[i] = v
 		}
-		ulen, nlen := int(f[6]), int(f[7])
-		if ulen <= 0 || nlen < 0 || ulen+nlen > len(t) {
-			return bad
-		}
-		r := Record{State: MsgState(f[1]), Size: f[2], FirstSeen: time.UnixMicro(f[3])}
-		if nlen > 0 {
-			r.Note = string(t[ulen : ulen+nlen])
-		}
-		if !null[4] {
-			r.DeliveredAt = time.UnixMicro(f[4])
-		}
-		if !null[5] {
-			r.DeletedAt = time.UnixMicro(f[5])
-		}
-		uidl := t[:ulen]
-		t = t[ulen+nlen:]
-		if len(t) > 0 {
-			if t[0] != '\n' {
-				return bad
-			}
-			t = t[1:]
-		}
-		fn(uidl, r, f[0] != 0)
+		t = t[k+1:]
 	}
-	return nil
+	ulen, nlen := int(f[6]), int(f[7])
+	if ulen <= 0 || nlen < 0 || ulen+nlen > len(t) {
+		return nil, r, false, nil, bad
+	}
+	r = Record{State: MsgState(f[1]), Size: f[2], FirstSeen: time.UnixMicro(f[3])}
+	if nlen > 0 {
+		r.Note = string(t[ulen : ulen+nlen])
+	}
+	if !null[4] {
+		r.DeliveredAt = time.UnixMicro(f[4])
+	}
+	if !null[5] {
+		r.DeletedAt = time.UnixMicro(f[5])
+	}
+	uidl = t[:ulen]
+	t = t[ulen+nlen:]
+	if len(t) > 0 {
+		if t[0] != '\n' {
+			return nil, r, false, nil, bad
+		}
+		t = t[1:]
+	}
+	return uidl, r, f[0] != 0, t, nil
 }
 
 // parseInt parses a decimal integer as SQLite prints it.

@@ -282,7 +282,53 @@ func makeDB(t *testing.T, records int) string {
 	if _, err := os.Stat(path + "-wal"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("WAL still there after Close: %v", err)
 	}
+	// A clean close leaves the stamp that lets the next open skip
+	// quick_check: the damage tests below spoil a stamped file, which the
+	// stamp must not cover.
+	if _, err := os.Stat(path + ".locks/checked"); err != nil {
+		t.Fatalf("no stamp after a clean Close: %v", err)
+	}
 	return path
+}
+
+// TestStampGarbled: a stamp that does not parse or describes another file
+// only costs the check.
+func TestStampGarbled(t *testing.T) {
+	for _, stamp := range []string{"", "garbage", "popsync-state-stamp 1\ndev 1 ino 2 size 3 mtime 4 ctime 5\n"} {
+		path := makeDB(t, 10)
+		if err := os.WriteFile(path+".locks/checked", []byte(stamp), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := open(t, path)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestStampSameSizeRewrite: the file rewritten in place with the same
+// size and its modification time put back is still checked (the change
+// time differs) and refused when damaged.
+func TestStampSameSizeRewrite(t *testing.T) {
+	path := makeDB(t, 3000)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 3 * 4096; i < 4*4096; i++ {
+		b[i] ^= 0x5a
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, path, state.ErrCorrupt, "damaged or not an SQLite database")
 }
 
 // rawExec changes a database behind popsync's back.
