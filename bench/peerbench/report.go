@@ -215,6 +215,26 @@ func (r *runner) writeReport() error {
 				fmt.Sprintf("%.1f MB", ps.maxRSS()), met(ps.maxRSS() <= 24 && ps.ok())})
 		}
 	}
+	if gs := r.groups("smtp", "fetch"); len(gs) > 0 {
+		p("")
+		p("## SMTP reinjection into Postfix %s, counted until Postfix has delivered every message", r.postfixVersion)
+		p("")
+		p("| tool | msgs | MB | wall s | msgs/s | × fetchmail | CPU s | peak RSS MB | machine CPU s | runs (wall s) | output |")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+		fm := find(gs, "fetchmail")
+		for _, g := range gs {
+			ratio := "-"
+			if fm != nil {
+				ratio = fmt.Sprintf("%.2f", g.rate()/fm.rate())
+			}
+			p("| %s | %d | %.1f | %.2f | %.0f | %s | %.2f | %.1f | %.2f | %s | %s |",
+				g.tool, g.msgs(), g.mb(), g.wall(), g.rate(), ratio, g.cpu(), g.maxRSS(), g.machine(), g.runs(), g.output())
+		}
+		if ps := find(gs, "popsync"); ps != nil && fm != nil {
+			targets = append(targets, []string{"smtp: popsync msgs/s ≥ 20× fetchmail's",
+				fmt.Sprintf("%.2f×", ps.rate()/fm.rate()), met(ps.rate()/fm.rate() >= 20 && ps.ok())})
+		}
+	}
 	if len(targets) > 0 {
 		p("")
 		p("## Targets of issue 6")
@@ -270,8 +290,8 @@ func (r *runner) machine(p func(string, ...any)) {
 	if pm, err := exec.LookPath("procmail"); err == nil {
 		p("- procmail: %s", firstLine(pm, "-v"))
 	}
-	p("- Parameters: -n %d, -accounts %d × -per-account %d, -poll-n %d, -big-mib %d, -repeats %d, -seed %d, popsync max_parallel %d",
-		r.o.n, r.o.accounts, r.o.perAccount, r.o.pollN, r.o.bigMiB, r.o.repeats, r.o.seed, r.o.maxParallel)
+	p("- Parameters: -n %d, -accounts %d × -per-account %d, -poll-n %d, -big-mib %d, -smtp-n %d, -repeats %d, -seed %d, popsync max_parallel %d",
+		r.o.n, r.o.accounts, r.o.perAccount, r.o.pollN, r.o.bigMiB, r.o.smtpN, r.o.repeats, r.o.seed, r.o.maxParallel)
 }
 
 func utsString(b []int8) string {

@@ -25,6 +25,11 @@ type job struct {
 	stateDir    string // the tool's config and UIDL state; also its HOME
 	maxParallel int
 	localUser   string // the Unix user the tool runs as
+	// smtpAddr, when set, makes the tool reinject every message over SMTP
+	// to smtpAddr (host:port) for rcpt instead of delivering into the
+	// boxes' Maildirs.
+	smtpAddr string
+	rcpt     string
 }
 
 // tool is a fetcher the benchmark can run. Its config is written into the
@@ -69,8 +74,13 @@ func allTools(popsyncBin string) []*tool {
 				var b strings.Builder
 				fmt.Fprintf(&b, "[state]\npath = %q\n\n[daemon]\nmax_parallel = %d\n", filepath.Join(j.stateDir, "state.db"), par)
 				for _, m := range j.boxes {
-					fmt.Fprintf(&b, "\n[[account]]\nname = %q\nhost = %q\nport = %d\ntls = \"none\"\nuser = %q\npassword = %q\nauth = \"user\"\nkeep = %v\n\n  [[account.deliver]]\n  maildir = %q\n",
-						m.name, j.host, j.port, m.user, j.password, j.keep, m.maildir)
+					fmt.Fprintf(&b, "\n[[account]]\nname = %q\nhost = %q\nport = %d\ntls = \"none\"\nuser = %q\npassword = %q\nauth = \"user\"\nkeep = %v\n\n  [[account.deliver]]\n",
+						m.name, j.host, j.port, m.user, j.password, j.keep)
+					if j.smtpAddr != "" {
+						fmt.Fprintf(&b, "  smtp = %q\n  rcpt = [%q]\n", j.smtpAddr, j.rcpt)
+					} else {
+						fmt.Fprintf(&b, "  maildir = %q\n", m.maildir)
+					}
 				}
 				if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
 					return nil, nil, err
@@ -127,12 +137,12 @@ func allTools(popsyncBin string) []*tool {
 		},
 		{
 			name: "fetchmail", bin: "fetchmail",
-			about:   "fetchmail with mda procmail (one procmail per message, into the Maildir)",
+			about:   "fetchmail with mda procmail (one procmail per message, into the Maildir); in the smtp scenario its default SMTP delivery",
 			version: func(bin string) string { return firstLine(bin, "--version") },
 			exitOK:  []int{1}, // 1: no mail
 			command: func(t *tool, j *job) ([]string, []string, error) {
 				procmail, err := exec.LookPath("procmail")
-				if err != nil {
+				if err != nil && j.smtpAddr == "" {
 					return nil, nil, fmt.Errorf("fetchmail needs procmail as its MDA: %w", err)
 				}
 				rc := filepath.Join(j.stateDir, "fetchmailrc")
@@ -147,8 +157,16 @@ func allTools(popsyncBin string) []*tool {
 					if !j.keep {
 						keep = "nokeep fetchall"
 					}
-					fmt.Fprintf(&b, "poll %s via %s service %d protocol pop3 auth password uidl\n  user \"%s\" there with password \"%s\" is \"%s\" here %s\n  sslproto ''\n  mda \"%s -m %s\"\n",
-						m.name, j.host, j.port, m.user, j.password, j.localUser, keep, procmail, prc)
+					fmt.Fprintf(&b, "poll %s via %s service %d protocol pop3 auth password uidl\n  user \"%s\" there with password \"%s\" is \"%s\" here %s\n  sslproto ''\n",
+						m.name, j.host, j.port, m.user, j.password, j.localUser, keep)
+					if j.smtpAddr != "" {
+						// fetchmail's default path, SMTP, to this
+						// listener rather than port 25.
+						host, port, _ := strings.Cut(j.smtpAddr, ":")
+						fmt.Fprintf(&b, "  smtphost \"%s/%s\"\n  smtpname \"%s\"\n", host, port, j.rcpt)
+					} else {
+						fmt.Fprintf(&b, "  mda \"%s -m %s\"\n", procmail, prc)
+					}
 				}
 				if err := os.WriteFile(rc, []byte(b.String()), 0o600); err != nil {
 					return nil, nil, err

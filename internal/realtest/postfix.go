@@ -34,8 +34,13 @@ const PostfixDomain = "popsync.test"
 // SMTP server on 127.0.0.1 that accepts mail from loopback for
 // me@popsync.test and delivers it with virtual(8) into one Maildir.
 type PostfixOptions struct {
-	// Local is the local part of the one mailbox; default "me".
+	// Local is the local part of the mailbox; default "me".
 	Local string
+	// Extra are the local parts of more mailboxes in the same domain, each
+	// with its own Maildir (see MaildirOf).
+	Extra []string
+	// Owner is the user who owns the delivered mail; default TestUser.
+	Owner string
 	// Config is appended to the generated main.cf as it is; a setting
 	// given here overrides the generated one (for example
 	// "message_size_limit = 100000").
@@ -69,17 +74,11 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	if os.Geteuid() != 0 {
 		unavailable(t, "postfix needs root to start its master daemon")
 	}
-	bin, err := LookPath("postfix")
-	if err != nil {
-		t.Fatal(err)
+	if opts.Owner == "" {
+		opts.Owner = TestUser
 	}
-	mailUser, err := user.Lookup(TestUser)
-	if err != nil {
-		unavailable(t, fmt.Sprintf("the user %s that owns the test MTA's mail is missing (./scripts/test.sh creates it): %v", TestUser, err))
-	}
-	owner, err := runAsFrom(mailUser, true)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := user.Lookup(opts.Owner); err != nil {
+		unavailable(t, fmt.Sprintf("the user %s that owns the test MTA's mail is missing (./scripts/test.sh creates it): %v", opts.Owner, err))
 	}
 	if _, err := user.Lookup(postfixUser); err != nil {
 		unavailable(t, fmt.Sprintf("the %s user of Debian's postfix package is missing: %v", postfixUser, err))
@@ -87,31 +86,74 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	if _, err := user.LookupGroup(postfixGroup); err != nil {
 		unavailable(t, fmt.Sprintf("the %s group of Debian's postfix package is missing: %v", postfixGroup, err))
 	}
+	p, err := LaunchPostfix(opts)
+	if p != nil {
+		t.Cleanup(func() { p.cleanup(t) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// LaunchPostfix is StartPostfix for programs: it returns an error where
+// StartPostfix skips or fails, and the caller stops the instance with
+// Close. It needs root. On error, a non-nil Postfix still has a
+// directory (with its log) for Close to remove.
+func LaunchPostfix(opts PostfixOptions) (*Postfix, error) {
+	bin, err := LookPath("postfix")
+	if err != nil {
+		return nil, err
+	}
+	if opts.Owner == "" {
+		opts.Owner = TestUser
+	}
+	mailUser, err := user.Lookup(opts.Owner)
+	if err != nil {
+		return nil, fmt.Errorf("the owner of the test MTA's mail: %w", err)
+	}
+	owner, err := runAsFrom(mailUser, true)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Local == "" {
 		opts.Local = "me"
 	}
-
 	p := &Postfix{bin: bin, Rcpt: opts.Local + "@" + PostfixDomain}
-	t.Cleanup(func() { p.cleanup(t) })
 	if err := p.prepare(owner, opts); err != nil {
-		t.Fatalf("preparing postfix: %v", err)
+		return p, fmt.Errorf("preparing postfix: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatal(err)
+			return p, err
 		}
 		if err := p.configure(port, owner, opts); err != nil {
-			t.Fatalf("configuring postfix: %v", err)
+			return p, fmt.Errorf("configuring postfix: %w", err)
 		}
 		err = p.start()
 		if err == nil {
-			return p
+			return p, nil
 		}
 		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
-			t.Fatalf("starting postfix: %v\n%s", err, p.logTail(30))
+			return p, fmt.Errorf("starting postfix: %w\n%s", err, p.logTail(30))
 		}
 	}
+}
+
+// Close stops the instance and removes its directory.
+func (p *Postfix) Close() error {
+	err := p.stop()
+	if p.Dir != "" {
+		err = errors.Join(err, os.RemoveAll(p.Dir))
+	}
+	return err
+}
+
+// MaildirOf returns the Maildir of the mailbox local@PostfixDomain, one
+// of PostfixOptions.Local and .Extra.
+func (p *Postfix) MaildirOf(local string) string {
+	return filepath.Join(p.Dir, "mail", local, "Maildir")
 }
 
 // prepare makes the instance directory: configuration, queue, data and
@@ -146,8 +188,11 @@ func (p *Postfix) prepare(owner runAs, opts PostfixOptions) error {
 	if err := os.Chown(filepath.Join(dir, "mail"), owner.uid, owner.gid); err != nil {
 		return err
 	}
-	vmailbox := fmt.Sprintf("%s %s/Maildir/\n", opts.Local+"@"+PostfixDomain, opts.Local)
-	return os.WriteFile(filepath.Join(p.configDir, "vmailbox"), []byte(vmailbox), 0o644)
+	var vmailbox strings.Builder
+	for _, local := range append([]string{opts.Local}, opts.Extra...) {
+		fmt.Fprintf(&vmailbox, "%s@%s %s/Maildir/\n", local, PostfixDomain, local)
+	}
+	return os.WriteFile(filepath.Join(p.configDir, "vmailbox"), []byte(vmailbox.String()), 0o644)
 }
 
 // configure writes main.cf and master.cf for port.
