@@ -67,7 +67,7 @@ func main() {
 	var o options
 	var scen, tools string
 	flag.StringVar(&scen, "scenarios", "keep,delete,accounts,poll,big,smtp", "comma-separated: "+strings.Join(scenarioNames, ", ")+" (or all)")
-	flag.StringVar(&tools, "tools", "", "comma-separated subset of popsync, popsync-serial, mpop, getmail, fetchmail (default: per scenario, those installed)")
+	flag.StringVar(&tools, "tools", "", "comma-separated: run only these of each scenario's tools (popsync, popsync-serial, mpop, getmail, fetchmail; default: all of them that are installed)")
 	flag.IntVar(&o.n, "n", 10000, "messages in the mailbox of the keep and delete scenarios")
 	flag.IntVar(&o.accounts, "accounts", 50, "accounts of the accounts scenario")
 	flag.IntVar(&o.perAccount, "per-account", 200, "messages per account of the accounts scenario")
@@ -167,17 +167,8 @@ func run(ctx context.Context, o options) error {
 	r := &runner{o: o, server: server, client: client, start: time.Now()}
 	// Output of an earlier run, and of this one when it ends: deleted
 	// before any timed run starts, or after the last.
-	if _, err := os.Stat(filepath.Join(o.dataDir, "trash")); err == nil {
-		logf("removing the output of an earlier run, then waiting a minute for ext4 to reuse its inodes")
-		if err := r.emptyTrash(); err != nil {
-			return err
-		}
-		syscall.Sync()
-		select {
-		case <-time.After(61 * time.Second):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := r.settle(ctx); err != nil {
+		return err
 	}
 	defer func() {
 		logf("removing old output")

@@ -70,16 +70,13 @@ func (r *runner) record(x row) {
 		x.scenario, x.tool, x.phase, x.rep, x.wall, x.cpu, float64(x.rssKB)/1024, status, x.detail)
 }
 
-// toolsFor returns the tools scenario runs: -tools if given, else the
-// scenario's defaults, in either case only those installed.
+// toolsFor returns the tools scenario runs: the scenario's defaults, only
+// those installed, and only those -tools names if it is given.
 func (r *runner) toolsFor(scenario string) []*tool {
-	want := defaultTools[scenario]
-	if len(r.o.tools) > 0 {
-		want = r.o.tools
-	}
 	var out []*tool
 	for _, t := range r.tools {
-		if slices.Contains(want, t.name) {
+		if slices.Contains(defaultTools[scenario], t.name) &&
+			(len(r.o.tools) == 0 || slices.Contains(r.o.tools, t.name)) {
 			out = append(out, t)
 		}
 	}
@@ -141,9 +138,10 @@ func (r *runner) clientJob(t *tool, boxes []string, keep bool) (*job, error) {
 // discard moves dir, a tool's earlier output, into the trash folder, which
 // is emptied only when the program ends. Deleting thousands of files just
 // before a timed run would charge the run for it: ext4 without a journal
-// does not reuse an inode deleted in the last minute, and checks every such
-// inode when it allocates one, so each file the tool then creates costs up
-// to a millisecond of system CPU.
+// does not reuse an inode freed in the last minute (six while its inode
+// table block is dirty), and checks every such inode each time it
+// allocates one, so each file the tool then creates costs up to a
+// millisecond of system CPU.
 func (r *runner) discard(dir string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -156,9 +154,50 @@ func (r *runner) discard(dir string) error {
 	return os.Rename(dir, filepath.Join(trash, fmt.Sprintf("%d-%d", r.start.UnixNano(), r.trashed)))
 }
 
-// emptyTrash removes what discard moved aside.
+// emptyTrash removes what discard moved aside, and notes when in
+// trash-emptied for the next run's settle.
 func (r *runner) emptyTrash() error {
-	return os.RemoveAll(filepath.Join(r.o.dataDir, "trash"))
+	trash := filepath.Join(r.o.dataDir, "trash")
+	if _, err := os.Lstat(trash); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.RemoveAll(trash); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(r.o.dataDir, "trash-emptied"), []byte(time.Now().Format(time.RFC3339Nano)), 0o644)
+}
+
+// inodeRecency is how long ext4 without a journal avoids a freed inode:
+// a minute, and five more while its inode table block is dirty, which it
+// is while files are being created next to it.
+const inodeRecency = 6*time.Minute + 5*time.Second
+
+// settle empties the trash an interrupted run left and waits until the
+// files the last run deleted no longer slow down file creation.
+func (r *runner) settle(ctx context.Context) error {
+	if err := r.emptyTrash(); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(r.o.dataDir, "trash-emptied"))
+	if err != nil {
+		return nil
+	}
+	at, err := time.Parse(time.RFC3339Nano, string(b))
+	if err != nil {
+		return nil
+	}
+	wait := time.Until(at.Add(inodeRecency))
+	if wait <= 0 {
+		return nil
+	}
+	logf("waiting %v: an earlier run deleted its output at %s, and ext4 passes over recently freed inodes one by one", wait.Round(time.Second), at.Format("15:04:05"))
+	syscall.Sync()
+	select {
+	case <-time.After(wait):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // execute runs the tool once for j as the client user and measures it.
