@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -297,4 +298,66 @@ func (d *dovecot) uidlCount(ctx context.Context, user string) (int, error) {
 		return 0, fmt.Errorf("logging out %s: %w", user, err)
 	}
 	return len(uids), nil
+}
+
+// cpu returns the CPU seconds (user and system) Dovecot has used so far:
+// the master, its live descendants, and the children it has reaped, such
+// as the POP3 session processes.
+func (d *dovecot) cpu() float64 {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	master := d.cmd.Process.Pid
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	type proc struct {
+		ppid  int
+		ticks int64 // utime + stime, and for the master cutime + cstime
+	}
+	procs := map[int]proc{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name may hold spaces: the fields follow its ")".
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		// f[0] is field 3 (state): ppid is field 4, utime..cstime 14..17.
+		ppid, _ := strconv.Atoi(f[1])
+		var t int64
+		for k := 11; k <= 14; k++ {
+			if pid != master && k > 12 {
+				break // a live child's children are counted as they are
+			}
+			v, _ := strconv.ParseInt(f[k], 10, 64)
+			t += v
+		}
+		procs[pid] = proc{ppid, t}
+	}
+	var ticks int64
+	for pid, p := range procs {
+		for q := pid; q > 1; q = procs[q].ppid {
+			if q == master {
+				ticks += p.ticks
+				break
+			}
+			if _, ok := procs[q]; !ok {
+				break
+			}
+		}
+	}
+	return float64(ticks) / 100 // USER_HZ
 }

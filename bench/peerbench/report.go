@@ -38,6 +38,7 @@ func (g *group) median(f func(row) float64) float64 {
 func (g *group) wall() float64    { return g.median(func(x row) float64 { return x.wall }) }
 func (g *group) cpu() float64     { return g.median(func(x row) float64 { return x.cpu }) }
 func (g *group) machine() float64 { return g.median(func(x row) float64 { return x.machine }) }
+func (g *group) server() float64  { return g.median(func(x row) float64 { return x.server }) }
 
 func (g *group) maxRSS() float64 {
 	var m int64
@@ -132,17 +133,17 @@ func (r *runner) writeReport() error {
 		p("")
 		p("## %s", s.title)
 		p("")
-		p("| tool | msgs | MB | wall s | msgs/s | × mpop | CPU s | CPU s / 1000 msgs | peak RSS MB | machine CPU s | runs (wall s) | output |")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+		p("| tool | msgs | MB | wall s | msgs/s | × mpop | CPU s | CPU s / 1000 msgs | peak RSS MB | machine CPU s | server CPU s | runs (wall s) | output |")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
 		mpop := find(gs, "mpop")
 		for _, g := range gs {
 			ratio := "-"
 			if mpop != nil {
 				ratio = fmt.Sprintf("%.2f", g.rate()/mpop.rate())
 			}
-			p("| %s | %d | %.1f | %.2f | %.0f | %s | %.2f | %.3f | %.1f | %.2f | %s | %s |",
+			p("| %s | %d | %.1f | %.2f | %.0f | %s | %.2f | %.3f | %.1f | %.2f | %.2f | %s | %s |",
 				g.tool, g.msgs(), g.mb(), g.wall(), g.rate(), ratio, g.cpu(), g.cpu()/float64(g.msgs())*1000,
-				g.maxRSS(), g.machine(), g.runs(), g.output())
+				g.maxRSS(), g.machine(), g.server(), g.runs(), g.output())
 		}
 		if ps, mp := find(gs, "popsync"), mpop; ps != nil && mp != nil {
 			want := 2.5
