@@ -127,12 +127,31 @@ type Seen struct {
 	a    Account
 	id   int64  // the account's row id; 0 when it has no records
 	text []byte // the records, as recordsQuery gives them; never modified
-	// index maps each UIDL (a string over text) to its record's number;
-	// offs[k] is where record k starts in text, gone[k] whether it is
-	// marked gone.
+	// recs are the records decoded, index maps each UIDL (a string over
+	// text) to its record's place in recs.
+	recs  []seenRec
+	notes []string
 	index map[string]int32
-	offs  []int32
-	gone  []bool
+}
+
+// seenRec is a Record in 48 octets: its UIDL stays in Seen.text.
+type seenRec struct {
+	size, first        int64
+	delivered, deleted int64 // noTime when NULL
+	uoff, ulen         int32 // the UIDL in Seen.text
+	note               int32 // index into Seen.notes; -1 for none
+	state              uint8
+	gone               bool
+}
+
+// noTime marks a NULL time in seenRec.
+const noTime = math.MinInt64
+
+func unixTime(us int64) time.Time {
+	if us == noTime {
+		return time.Time{}
+	}
+	return time.UnixMicro(us)
 }
 
 // ReadSeen reads the account's records for a later ReconcileSeen, so that
@@ -140,9 +159,9 @@ type Seen struct {
 // ReconcileSeen is only right if nothing else writes the account's
 // records in between: the caller holds LockAccount over both.
 //
-// The records are read in one statement (see recordsQuery) and kept as
-// that statement's text, a few dozen octets per record, with an index by
-// UIDL; ReconcileSeen decodes only the records it returns.
+// The records are read in one statement (see recordsQuery), decoded into
+// 48 octets each and indexed by UIDL; the UIDLs stay in the statement's
+// text.
 func (s *SQLite) ReadSeen(ctx context.Context, a Account) (*Seen, error) {
 	a, err := canonical(a)
 	if err != nil {
@@ -166,20 +185,30 @@ func (s *SQLite) ReadSeen(ctx context.Context, a Account) (*Seen, error) {
 	}
 	n := bytes.Count(seen.text, []byte{'\n'}) + 1
 	seen.index = make(map[string]int32, n)
-	seen.offs = make([]int32, 0, n)
-	seen.gone = make([]bool, 0, n)
+	seen.recs = make([]seenRec, 0, n)
 	t := seen.text
 	for len(t) > 0 {
-		off := len(seen.text) - len(t)
-		uidl, _, gone, rest, err := parseRecord(t)
+		uidl, r, gone, rest, err := parseRecord(t)
 		if err != nil {
 			return nil, fmt.Errorf("reading seen-set of %s: %w", a, err)
 		}
+		sr := seenRec{size: r.Size, first: r.FirstSeen.UnixMicro(), delivered: noTime, deleted: noTime,
+			uoff: int32(cap(seen.text) - cap(uidl)), ulen: int32(len(uidl)), note: -1,
+			state: uint8(r.State), gone: gone}
+		if !r.DeliveredAt.IsZero() {
+			sr.delivered = r.DeliveredAt.UnixMicro()
+		}
+		if !r.DeletedAt.IsZero() {
+			sr.deleted = r.DeletedAt.UnixMicro()
+		}
+		if r.Note != "" {
+			sr.note = int32(len(seen.notes))
+			seen.notes = append(seen.notes, r.Note)
+		}
 		// The UIDL is unique per account (primary key); the text is
 		// never modified, so the key can share its memory.
-		seen.index[unsafe.String(&uidl[0], len(uidl))] = int32(len(seen.offs))
-		seen.offs = append(seen.offs, int32(off))
-		seen.gone = append(seen.gone, gone)
+		seen.index[unsafe.String(&uidl[0], len(uidl))] = int32(len(seen.recs))
+		seen.recs = append(seen.recs, sr)
 		t = rest
 	}
 	return seen, nil
@@ -204,31 +233,28 @@ func (s *SQLite) ReconcileSeen(ctx context.Context, seen *Seen, uidls []string, 
 	if seen.id == 0 {
 		return recs, nil
 	}
-	listed := make([]bool, len(seen.offs))
+	listed := make([]bool, len(seen.recs))
 	var gone, back []string
 	for i, u := range uidls {
 		k, ok := seen.index[u]
 		if !ok {
 			continue
 		}
-		_, r, isGone, _, err := parseRecord(seen.text[seen.offs[k]:])
-		if err != nil {
-			return nil, fmt.Errorf("reconciling %s: %w", a, err)
-		}
-		if isGone && !listed[k] {
+		sr := &seen.recs[k]
+		if sr.gone && !listed[k] {
 			back = append(back, u)
 		}
 		listed[k] = true
-		r.UIDL = u
+		r := Record{UIDL: u, State: MsgState(sr.state), Size: sr.size, FirstSeen: time.UnixMicro(sr.first),
+			DeliveredAt: unixTime(sr.delivered), DeletedAt: unixTime(sr.deleted)}
+		if sr.note >= 0 {
+			r.Note = seen.notes[sr.note]
+		}
 		recs[i] = r
 	}
 	for k, l := range listed {
-		if !l && !seen.gone[k] {
-			uidl, _, _, _, err := parseRecord(seen.text[seen.offs[k]:])
-			if err != nil {
-				return nil, fmt.Errorf("reconciling %s: %w", a, err)
-			}
-			gone = append(gone, string(uidl))
+		if sr := &seen.recs[k]; !l && !sr.gone {
+			gone = append(gone, string(seen.text[sr.uoff:sr.uoff+sr.ulen]))
 		}
 	}
 	id := seen.id
