@@ -248,7 +248,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 		if e == nil {
 			continue
 		}
-		e = fmt.Errorf("%s: %w", s.targets[i], e)
+		// Targets name themselves in their errors ("maildir X: ...").
 		var de *deliver.DeliveryError
 		switch {
 		case !errors.As(e, &de):
@@ -360,7 +360,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 		}
 		if err := t.Prepare(ctx, cols[ti]); err != nil {
 			abortAll()
-			return fmt.Errorf("making messages durable in %s: %w", t, err)
+			return fmt.Errorf("making messages durable: %w", err)
 		}
 	}
 	now := p.o.now()
@@ -388,7 +388,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 		if err := t.Publish(ctx, cols[ti]); err != nil {
 			// Some may be in place: the committer resolves the intents
 			// once nothing streams any more.
-			return &publishError{fmt.Errorf("delivering to %s: %w", t, err)}
+			return &publishError{fmt.Errorf("delivering: %w", err)}
 		}
 	}
 	recs := make([]state.Record, len(batch))
@@ -442,7 +442,7 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		}
 		f, err := t.Delivered(ctx, toks)
 		if err != nil {
-			return fmt.Errorf("looking for interrupted deliveries in %s: %w", t, err)
+			return fmt.Errorf("looking for interrupted deliveries: %w", err)
 		}
 		found[ti] = f
 	}
