@@ -426,36 +426,14 @@ func (s *SQLite) Known(ctx context.Context, a Account, uidls []string) (map[stri
 
 // setGone sets gone_since of the given UIDLs, many per statement.
 func setGone(ctx context.Context, tx *sql.Tx, id int64, uidls []string, since any) error {
-	stmtFor := func(n int) string {
-		return "UPDATE message SET gone_since = ? WHERE account_id = ? AND uidl IN (" +
-			strings.TrimSuffix(strings.Repeat("?,", n), ",") + ")"
-	}
-	var full *sql.Stmt
-	args := make([]any, 0, 2+reconcileChunk)
-	for len(uidls) > 0 {
-		n := min(len(uidls), reconcileChunk)
-		args = append(args[:0], since, id)
-		for _, u := range uidls[:n] {
-			args = append(args, u)
+	return execRows(ctx, tx, len(uidls), reconcileChunk, func(n int) string {
+		return "UPDATE message SET gone_since = ? WHERE account_id = ? AND uidl IN (" + placeholders(n) + ")"
+	}, func(args []any, i int) []any {
+		if i%reconcileChunk == 0 {
+			args = append(args, since, id)
 		}
-		uidls = uidls[n:]
-		var err error
-		if n == reconcileChunk {
-			if full == nil {
-				if full, err = tx.PrepareContext(ctx, stmtFor(n)); err != nil {
-					return err
-				}
-				defer full.Close()
-			}
-			_, err = full.ExecContext(ctx, args...)
-		} else {
-			_, err = tx.ExecContext(ctx, stmtFor(n), args...)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return append(args, uidls[i])
+	})
 }
 
 // rowsPerStatement is how many rows one statement of execRows writes.
@@ -465,20 +443,20 @@ func setGone(ctx context.Context, tx *sql.Tx, id int64, uidls []string, since an
 const rowsPerStatement = 64
 
 // execRows runs the statement that stmt(k) returns for k rows over n rows
-// in chunks of rowsPerStatement, with the arguments appendArgs appends for
-// row i (called for every row in order). The statement for full chunks is
-// prepared once.
-func execRows(ctx context.Context, tx *sql.Tx, n int, stmt func(k int) string, appendArgs func(args []any, i int) []any) error {
+// in chunks of chunk rows, with the arguments appendArgs appends for row i
+// (called for every row in order; i%chunk == 0 starts a statement). The
+// statement for full chunks is prepared once.
+func execRows(ctx context.Context, tx *sql.Tx, n, chunk int, stmt func(k int) string, appendArgs func(args []any, i int) []any) error {
 	var full *sql.Stmt
 	var args []any
-	for start := 0; start < n; start += rowsPerStatement {
-		k := min(rowsPerStatement, n-start)
+	for start := 0; start < n; start += chunk {
+		k := min(chunk, n-start)
 		args = args[:0]
 		for i := start; i < start+k; i++ {
 			args = appendArgs(args, i)
 		}
 		var err error
-		if k == rowsPerStatement {
+		if k == chunk {
 			if full == nil {
 				if full, err = tx.PrepareContext(ctx, stmt(k)); err != nil {
 					return err
@@ -532,7 +510,7 @@ func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
 		if err != nil {
 			return err
 		}
-		return execRows(ctx, tx, len(in), func(n int) string {
+		return execRows(ctx, tx, len(in), rowsPerStatement, func(n int) string {
 			return `INSERT INTO intent (account_id, uidl, target, token, size, created) VALUES ` +
 				valueRows(n, 6) + `
 			ON CONFLICT (account_id, uidl, target) DO UPDATE SET
@@ -609,7 +587,7 @@ func (s *SQLite) DropIntents(ctx context.Context, a Account, uidls []string) err
 }
 
 func deleteIntents(ctx context.Context, tx *sql.Tx, id int64, uidls []string) error {
-	err := execRows(ctx, tx, len(uidls), func(n int) string {
+	err := execRows(ctx, tx, len(uidls), rowsPerStatement, func(n int) string {
 		return `DELETE FROM intent WHERE account_id = ? AND uidl IN (` + placeholders(n) + `)`
 	}, func(args []any, i int) []any {
 		if i%rowsPerStatement == 0 {
@@ -646,7 +624,7 @@ func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) er
 		if err != nil {
 			return err
 		}
-		err = execRows(ctx, tx, len(recs), func(n int) string {
+		err = execRows(ctx, tx, len(recs), rowsPerStatement, func(n int) string {
 			return `INSERT INTO message (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
 			VALUES ` + valueRows(n, 8) + `
 			ON CONFLICT (account_id, uidl) DO UPDATE SET
@@ -757,7 +735,7 @@ func (s *SQLite) MarkDeleted(ctx context.Context, a Account, uidls []string, at 
 		if err != nil || id == 0 {
 			return err
 		}
-		return execRows(ctx, tx, len(uidls), func(n int) string {
+		return execRows(ctx, tx, len(uidls), rowsPerStatement, func(n int) string {
 			return `UPDATE message SET deleted_at = ? WHERE account_id = ? AND uidl IN (` + placeholders(n) + `)`
 		}, func(args []any, i int) []any {
 			if i%rowsPerStatement == 0 {
