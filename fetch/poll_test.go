@@ -409,6 +409,25 @@ func TestInterruptedAfterPublishIsNotFetchedAgain(t *testing.T) {
 	}
 }
 
+// TestInterruptedResolvedBeforeSeenSetIsRead: the poll after the crash
+// uses the SQLite store itself, which reads the seen-set while the server
+// logs in; the interrupted deliveries must be resolved into it first, or
+// they are fetched again.
+func TestInterruptedResolvedBeforeSeenSetIsRead(t *testing.T) {
+	msgs := pop3test.SampleMessages(5, 8)
+	e := newEnv(t, msgs, pop3test.Config{})
+	e.opts.Store = &crashStore{Store: e.store, failMark: true}
+	if r := e.poll(); r.Err == nil {
+		t.Fatal("poll with a failed record succeeded")
+	}
+	e.opts.Store = e.store
+	retrs := e.srv.Stats().Retrs
+	if r := e.mustPoll(); r.Delivered != 0 || e.srv.Stats().Retrs != retrs {
+		t.Fatalf("second poll fetched again: %+v", r)
+	}
+	e.wantExactlyOnce(msgs)
+}
+
 func TestInterruptedBeforePublishIsFetchedAgain(t *testing.T) {
 	msgs := pop3test.SampleMessages(5, 9)
 	e := newEnv(t, msgs, pop3test.Config{})
