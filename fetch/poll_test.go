@@ -428,6 +428,35 @@ func TestInterruptedResolvedBeforeSeenSetIsRead(t *testing.T) {
 	e.wantExactlyOnce(msgs)
 }
 
+// brokenIntents fails to read the intents, as a damaged state would.
+type brokenIntents struct{ state.Store }
+
+var errIntents = errors.New("reading intents failed (injected)")
+
+func (brokenIntents) Intents(context.Context, state.Account) ([]state.Intent, error) {
+	return nil, errIntents
+}
+
+// TestLocalFailureStopsLogin: the login runs while the poll does its
+// local work; when that fails, the poll returns its error at once instead
+// of waiting out a server that never answers.
+func TestLocalFailureStopsLogin(t *testing.T) {
+	e := newEnv(t, pop3test.SampleMessages(2, 9), pop3test.Config{})
+	e.srv.SetFaults(pop3test.Faults{SilentAfterGreeting: true})
+	e.acct.Timeout = configs.Duration(time.Hour)
+	e.opts.Store = brokenIntents{e.store}
+	done := make(chan fetch.Result, 1)
+	go func() { done <- e.poll() }()
+	select {
+	case r := <-done:
+		if !errors.Is(r.Err, errIntents) {
+			t.Fatalf("poll error = %v, want the intents error", r.Err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("poll still waiting for the login after the local work failed")
+	}
+}
+
 func TestInterruptedBeforePublishIsFetchedAgain(t *testing.T) {
 	msgs := pop3test.SampleMessages(5, 9)
 	e := newEnv(t, msgs, pop3test.Config{})
