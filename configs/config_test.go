@@ -426,6 +426,8 @@ func TestValidation(t *testing.T) {
 
 		{"identity shared", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"POP.example.net\"\nport = 995\nuser = \"me\"\n" + pw + dl,
 			[]want{{8, "again", "", `same host, port and user as account "home" (line 1)`}}},
+		{"identity shared through a trailing dot", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"pop.example.net.\"\nuser = \"me\"\n" + pw + dl,
+			[]want{{8, "again", "", `same host, port and user as account "home" (line 1), me@pop.example.net:995`}}},
 		{"same host and user, other port", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"pop.example.net\"\nport = 110\ntls = \"starttls\"\nuser = \"me\"\n" + pw + dl, nil},
 
 		{"unknown top-level key", "max_parallel = 3\n" + head + pw + dl,

@@ -179,7 +179,7 @@ func runHostile(t *testing.T, tc hostileCase, seed int64) {
 			t.Fatalf("%s/ of the attacked account's Maildir holds %d files", sub, len(ents))
 		}
 	}
-	id := fetch.Identity(bad)
+	id := bad.Identity()
 	keys := append([]string{"good-1", "good-3"}, sc.UIDs...)
 	for i := range 3 {
 		keys = append(keys, fmt.Sprintf("uid-%d", i+1))

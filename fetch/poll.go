@@ -132,12 +132,6 @@ func (o *Options) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// Identity is the seen-set key of an account: renaming it in the config
-// does not refetch its mail.
-func Identity(a *configs.Account) state.Account {
-	return state.Account{Host: strings.ToLower(a.Host), Port: a.Port, User: a.User}
-}
-
 // seenReader is a Store that can read an account's records ahead of the
 // server's list, and then reconcile them with it into a slice aligned with
 // that list (state.SQLite): the read overlaps the login, and for a large
@@ -214,7 +208,7 @@ type pollRun struct {
 func (o *Options) Poll(ctx context.Context, a *configs.Account) (res Result) {
 	start := o.now()
 	res.Account = a.Name
-	p := &pollRun{o: o, a: a, id: Identity(a), res: &res,
+	p := &pollRun{o: o, a: a, id: a.Identity(), res: &res,
 		log: o.logger().With("account", a.Name)}
 	defer func() {
 		if r := recover(); r != nil {

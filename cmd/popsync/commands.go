@@ -255,9 +255,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return exitWith(exitState, err)
 	}
-	byName := make(map[string]state.AccountStatus, len(all))
+	// The store keys by identity: an account renamed in the config keeps
+	// its history, and two names never share one.
+	byID := make(map[state.Account]state.AccountStatus, len(all))
 	for _, s := range all {
-		byName[s.Name] = s
+		byID[s.Account.Canonical()] = s
 	}
 	type row struct {
 		Account     string             `json:"account"`
@@ -273,7 +275,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	plan := daemonPlan(cfg.State.Path)
 	rows := make([]row, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
-		s := byName[a.Name]
+		s := byID[a.Identity()]
 		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
 			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
 			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})

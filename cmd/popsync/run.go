@@ -245,7 +245,7 @@ func (d *daemon) seenSamples() []metrics.Sample {
 	cfg := d.cfg.Load()
 	out := make([]metrics.Sample, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
-		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[fetch.Identity(a).Canonical()])})
+		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[a.Identity()])})
 	}
 	return out
 }
