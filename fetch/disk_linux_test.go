@@ -12,6 +12,7 @@ import (
 
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/realtest"
+	"popsync/state"
 )
 
 // tmpfs mounts a tmpfs of size bytes on a new folder and unmounts it when
@@ -51,7 +52,7 @@ func remount(t *testing.T, dir, opts string) {
 // Maildir (none of the others), and no open intent.
 func (e *env) wantRecorded(delivered int) {
 	e.t.Helper()
-	known, err := e.store.Known(e.t.Context(), e.acct.Identity(), uids(e.msgs))
+	known, err := state.Known(e.t.Context(), e.store, e.acct.Identity(), uids(e.msgs))
 	if err != nil {
 		e.t.Fatal(err)
 	}

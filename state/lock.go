@@ -51,7 +51,7 @@ func (l *accountLock) release() {
 // (os.OpenFile always is), so MDA children do not inherit it. Lock files on
 // network file systems are only as good as the server's flock support.
 func (s *SQLite) LockAccount(ctx context.Context, a Account) (unlock func(), err error) {
-	a, err = canonical(a)
+	a, err = CanonicalAccount(a)
 	if err != nil {
 		return nil, fmt.Errorf("locking account: %w", err)
 	}

@@ -237,7 +237,7 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = open(t, path)
-	m, err := s.Reconcile(t.Context(), acct, []string{acct.User + "-000001", "new"}, t0, time.Hour)
+	m, err := state.Reconcile(t.Context(), s, acct, []string{acct.User + "-000001", "new"}, t0, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,7 +600,7 @@ func TestMigrationForward(t *testing.T) {
 		if v != state.SchemaVersion+1 {
 			t.Errorf("user_version = %d, want %d", v, state.SchemaVersion+1)
 		}
-		m, err := s.Reconcile(t.Context(), acct, []string{acct.User + "-000000"}, t0, time.Hour)
+		m, err := state.Reconcile(t.Context(), s, acct, []string{acct.User + "-000000"}, t0, time.Hour)
 		if err != nil || len(m) != 1 {
 			t.Errorf("Reconcile after migration = %v, %v", m, err)
 		}
@@ -658,7 +658,7 @@ func TestTwoStoresConcurrentWriters(t *testing.T) {
 					if err := s.MarkDelivered(ctx, shared, recs[:1]); err != nil {
 						return err
 					}
-					if _, err := s.Reconcile(ctx, a, all, t0, time.Hour); err != nil {
+					if _, err := state.Reconcile(ctx, s, a, all, t0, time.Hour); err != nil {
 						return err
 					}
 					if err := s.RecordPoll(ctx, state.Poll{Name: a.User, Account: a, Start: t0.Add(time.Duration(r) * time.Second)}); err != nil {
@@ -786,7 +786,7 @@ func TestCommittedSurvivesKill(t *testing.T) {
 	}
 	cmd.Wait()
 	s := open(t, path)
-	m, err := s.Reconcile(t.Context(), acct, []string{"u0", "u99", "u100"}, t0, time.Hour)
+	m, err := state.Reconcile(t.Context(), s, acct, []string{"u0", "u99", "u100"}, t0, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,12 @@ const (
 	Skipped MsgState = 3
 )
 
+// recordedByMarkDelivered reports whether Store.MarkDelivered records
+// messages in state s: the states of a message that is handled for good.
+func (s MsgState) recordedByMarkDelivered() bool {
+	return s == Delivered || s == Quarantined
+}
+
 // String returns the lower-case name of s.
 func (s MsgState) String() string {
 	switch s {
@@ -171,17 +177,11 @@ type AccountStatus struct {
 // nothing. Accounts are keyed by their Canonical form. Blocking methods honour
 // ctx.
 type Store interface {
-	// Reconcile takes the server's current UIDL list. In one transaction it
-	// marks known UIDLs absent from the list as gone (since now, unless they
-	// already are), clears "gone" for present ones, deletes records gone for
-	// longer than grace (gone since before now-grace), and returns the
-	// records of the present UIDLs that are known, Skipped ones included,
-	// keyed by UIDL. Duplicate UIDLs in the list are tolerated.
-	Reconcile(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) (map[string]Record, error)
-
-	// Known returns the records of the given UIDLs that the seen-set
-	// holds, like Reconcile but writing nothing (for a dry run).
-	Known(ctx context.Context, a Account, uidls []string) (map[string]Record, error)
+	// ReadSeen reads the account's seen-set for a SeenSet.Reconcile (or
+	// Lookup) with the server's list. An account without records gives an
+	// empty set. The caller holds the account's lease until it has
+	// reconciled. See also the package functions Reconcile and Known.
+	ReadSeen(ctx context.Context, a Account) (SeenSet, error)
 
 	// AddIntents records delivery intents, replacing an existing intent for
 	// the same UIDL and target. A zero Created means now.
