@@ -25,6 +25,21 @@ type Config struct {
 // State configures the seen-set store.
 type State struct {
 	Path string // SQLite database file
+	// Dir holds popsync's own local files that are not the store: the
+	// daemon lock and schedule of `popsync run` and the default quarantine
+	// Maildirs. Name tells the files of one store from another's in Dir.
+	// For SQLite they are the folder and the name of Path; a store that
+	// is no local file (a database server) still has both.
+	Dir, Name string
+}
+
+// LocalFile returns the path of the store's own local file that ends in
+// suffix: Dir/Name + suffix.
+func (s State) LocalFile(suffix string) string { return filepath.Join(s.Dir, s.Name+suffix) }
+
+// sqliteState is the State of the SQLite file at path.
+func sqliteState(path string) State {
+	return State{Path: path, Dir: filepath.Dir(path), Name: filepath.Base(path)}
 }
 
 // Daemon configures `popsync run`.

@@ -87,8 +87,8 @@ func TestDefaults(t *testing.T) {
 	if c.Path != "/etc/popsync/config.toml" {
 		t.Errorf("Path = %q", c.Path)
 	}
-	if c.State.Path != "/home/me/.local/state/popsync/state.db" {
-		t.Errorf("State.Path = %q", c.State.Path)
+	if want := (State{Path: "/home/me/.local/state/popsync/state.db", Dir: "/home/me/.local/state/popsync", Name: "state.db"}); c.State != want {
+		t.Errorf("State = %+v, want %+v", c.State, want)
 	}
 	wantDaemon := Daemon{MaxParallel: 8, ShutdownGrace: Duration(30 * time.Second)}
 	if c.Daemon != wantDaemon {
@@ -202,8 +202,11 @@ max_parallel = 2
 shutdown_grace = "0"
 metrics = ":9465"
 `+validAccount)
-	if c.State.Path != "/etc/popsync/db/state.db" {
-		t.Errorf("State.Path = %q", c.State.Path)
+	if want := (State{Path: "/etc/popsync/db/state.db", Dir: "/etc/popsync/db", Name: "state.db"}); c.State != want {
+		t.Errorf("State = %+v, want %+v", c.State, want)
+	}
+	if got := c.State.LocalFile(".daemon.lock"); got != "/etc/popsync/db/state.db.daemon.lock" {
+		t.Errorf("LocalFile = %q", got)
 	}
 	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465"}) {
 		t.Errorf("Daemon = %+v", c.Daemon)

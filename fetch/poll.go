@@ -167,6 +167,19 @@ func (p *pollRun) prepareLocal(ctx context.Context) (state.SeenSet, error) {
 	return seen, nil
 }
 
+// held returns an error wrapping state.ErrLeaseLost once the account's
+// lease ended: from then on the poll commits nothing (no record, no DELE,
+// no QUIT) and its caller drops the connection without QUIT.
+func (p *pollRun) held() error {
+	if p.lease == nil {
+		return nil
+	}
+	if err := p.lease.Err(); err != nil {
+		return fmt.Errorf("stopping before committing anything more: %w", err)
+	}
+	return nil
+}
+
 // serverMsg is one message as the server lists it, with the key it has in
 // the seen-set.
 type serverMsg struct {
@@ -180,6 +193,7 @@ type pollRun struct {
 	o       *Options
 	a       *configs.Account
 	id      state.Account
+	lease   state.Lease // the account's; nil for Check, which commits nothing
 	log     *slog.Logger
 	targets []deliver.Target
 	res     *Result
@@ -248,14 +262,15 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 
 func (p *pollRun) run(ctx context.Context) error {
 	o, a := p.o, p.a
-	unlock, err := o.Store.LockAccount(ctx, p.id)
+	lease, err := o.Store.LockAccount(ctx, p.id)
 	if err != nil {
 		if errors.Is(err, state.ErrLocked) {
 			return fmt.Errorf("%w (%s)", ErrAccountBusy, p.id)
 		}
 		return fmt.Errorf("locking account: %w", err)
 	}
-	defer unlock()
+	defer lease.Release()
+	p.lease = lease
 
 	if err := p.openTargets(); err != nil {
 		return err
@@ -349,6 +364,9 @@ func (p *pollRun) run(ctx context.Context) error {
 		return nil
 	}
 	if len(skipped) > 0 {
+		if err := p.held(); err != nil {
+			return err
+		}
 		recs := make([]state.Record, len(skipped))
 		for i, m := range skipped {
 			recs[i] = state.Record{UIDL: m.key, State: state.Skipped, Size: m.size, FirstSeen: now,
@@ -608,6 +626,9 @@ func (p *pollRun) plan(msgs []serverMsg, known []state.Record, now time.Time) (f
 func (p *pollRun) deleteAll(ctx context.Context, c *pop3.Client, msgs []serverMsg) error {
 	var ok []string
 	if len(msgs) > 0 {
+		if err := p.held(); err != nil {
+			return err
+		}
 		ids := make([]int, len(msgs))
 		for i, m := range msgs {
 			ids[i] = m.id
@@ -623,6 +644,12 @@ func (p *pollRun) deleteAll(ctx context.Context, c *pop3.Client, msgs []serverMs
 			}
 			ok = append(ok, msgs[i].key)
 		}
+	}
+	// QUIT commits the DELEs: not by a poller that lost the account,
+	// whose caller then drops the connection, so the server deletes
+	// nothing.
+	if err := p.held(); err != nil {
+		return err
 	}
 	if err := c.Quit(ctx); err != nil {
 		return fmt.Errorf("closing the session (deletions not committed): %w", err)
@@ -667,6 +694,9 @@ func (p *pollRun) handleRejected(ctx context.Context, c *pop3.Client) ([]serverM
 		deleteAfter[r.m.key] = r.onReject == onRejectDelete
 	}
 	if len(kept) > 0 {
+		if err := p.held(); err != nil {
+			return nil, err
+		}
 		if err := p.o.Store.MarkSkipped(ctx, p.id, kept); err != nil {
 			return nil, fmt.Errorf("recording rejected messages: %w", err)
 		}

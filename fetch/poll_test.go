@@ -474,7 +474,7 @@ func TestInterruptedBeforePublishIsFetchedAgain(t *testing.T) {
 
 func TestAccountPolledByOneProcessAtATime(t *testing.T) {
 	e := newEnv(t, pop3test.SampleMessages(3, 10), pop3test.Config{})
-	unlock, err := e.store.LockAccount(t.Context(), e.acct.Identity())
+	lease, err := e.store.LockAccount(t.Context(), e.acct.Identity())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +485,7 @@ func TestAccountPolledByOneProcessAtATime(t *testing.T) {
 	if e.srv.Stats().Sessions != 0 {
 		t.Fatal("a locked account was still contacted")
 	}
-	unlock()
+	lease.Release()
 	e.mustPoll()
 }
 

@@ -30,6 +30,11 @@ var (
 	// ErrLocked: LockAccount found the account held by another poller (this
 	// process or another one).
 	ErrLocked = errors.New("account is locked by another poll")
+	// ErrLeaseLost: an account's Lease ended before the poller released
+	// it; whatever the poller has not committed yet must not be.
+	ErrLeaseLost = errors.New("account lease lost")
+	// ErrLeaseReleased: the Lease was released by its holder.
+	ErrLeaseReleased = errors.New("account lease released")
 	// ErrNewerSchema: the state file was written by a newer popsync; it is
 	// left untouched.
 	ErrNewerSchema = errors.New("state file has a newer schema")
@@ -216,14 +221,14 @@ type Store interface {
 	Status(ctx context.Context) ([]AccountStatus, error)
 
 	// LockAccount makes sure two pollers (goroutines or processes) never poll
-	// the same account at once. It returns an error wrapping ErrLocked at
-	// once, without waiting, if another holder has the account. The lock
-	// cannot go stale: it is released when unlock is called, when the Store
-	// is closed, or when the process dies. unlock may be called more than
-	// once.
-	LockAccount(ctx context.Context, a Account) (unlock func(), err error)
+	// the same account at once: it returns a held Lease, or an error
+	// wrapping ErrLocked at once, without waiting, if another holder has
+	// the account. A lease cannot go stale: it ends with Release, when the
+	// Store is closed (then it is lost), when the process dies, or, for a
+	// backend whose leases expire, when it cannot be renewed (lost).
+	LockAccount(ctx context.Context, a Account) (Lease, error)
 
-	// Close releases held account locks and closes the store. Calling it
-	// again returns nil.
+	// Close ends held leases and closes the store. Calling it again
+	// returns nil.
 	Close() error
 }

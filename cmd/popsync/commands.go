@@ -73,9 +73,9 @@ func (c *common) load() (*configs.Config, error) {
 }
 
 // quarantineDir is where rejected messages go when a deliver entry names
-// no quarantine: next to the state file.
+// no quarantine: in the state folder.
 func quarantineDir(cfg *configs.Config) string {
-	return filepath.Join(filepath.Dir(cfg.State.Path), "quarantine")
+	return filepath.Join(cfg.State.Dir, "quarantine")
 }
 
 func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
@@ -272,7 +272,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Pending     int                `json:"pending"`
 		Daemon      *fetch.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
 	}
-	plan := daemonPlan(cfg.State.Path)
+	plan := daemonPlan(cfg.State)
 	rows := make([]row, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
 		s := byID[a.Identity()]

@@ -742,7 +742,7 @@ func testStatus(t *testing.T, s state.Store) {
 
 func testLockAccount(t *testing.T, s state.Store) {
 	ctx := t.Context()
-	unlock, err := s.LockAccount(ctx, acct)
+	lease, err := s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -754,18 +754,37 @@ func testLockAccount(t *testing.T, s state.Store) {
 	if _, err := s.LockAccount(ctx, shouty); !errors.Is(err, state.ErrLocked) {
 		t.Fatalf("LockAccount of the same identity in capitals: err = %v, want ErrLocked", err)
 	}
-	unlockOther, err := s.LockAccount(ctx, other)
+	leaseOther, err := s.LockAccount(ctx, other)
 	if err != nil {
 		t.Fatalf("LockAccount of another account: %v", err)
 	}
-	unlock()
-	unlock() // harmless
-	unlock2, err := s.LockAccount(ctx, acct)
+	if err := lease.Err(); err != nil {
+		t.Fatalf("held lease: Err() = %v", err)
+	}
+	select {
+	case <-lease.Done():
+		t.Fatal("held lease: Done is closed")
+	default:
+	}
+	lease.Release()
+	lease.Release() // harmless
+	select {
+	case <-lease.Done():
+	default:
+		t.Fatal("released lease: Done is not closed")
+	}
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseReleased) || errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("released lease: Err() = %v, want ErrLeaseReleased", err)
+	}
+	if err := leaseOther.Err(); err != nil {
+		t.Fatalf("releasing one lease ended another: %v", err)
+	}
+	lease2, err := s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatalf("LockAccount after unlock: %v", err)
 	}
-	unlock2()
-	unlockOther()
+	lease2.Release()
+	leaseOther.Release()
 }
 
 func testLockAccountRace(t *testing.T, s state.Store) {
@@ -776,15 +795,15 @@ func testLockAccountRace(t *testing.T, s state.Store) {
 		start    = make(chan struct{})
 		results  = make(chan error, n)
 		unlockMu sync.Mutex
-		unlocks  []func()
+		leases   []state.Lease
 	)
 	for range n {
 		wg.Go(func() {
 			<-start
-			unlock, err := s.LockAccount(ctx, acct)
+			lease, err := s.LockAccount(ctx, acct)
 			if err == nil {
 				unlockMu.Lock()
-				unlocks = append(unlocks, unlock)
+				leases = append(leases, lease)
 				unlockMu.Unlock()
 			}
 			results <- err
@@ -805,8 +824,8 @@ func testLockAccountRace(t *testing.T, s state.Store) {
 	if won != 1 {
 		t.Errorf("%d of %d concurrent LockAccount calls got the lock, want 1", won, n)
 	}
-	for _, u := range unlocks {
-		u()
+	for _, l := range leases {
+		l.Release()
 	}
 }
 
@@ -865,14 +884,27 @@ func testCanceledContext(t *testing.T, s state.Store) {
 func testClosed(t *testing.T, s state.Store) {
 	ctx := t.Context()
 	deliver(t, s, acct, t0, "a")
-	unlock, err := s.LockAccount(ctx, acct)
+	lease, err := s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	unlock() // after Close: harmless
+	// Closing the store under a held lease loses it: a poller that still
+	// runs must not commit anything.
+	select {
+	case <-lease.Done():
+	default:
+		t.Fatal("lease of a closed store: Done is not closed")
+	}
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("lease of a closed store: Err() = %v, want ErrLeaseLost", err)
+	}
+	lease.Release() // after Close: harmless
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("Release after the loss changed Err() to %v", err)
+	}
 	calls := map[string]error{}
 	_, calls["Reconcile"] = state.Reconcile(ctx, s, acct, []string{"a"}, t0, grace)
 	_, calls["ReadSeen"] = s.ReadSeen(ctx, acct)
@@ -922,11 +954,11 @@ func testConcurrentAccounts(t *testing.T, s state.Store) {
 }
 
 func pollLoop(ctx context.Context, s state.Store, a state.Account, rounds, batch int) error {
-	unlock, err := s.LockAccount(ctx, a)
+	lease, err := s.LockAccount(ctx, a)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lease.Release()
 	var onServer []string
 	for r := range rounds {
 		now := t0.Add(time.Duration(r) * time.Minute)
