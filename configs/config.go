@@ -128,49 +128,6 @@ func (a *Account) Identity() state.Account {
 	return state.Account{Host: a.Host, Port: a.Port, User: a.User}.Canonical()
 }
 
-// Delivery kinds, as returned by Deliver.Kind.
-const (
-	KindMaildir = "maildir"
-	KindSMTP    = "smtp"
-	KindLMTP    = "lmtp"
-	KindMDA     = "mda"
-)
-
-// Deliver is one [[account.deliver]] entry: exactly one of Maildir, SMTP,
-// LMTP and MDA is set. The other fields qualify SMTP, LMTP and MDA targets.
-type Deliver struct {
-	Line int // line of the [[account.deliver]] header
-
-	Maildir string   // absolute path of a Maildir, created if missing
-	SMTP    string   // "host:port" of an MTA
-	LMTP    string   // "host:port" or "unix:/path" of an LMTP server
-	MDA     []string // program and arguments; the message on stdin
-
-	Rcpt         []string // envelope recipients (SMTP, LMTP)
-	From         string   // envelope sender (SMTP, LMTP, MDA); "" = the null sender
-	Helo         string   // name to greet with (SMTP, LMTP); "" = the host name
-	SMTPTLS      string   // TLSImplicit, TLSStartTLS or TLSNone (SMTP)
-	SMTPUser     string
-	SMTPPassword Secret
-	Quarantine   string // absolute path of a Maildir for rejected messages
-	OnReject     string // what to do with a message the target rejects permanently
-}
-
-// Kind names the target kind of d: one of the Kind* constants, or "".
-func (d Deliver) Kind() string {
-	switch {
-	case d.Maildir != "":
-		return KindMaildir
-	case d.SMTP != "":
-		return KindSMTP
-	case d.LMTP != "":
-		return KindLMTP
-	case len(d.MDA) > 0:
-		return KindMDA
-	}
-	return ""
-}
-
 // Lookup returns the account named name.
 func (c *Config) Lookup(name string) (*Account, bool) {
 	for _, a := range c.Accounts {

@@ -109,7 +109,7 @@ func TestDefaults(t *testing.T) {
 		AddReceived:            true,
 		Schedule:               "@every 5m",
 		RunAtStart:             true,
-		Deliver:                []Deliver{{Line: 7, Maildir: "/var/mail/home"}},
+		Deliver:                []Deliver{{Line: 7, Target: &MaildirTarget{Path: "/var/mail/home"}}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("account:\n got %+v\nwant %+v", got, want)
@@ -175,7 +175,7 @@ password_file = "/run/secrets/b"   # replaces the defaults' password_env
 		a.MaxSize != 10_000_000 || a.PasswordEnv != "POP_PW" || a.Schedule != "@hourly" {
 		t.Errorf("account a did not take the defaults: %+v", a)
 	}
-	if len(a.Deliver) != 1 || a.Deliver[0].Maildir != "/srv/mail/all" || a.Deliver[0].Line != 10 {
+	if len(a.Deliver) != 1 || a.Deliver[0].Target.(*MaildirTarget).Path != "/srv/mail/all" || a.Deliver[0].Line != 10 {
 		t.Errorf("account a deliver = %+v", a.Deliver)
 	}
 	if b.Timeout.D() != 10*time.Second || !b.Keep || b.DeleteAfter.D() != 14*24*time.Hour || b.TLS != "starttls" {
@@ -184,12 +184,12 @@ password_file = "/run/secrets/b"   # replaces the defaults' password_env
 	if b.PasswordEnv != "" || b.PasswordFile != "/run/secrets/b" {
 		t.Errorf("account b password sources: env %q file %q", b.PasswordEnv, b.PasswordFile)
 	}
-	if len(b.Deliver) != 1 || b.Deliver[0].Maildir != "/srv/mail/b" {
+	if len(b.Deliver) != 1 || b.Deliver[0].Target.(*MaildirTarget).Path != "/srv/mail/b" {
 		t.Errorf("account b deliver = %+v", b.Deliver)
 	}
 	// Accounts do not share the defaults' slices.
-	a.Deliver[0].Maildir = "changed"
-	if c2 := mustParse(t, src); c2.Accounts[0].Deliver[0].Maildir != "/srv/mail/all" {
+	a.Deliver[0].Target.(*MaildirTarget).Path = "changed"
+	if c2 := mustParse(t, src); c2.Accounts[0].Deliver[0].Target.(*MaildirTarget).Path != "/srv/mail/all" {
 		t.Error("deliver entries are shared")
 	}
 }
@@ -247,11 +247,11 @@ password_command = ["pass", "show", "x"]
 		{c.Accounts[0].PasswordCommand[0], "/etc/popsync/bin/getpw"},
 		{c.Accounts[0].PasswordCommand[1], "~/not-a-path"}, // arguments are left alone
 		{c.Accounts[0].PasswordCommand[2], "rel/arg"},
-		{c.Accounts[0].Deliver[0].Maildir, "/home/me"},
+		{c.Accounts[0].Deliver[0].Target.(*MaildirTarget).Path, "/home/me"},
 		{c.Accounts[1].PasswordFile, "/abs/pw"},
-		{c.Accounts[1].Deliver[0].Maildir, "/etc/Maildir"},
+		{c.Accounts[1].Deliver[0].Target.(*MaildirTarget).Path, "/etc/Maildir"},
 		{c.Accounts[2].PasswordCommand[0], "pass"}, // found in $PATH when run
-		{c.Accounts[2].Deliver[0].Maildir, "/home/me/Maildir"},
+		{c.Accounts[2].Deliver[0].Target.(*MaildirTarget).Path, "/home/me/Maildir"},
 	}
 	for i, ch := range checks {
 		if ch.got != ch.want {

@@ -200,7 +200,7 @@ func TestSecretCommandTimeout(t *testing.T) {
 func TestSecretsNeverPrinted(t *testing.T) {
 	const secret = "hunter2-very-secret"
 	a := &Account{Name: "a", Host: "h", Port: 995, User: "u", Password: secret,
-		Deliver: []Deliver{{Maildir: "/m", SMTPPassword: secret}}}
+		Deliver: []Deliver{{Target: &SMTPTarget{Addr: "h:25", Password: secret}}}}
 	c := &Config{Accounts: []*Account{a}}
 
 	var out []string

@@ -92,6 +92,7 @@ type SMTPOptions struct {
 //
 // Errors are *DeliveryError; see there for what is temporary.
 type SMTP struct {
+	Confirming
 	opts          SMTPOptions
 	lmtp          bool
 	name          string // for String and errors
@@ -487,20 +488,6 @@ func (t *SMTP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 	}
 	return d, nil
 }
-
-// Prepare does nothing: a delivered message was confirmed in Close.
-func (t *SMTP) Prepare(ctx context.Context, ds []Delivery) error { return nil }
-
-// Publish does nothing: a delivered message was confirmed in Close.
-func (t *SMTP) Publish(ctx context.Context, ds []Delivery) error { return nil }
-
-// Delivered knows no tokens: it reports nothing.
-func (t *SMTP) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
-	return map[string]bool{}, nil
-}
-
-// Cleanup has nothing to clean up.
-func (t *SMTP) Cleanup(ctx context.Context, tokens []string) error { return nil }
 
 // Close aborts the deliveries still open (their servers see the
 // connection drop before the final dot and deliver nothing), quits the

@@ -7,26 +7,16 @@ import (
 	"io"
 	"time"
 
+	"popsync/configs"
 	"popsync/deliver"
 	"popsync/fetch/pop3"
 	"popsync/state"
 )
 
-// Intent targets: an intent's Target is the index of the deliver entry in
-// the account's config, or quarantineTarget for the quarantine Maildir.
-const quarantineTarget = 1000
-
-// confirmedToken marks an intent that records a confirming target (SMTP,
-// LMTP, MDA) which already accepted a message whose delivery to another
-// target failed: the retry skips that target instead of delivering twice.
-// No Maildir token starts with '='.
-const confirmedToken = "=confirmed"
-
 // sink is a set of targets one pass of RETRs delivers into: the account's
 // targets, or the quarantine Maildir.
 type sink struct {
-	targets []deliver.Target
-	base    int               // intent Target of targets[0]
+	targets []target
 	state   state.MsgState    // what a committed message is recorded as
 	notes   map[string]string // UIDL → note to record with it
 }
@@ -183,7 +173,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	}
 	f := &fanout{ds: st.ds, errs: make([]error, len(s.targets))}
 	for i, t := range s.targets {
-		if p.partial[m.key][s.base+i] {
+		if p.partial[m.key][t.id] {
 			continue // accepted in an earlier poll
 		}
 		d, err := t.Begin(ctx, deliver.Meta{Account: p.a.Name, UIDL: m.key, Size: m.size})
@@ -277,9 +267,9 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	// took it are remembered so the retry skips them.
 	var confirmed []state.Intent
 	for i, d := range st.ds {
-		if d != nil && f.errs[i] == nil && d.Token() == "" {
-			confirmed = append(confirmed, state.Intent{UIDL: m.key, Target: s.base + i, Token: confirmedToken, Size: n, Created: p.o.now()})
-			p.markPartial(m.key, s.base+i)
+		if t := s.targets[i]; d != nil && f.errs[i] == nil && deliver.IsConfirming(t.Target) {
+			confirmed = append(confirmed, state.Intent{UIDL: m.key, Target: t.id, Confirmed: true, Size: n, Created: p.o.now()})
+			p.markPartial(m.key, t.id)
 		}
 	}
 	abort()
@@ -297,8 +287,11 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 			"uidl", m.key, "error", errors.Join(append(temp, perm...)...).Error())
 		return st, false, nil
 	}
-	entry := p.a.Deliver[s.base+permIdx]
-	p.rejected = append(p.rejected, rejection{m: m, onReject: entry.OnReject, reason: errors.Join(perm...).Error()})
+	onReject := s.targets[permIdx].onReject
+	if onReject == "" {
+		onReject = configs.DefaultOnReject
+	}
+	p.rejected = append(p.rejected, rejection{m: m, onReject: onReject, reason: errors.Join(perm...).Error()})
 	return st, false, nil
 }
 
@@ -321,14 +314,14 @@ func (c *capWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (p *pollRun) markPartial(uidl string, target int) {
+func (p *pollRun) markPartial(uidl, targetID string) {
 	if p.partial == nil {
-		p.partial = make(map[string]map[int]bool)
+		p.partial = make(map[string]map[string]bool)
 	}
 	if p.partial[uidl] == nil {
-		p.partial[uidl] = make(map[int]bool)
+		p.partial[uidl] = make(map[string]bool)
 	}
-	p.partial[uidl][target] = true
+	p.partial[uidl][targetID] = true
 }
 
 // commit makes a batch durable in every target of the sink and records
@@ -377,7 +370,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 				continue
 			}
 			if tok := d.Token(); tok != "" {
-				intents = append(intents, state.Intent{UIDL: st.m.key, Target: s.base + ti, Token: tok, Size: st.size, Created: now})
+				intents = append(intents, state.Intent{UIDL: st.m.key, Target: s.targets[ti].id, Token: tok, Size: st.size, Created: now})
 			}
 		}
 	}
@@ -434,8 +427,13 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 	}
 	var intents []state.Intent
 	for _, in := range all {
-		if in.Token == confirmedToken {
-			p.markPartial(in.UIDL, in.Target)
+		if in.Confirmed {
+			// An ID from schema 1 names the target by its index.
+			id := in.Target
+			if t, ok, _ := p.targetByID(id); ok {
+				id = t.id
+			}
+			p.markPartial(in.UIDL, id)
 			continue
 		}
 		intents = append(intents, in)
@@ -443,17 +441,17 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 	if len(intents) == 0 {
 		return nil
 	}
-	tokens := make(map[int][]string)
+	tokens := make(map[string][]string)
 	for _, in := range intents {
 		tokens[in.Target] = append(tokens[in.Target], in.Token)
 	}
-	found := make(map[int]map[string]bool, len(tokens))
+	found := make(map[string]map[string]bool, len(tokens))
 	for ti, toks := range tokens {
-		t, err := p.intentTarget(ti)
+		t, ok, err := p.targetByID(ti)
 		if err != nil {
 			return err
 		}
-		if t == nil {
+		if !ok {
 			continue // the target left the config: treat as not delivered
 		}
 		f, err := t.Delivered(ctx, toks)
@@ -476,7 +474,7 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 			byUIDL[in.UIDL] = v
 			order = append(order, in.UIDL)
 		}
-		v.quarantine = v.quarantine || in.Target == quarantineTarget
+		v.quarantine = v.quarantine || in.Target == state.QuarantineTarget
 		if found[in.Target][in.Token] {
 			v.any = true
 		} else {
@@ -501,8 +499,8 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		drop = append(drop, u)
 	}
 	for ti, toks := range tokens {
-		t, _ := p.intentTarget(ti)
-		if t == nil {
+		t, ok, _ := p.targetByID(ti)
+		if !ok {
 			continue
 		}
 		var left []string
@@ -532,18 +530,6 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// intentTarget returns the target an intent's Target index names, or nil
-// when the config no longer has it.
-func (p *pollRun) intentTarget(i int) (deliver.Target, error) {
-	if i == quarantineTarget {
-		return p.quarantine()
-	}
-	if i < 0 || i >= len(p.targets) {
-		return nil, nil
-	}
-	return p.targets[i], nil
 }
 
 // receivedHeader is the one trace header popsync adds (RFC 5321 §4.4

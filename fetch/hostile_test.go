@@ -141,7 +141,7 @@ func runHostile(t *testing.T, tc hostileCase, seed int64) {
 		Name: "hostile", Host: "127.0.0.1", Port: port, TLS: configs.TLSNone, User: testUser,
 		Password: configs.Secret(testPass), Auth: configs.AuthUser, Keep: false,
 		Timeout: configs.Duration(hostileTimeout), AddReceived: true,
-		Deliver: []configs.Deliver{{Maildir: maildir}},
+		Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: maildir}}},
 	}
 	if tc.setup != nil {
 		tc.setup(bad)

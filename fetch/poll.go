@@ -25,7 +25,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -195,12 +194,12 @@ type pollRun struct {
 	id      state.Account
 	lease   state.Lease // the account's; nil for Check, which commits nothing
 	log     *slog.Logger
-	targets []deliver.Target
+	targets []target
 	res     *Result
 
-	partial  map[string]map[int]bool // UIDL → targets that already accepted it
-	rejected []rejection             // refused for good during this poll
-	qTarget  deliver.Target          // the quarantine Maildir, opened when needed
+	partial  map[string]map[string]bool // UIDL → IDs of targets that already accepted it
+	rejected []rejection                // refused for good during this poll
+	qTarget  *target                    // the quarantine Maildir, opened when needed
 }
 
 // Poll runs one poll of account a and returns its result; the error, if
@@ -683,15 +682,15 @@ func (p *pollRun) handleRejected(ctx context.Context, c *pop3.Client) ([]serverM
 	deleteAfter := make(map[string]bool)
 	for _, r := range p.rejected {
 		p.log.Error("message rejected by its target; not bounced", "uidl", r.m.key,
-			"on_reject", orDefault(r.onReject, onRejectQuarantine), "error", r.reason)
+			"on_reject", r.onReject, "error", r.reason)
 		note := rejectedNote + r.reason
-		if r.onReject == onRejectKeep {
+		if r.onReject == configs.OnRejectKeep {
 			kept = append(kept, state.Record{UIDL: r.m.key, State: state.Skipped, Size: r.m.size, FirstSeen: now, Note: note})
 			continue
 		}
 		toQ = append(toQ, r.m)
 		notes[r.m.key] = note
-		deleteAfter[r.m.key] = r.onReject == onRejectDelete
+		deleteAfter[r.m.key] = r.onReject == configs.OnRejectDelete
 	}
 	if len(kept) > 0 {
 		if err := p.held(); err != nil {
@@ -708,7 +707,7 @@ func (p *pollRun) handleRejected(ctx context.Context, c *pop3.Client) ([]serverM
 	if err != nil {
 		return nil, err
 	}
-	done, err := p.fetchAll(ctx, c, toQ, sink{targets: []deliver.Target{q}, base: quarantineTarget, state: state.Quarantined, notes: notes})
+	done, err := p.fetchAll(ctx, c, toQ, sink{targets: []target{q}, state: state.Quarantined, notes: notes})
 	var dele []serverMsg
 	for _, m := range done {
 		p.log.Warn("rejected message quarantined", "uidl", m.key, "quarantine", q.String())
@@ -722,140 +721,9 @@ func (p *pollRun) handleRejected(ctx context.Context, c *pop3.Client) ([]serverM
 	return dele, nil
 }
 
-// quarantine opens the account's quarantine Maildir: the first deliver
-// entry's quarantine key, else Options.QuarantineDir/NAME.
-func (p *pollRun) quarantine() (deliver.Target, error) {
-	if p.qTarget != nil {
-		return p.qTarget, nil
-	}
-	path := ""
-	for _, d := range p.a.Deliver {
-		if d.Quarantine != "" {
-			path = d.Quarantine
-			break
-		}
-	}
-	if path == "" {
-		if p.o.QuarantineDir == "" {
-			return nil, errors.New("no quarantine Maildir: set quarantine in the deliver entry")
-		}
-		path = filepath.Join(p.o.QuarantineDir, p.a.Name)
-	}
-	t, err := deliver.NewMaildir(path, deliver.MaildirOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("opening the quarantine: %w", err)
-	}
-	p.qTarget = t
-	return t, nil
-}
-
-// deletesRejected reports whether a deliver entry asks for rejected
-// messages to be deleted from the server once quarantined.
-func (p *pollRun) deletesRejected() bool {
-	for _, d := range p.a.Deliver {
-		if d.OnReject == onRejectDelete {
-			return true
-		}
-	}
-	return false
-}
-
 // rejectedNote starts the seen-set note of a message a target refused
 // for good; such a record is not retried when max_size changes.
 const rejectedNote = "rejected: "
-
-// The values of a deliver entry's on_reject key.
-const (
-	onRejectKeep       = "keep"
-	onRejectQuarantine = "quarantine" // the default
-	onRejectDelete     = "delete"
-)
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-func (p *pollRun) openTargets() error {
-	open := p.o.OpenTarget
-	if open == nil {
-		open = OpenTarget
-	}
-	for _, d := range p.a.Deliver {
-		t, err := open(p.a, d)
-		if err != nil {
-			p.closeTargets()
-			return fmt.Errorf("opening delivery target: %w", err)
-		}
-		p.targets = append(p.targets, t)
-	}
-	if len(p.targets) == 0 {
-		return errors.New("no delivery target configured")
-	}
-	return nil
-}
-
-// removeStale clears what a killed earlier run left half-written. A
-// failure here costs disk space only, so it is logged, not fatal.
-func (p *pollRun) removeStale(ctx context.Context) {
-	for _, t := range p.targets {
-		sr, ok := t.(deliver.StaleRemover)
-		if !ok {
-			continue
-		}
-		n, err := sr.RemoveStale(ctx)
-		if err != nil {
-			p.log.Warn("removing files left by an interrupted run", "target", t.String(), "error", err.Error())
-		}
-		if n > 0 {
-			p.log.Info("removed files left by an interrupted run", "target", t.String(), "files", n)
-		}
-	}
-}
-
-func (p *pollRun) closeTargets() {
-	for _, t := range append(p.targets, p.qTarget) {
-		if t == nil {
-			continue
-		}
-		if err := t.Close(); err != nil {
-			p.log.Warn("closing delivery target", "target", t.String(), "error", err.Error())
-		}
-	}
-	p.targets, p.qTarget = nil, nil
-}
-
-// OpenTarget builds the delivery target a [[account.deliver]] entry names.
-func OpenTarget(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
-	var t deliver.Target
-	var err error
-	switch {
-	case d.Maildir != "":
-		t, err = deliver.NewMaildir(d.Maildir, deliver.MaildirOptions{})
-	case d.SMTP != "" || d.LMTP != "":
-		opts := deliver.SMTPOptions{Addr: d.SMTP, TLS: d.SMTPTLS, Helo: d.Helo, Rcpt: d.Rcpt,
-			From: d.From, User: d.SMTPUser, Password: d.SMTPPassword.Reveal()}
-		if d.LMTP != "" {
-			opts.Addr = d.LMTP
-			if opts.TLS != deliver.TLSImplicit {
-				opts.TLS = deliver.TLSNone // RFC 2033 LMTP: no STARTTLS here
-			}
-			t, err = deliver.NewLMTP(opts)
-		} else {
-			t, err = deliver.NewSMTP(opts)
-		}
-	case len(d.MDA) > 0:
-		t, err = deliver.NewMDA(deliver.MDAOptions{Command: d.MDA, From: d.From})
-	default:
-		return nil, fmt.Errorf("account %q: deliver entry (line %d): no supported target", a.Name, d.Line)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("account %q: deliver entry (line %d): %w", a.Name, d.Line, err)
-	}
-	return t, nil
-}
 
 func hostname() string {
 	h, err := os.Hostname()

@@ -62,7 +62,7 @@ func newEnv(t *testing.T, msgs []pop3test.Message, cfg pop3test.Config) *env {
 			Name: "test", Host: host, Port: p, TLS: configs.TLSNone, User: testUser,
 			Password: configs.Secret(testPass), Auth: configs.AuthAuto, Keep: true,
 			Timeout: configs.Duration(10 * time.Second), AddReceived: true,
-			Deliver: []configs.Deliver{{Maildir: maildir}},
+			Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: maildir}}},
 		},
 	}
 	e.opts = &fetch.Options{Store: st, Hostname: "client.test", BatchSize: 7}

@@ -54,7 +54,7 @@ func TestManyAccountsNoLeak(t *testing.T) {
 			Name: fmt.Sprintf("acct%03d", i), Host: "127.0.0.1", Port: port, TLS: configs.TLSNone,
 			User: testUser, Password: configs.Secret(testPass), Auth: configs.AuthUser, Keep: i%2 == 0,
 			Timeout: configs.Duration(30 * time.Second), AddReceived: true,
-			Deliver: []configs.Deliver{{Maildir: filepath.Join(dir, fmt.Sprintf("M%03d", i))}},
+			Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: filepath.Join(dir, fmt.Sprintf("M%03d", i))}}},
 		}
 	}
 	// A warm-up poll starts what lives as long as the store (database/sql's

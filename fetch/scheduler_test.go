@@ -905,7 +905,7 @@ func TestPollReportAgainstFakeServer(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	acct := &configs.Account{Name: "fake", Host: host, Port: port, TLS: configs.TLSNone, User: "me",
 		Password: "pw", Auth: configs.AuthUser, Keep: true, Timeout: configs.Duration(10 * time.Second),
-		Deliver: []configs.Deliver{{Maildir: filepath.Join(dir, "Maildir")}}}
+		Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: filepath.Join(dir, "Maildir")}}}}
 	o := &fetch.Options{Store: st}
 
 	before := time.Now()

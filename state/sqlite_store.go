@@ -421,13 +421,14 @@ func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
 			return err
 		}
 		return execRows(ctx, tx, len(in), rowsPerStatement, func(n int) string {
-			return `INSERT INTO intent (account_id, uidl, target, token, size, created) VALUES ` +
-				valueRows(n, 6) + `
+			return `INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created) VALUES ` +
+				valueRows(n, 7) + `
 			ON CONFLICT (account_id, uidl, target) DO UPDATE SET
-				token = excluded.token, size = excluded.size, created = excluded.created`
+				token = excluded.token, confirmed = excluded.confirmed, size = excluded.size,
+				created = excluded.created`
 		}, func(args []any, i int) []any {
 			it := in[i]
-			return append(args, id, it.UIDL, it.Target, it.Token, it.Size, it.Created.UnixMicro())
+			return append(args, id, it.UIDL, it.Target, it.Token, it.Confirmed, it.Size, it.Created.UnixMicro())
 		})
 	})
 	if err != nil {
@@ -446,7 +447,7 @@ func (s *SQLite) Intents(ctx context.Context, a Account) ([]Intent, error) {
 		return nil, fmt.Errorf("listing intents of %s: %w", a, ErrClosed)
 	}
 	rows, err := s.db.QueryContext(ctx,
-		`SELECT i.uidl, i.target, i.token, i.size, i.created
+		`SELECT i.uidl, i.target, i.token, i.confirmed, i.size, i.created
 		FROM intent i JOIN account a ON a.id = i.account_id
 		WHERE a.host = ? AND a.port = ? AND a.username = ?
 		ORDER BY i.created, i.uidl, i.target`, a.Host, a.Port, a.User)
@@ -458,7 +459,7 @@ func (s *SQLite) Intents(ctx context.Context, a Account) ([]Intent, error) {
 	for rows.Next() {
 		var it Intent
 		var created int64
-		if err := rows.Scan(&it.UIDL, &it.Target, &it.Token, &it.Size, &created); err != nil {
+		if err := rows.Scan(&it.UIDL, &it.Target, &it.Token, &it.Confirmed, &it.Size, &created); err != nil {
 			return nil, fmt.Errorf("listing intents of %s: %w", a, classify(err))
 		}
 		it.Created = time.UnixMicro(created)

@@ -136,16 +136,34 @@ type Record struct {
 	Note        string    // why it was skipped or quarantined
 }
 
-// Intent records a delivery about to be made durable: before the Maildir file
-// named Token is renamed into new/ for delivery target Target, so that after a
-// crash the fetcher can look for the file and decide delivered or not.
+// Intent records a delivery in flight to one target. Two kinds:
+//
+//   - Before a staging target (Maildir) publishes a message, an intent
+//     names where it will appear (Token, the Maildir file's unique name),
+//     so that after a crash the fetcher can look for it and decide
+//     delivered or not.
+//   - Confirmed: a confirming target (SMTP, LMTP, MDA) accepted a message
+//     whose delivery to another target failed; the retry skips this target
+//     instead of delivering twice. Token is then empty.
 type Intent struct {
-	UIDL    string
-	Target  int    // index of the delivery target in the account's config
-	Token   string // the Maildir file's unique name
-	Size    int64
-	Created time.Time
+	UIDL string
+	// Target is the stable ID of the delivery target, derived from the
+	// target's own settings (configs.Deliver.ID), not from its place in
+	// the config. Schema 1 stored indexes: they read as LegacyTarget(i).
+	Target    string
+	Token     string // the target's name for the delivery; "" when Confirmed
+	Confirmed bool
+	Size      int64
+	Created   time.Time
 }
+
+// QuarantineTarget is the Target of intents for the quarantine Maildir.
+const QuarantineTarget = "quarantine"
+
+// LegacyTarget is how an intent written by schema 1, which stored the
+// index of the target in the account's deliver list, reads today. The
+// fetcher maps it to the target at that index of the config it runs.
+func LegacyTarget(index int) string { return "index:" + strconv.Itoa(index) }
 
 // Poll is the outcome of one poll of one account.
 type Poll struct {
