@@ -30,8 +30,8 @@ type BrowserOptions struct {
 	// NoBrowser only prints: no browser is started (--no-browser, and
 	// the headless `ssh -L PORT:127.0.0.1:PORT` recipe).
 	NoBrowser bool
-	// Open starts a browser on the URL. nil means xdg-open, tried only
-	// when Getenv("DISPLAY") or Getenv("WAYLAND_DISPLAY") is set. A
+	// Open starts a browser on the URL; nil means xdg-open. It is called
+	// only when Getenv("DISPLAY") or Getenv("WAYLAND_DISPLAY") is set. A
 	// failing Open is logged, not fatal: the URL was printed.
 	Open func(ctx context.Context, authURL string) error
 	// Getenv reads the environment; nil means os.Getenv.
@@ -200,16 +200,16 @@ func callbackHandler(state string, results chan<- callbackResult) http.Handler {
 // openBrowser starts a browser when there is a display, and only logs a
 // failure: the URL has been printed already.
 func (c *Client) openBrowser(ctx context.Context, opts BrowserOptions, authURL string) {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if getenv("DISPLAY") == "" && getenv("WAYLAND_DISPLAY") == "" {
+		c.log.Debug("oauth2 browser login: no display; not starting a browser")
+		return
+	}
 	open := opts.Open
 	if open == nil {
-		getenv := opts.Getenv
-		if getenv == nil {
-			getenv = os.Getenv
-		}
-		if getenv("DISPLAY") == "" && getenv("WAYLAND_DISPLAY") == "" {
-			c.log.Debug("oauth2 browser login: no display; not starting a browser")
-			return
-		}
 		open = xdgOpen
 	}
 	if err := open(ctx, authURL); err != nil {

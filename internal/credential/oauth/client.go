@@ -67,14 +67,16 @@ func New(cfg Config, opts Options) (*Client, error) {
 	}
 	ep := cfg.resolve()
 	// A copy of the caller's client whose transport adds the scope to
-	// refresh requests (see scopeTransport); redirects are not followed:
-	// a token endpoint that redirects a POST is misconfigured.
+	// refresh requests and bounds each request by hc.Timeout itself (see
+	// transport). Redirects are not followed: a token endpoint that
+	// redirects a POST is misconfigured.
 	c := *hc
 	base := c.Transport
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	c.Transport = &scopeTransport{base: base, tokenURL: ep.tokenURL, scope: strings.Join(ep.scopes, " ")}
+	c.Transport = &transport{base: base, timeout: hc.Timeout, tokenURL: ep.tokenURL, scope: strings.Join(ep.scopes, " ")}
+	c.Timeout = 0
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Client{cfg: cfg, ep: ep, http: &c, opts: opts, log: log, keys: make(map[string]*keyState)}, nil
 }
@@ -112,21 +114,46 @@ func (c *Client) oauth2Config(ctx context.Context, redirectURL string) (*oauth2.
 	return oc, context.WithValue(ctx, oauth2.HTTPClient, c.http), secret, nil
 }
 
-// scopeTransport adds the configured scope to refresh_token requests that
-// have none. golang.org/x/oauth2 sends no scope when it refreshes
-// (golang/oauth2 PR #540 is still open), and the Microsoft identity
-// platform then issues a token for another resource or none at all;
-// RFC 6749 §6 allows the scope on a refresh, equal to the original one.
-type scopeTransport struct {
+// transport wraps the caller's RoundTripper for two things.
+//
+// It adds the configured scope to refresh_token requests that have none.
+// golang.org/x/oauth2 sends no scope when it refreshes (golang/oauth2 PR
+// #540 is still open), and the Microsoft identity platform then issues a
+// token for another resource or none at all; RFC 6749 §6 allows the scope
+// on a refresh, equal to the original one.
+//
+// It applies the HTTP client's Timeout to each request as a context
+// deadline that ends when the body is read to its end or closed:
+// golang.org/x/oauth2 reads some answers without closing them, which with
+// http.Client.Timeout would leave the timer running.
+type transport struct {
 	base     http.RoundTripper
+	timeout  time.Duration
 	tokenURL string
 	scope    string
 }
 
-func (t *scopeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method != http.MethodPost || req.Body == nil || t.scope == "" || req.URL.String() != t.tokenURL {
-		return t.base.RoundTrip(req)
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(req.Context(), t.timeout)
+	req = req.WithContext(ctx)
+	if req.Method == http.MethodPost && req.Body != nil && t.scope != "" && req.URL.String() == t.tokenURL {
+		r2, err := t.addScope(req)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		req = r2
 	}
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelBody{rc: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+func (t *transport) addScope(req *http.Request) (*http.Request, error) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxFormBody+1))
 	req.Body.Close()
 	if err != nil {
@@ -143,5 +170,25 @@ func (t *scopeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r2.Body = io.NopCloser(bytes.NewReader(body))
 	r2.ContentLength = int64(len(body))
 	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	return t.base.RoundTrip(r2)
+	return r2, nil
+}
+
+// cancelBody ends a request's context at the body's end or Close.
+type cancelBody struct {
+	rc     io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.cancel()
+	}
+	return n, err
+}
+
+func (b *cancelBody) Close() error {
+	err := b.rc.Close()
+	b.cancel()
+	return err
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // DevicePrompt is what the user must see to approve a device login
@@ -33,7 +35,13 @@ func (c *Client) DeviceLogin(ctx context.Context, prompt func(DevicePrompt) erro
 	if err != nil {
 		return Token{}, err
 	}
-	da, err := oc.DeviceAuth(octx)
+	// RFC 8628 §3.1: a confidential client authenticates here as at the
+	// token endpoint; golang.org/x/oauth2 sends only client_id.
+	var authOpts []oauth2.AuthCodeOption
+	if secret != "" {
+		authOpts = append(authOpts, oauth2.SetAuthURLParam("client_secret", secret))
+	}
+	da, err := oc.DeviceAuth(octx, authOpts...)
 	if err != nil {
 		return Token{}, classify("requesting a device code", "", err, secret)
 	}

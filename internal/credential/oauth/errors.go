@@ -96,7 +96,8 @@ const maxDescription = 200
 
 // classify turns an error of golang.org/x/oauth2 or net/http into one of
 // this package's, with every secret in secrets removed from its text.
-// name is the account's config name for a LoginNeededError.
+// name is the account's config name for a LoginNeededError; it is empty
+// for the logins, where invalid_grant is about a code, not a stored grant.
 func classify(op, name string, err error, secrets ...string) error {
 	if err == nil {
 		return nil
@@ -110,7 +111,7 @@ func classify(op, name string, err error, secrets ...string) error {
 		desc := clean(re.ErrorDescription, secrets)
 		code := clean(re.ErrorCode, secrets)
 		switch {
-		case code == "invalid_grant":
+		case code == "invalid_grant" && name != "":
 			reason := "the server rejected the refresh token: invalid_grant"
 			if desc != "" {
 				reason += ": " + desc
