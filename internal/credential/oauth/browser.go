@@ -42,6 +42,12 @@ type BrowserOptions struct {
 	// Port is the loopback port to listen on; 0 picks a free one. A fixed
 	// port is for the ssh -L recipe.
 	Port int
+	// RedirectHost is the host in the redirect URI: "127.0.0.1" (the
+	// default, RFC 8252 §8.3 prefers the IP literal) or "localhost" for an
+	// app registration that names http://localhost. The listener is on
+	// 127.0.0.1 either way; servers ignore the port of a loopback
+	// redirect (RFC 8252 §7.3).
+	RedirectHost string
 }
 
 // callbackResult is what the one redirect request said.
@@ -77,7 +83,16 @@ func (c *Client) BrowserLogin(parent context.Context, opts BrowserOptions) (Toke
 	if err != nil {
 		return Token{}, fmt.Errorf("listening for the browser redirect: %w", err)
 	}
-	redirect := "http://" + l.Addr().String() + "/"
+	host := "127.0.0.1"
+	switch opts.RedirectHost {
+	case "", host:
+	case "localhost":
+		host = "localhost"
+	default:
+		l.Close()
+		return Token{}, fmt.Errorf("browser login: redirect host %q is not 127.0.0.1 or localhost", opts.RedirectHost)
+	}
+	redirect := "http://" + net.JoinHostPort(host, strconv.Itoa(l.Addr().(*net.TCPAddr).Port)) + "/"
 	state, err := randomString()
 	if err != nil {
 		l.Close()

@@ -2,6 +2,7 @@ package oauth_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -697,4 +698,35 @@ func TestRefreshSendsScope(t *testing.T) {
 			t.Errorf("refresh request %v", last)
 		}
 	})
+}
+
+func TestBrowserLoginLocalhostRedirect(t *testing.T) {
+	s := oauthtest.Start(t, serverOpts())
+	c := newClient(t, s, nil, &http.Client{Timeout: 5 * time.Second})
+	tok, err, redirect := browserLogin(t, s, c, oauth.BrowserOptions{NoBrowser: true, RedirectHost: "localhost"}, s.Approve)
+	if err != nil || !s.AccessTokenActive(tok.AccessToken) {
+		t.Fatalf("login: %v", err)
+	}
+	if !strings.HasPrefix(redirect, "http://localhost:") {
+		t.Errorf("redirect_uri %q", redirect)
+	}
+	if _, err := c.BrowserLogin(t.Context(), oauth.BrowserOptions{RedirectHost: "evil.example", Prompt: func(string) error { return nil }}); err == nil {
+		t.Error("a non-loopback redirect host was accepted")
+	}
+}
+
+func TestTokenJSONRoundTrip(t *testing.T) {
+	in := oauth.Token{AccessToken: "a", TokenType: "Bearer", RefreshToken: "r", Expiry: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out oauth.Token
+	if err := json.Unmarshal(b, &out); err != nil || out != in {
+		t.Errorf("round trip: %s -> %v, %v", b, out, err)
+	}
+	b, _ = json.Marshal(oauth.Token{RefreshToken: "r"})
+	if string(b) != `{"access_token":"","refresh_token":"r"}` {
+		t.Errorf("zero expiry marshals as %s", b)
+	}
 }
