@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -44,9 +43,6 @@ type Client struct {
 	http *http.Client
 	opts Options
 	log  *slog.Logger
-
-	mu   sync.Mutex
-	keys map[string]*keyState // per-key refresh state, see Source
 }
 
 // New checks cfg and returns a Client for it.
@@ -78,7 +74,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 	c.Transport = &transport{base: base, timeout: hc.Timeout, tokenURL: ep.tokenURL, scope: strings.Join(ep.scopes, " ")}
 	c.Timeout = 0
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Client{cfg: cfg, ep: ep, http: &c, opts: opts, log: log, keys: make(map[string]*keyState)}, nil
+	return &Client{cfg: cfg, ep: ep, http: &c, opts: opts, log: log}, nil
 }
 
 // Scopes returns the scopes the Client asks for.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -728,5 +729,99 @@ func TestTokenJSONRoundTrip(t *testing.T) {
 	b, _ = json.Marshal(oauth.Token{RefreshToken: "r"})
 	if string(b) != `{"access_token":"","refresh_token":"r"}` {
 		t.Errorf("zero expiry marshals as %s", b)
+	}
+}
+
+func TestSourceRefreshOnceAcrossClients(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := oauthtest.New(serverOpts())
+		store := &oauth.MemoryStore{}
+		tok := deviceLogin(t, s, newClient(t, s, store, nil))
+		tok.AccessToken = ""
+		_ = store.Save(t.Context(), "k", tok)
+		s.DelayTokenRequests(time.Second)
+		var wg sync.WaitGroup
+		for range 5 {
+			wg.Go(func() {
+				// A Client per poll, as a caller might make them.
+				src, _ := newClient(t, s, store, nil).Source("k", "work")
+				if _, err := src.Token(t.Context()); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if n := s.Stats().Refreshes; n != 1 {
+			t.Errorf("%d refreshes through 5 Clients of one store, want 1", n)
+		}
+	})
+}
+
+// staleStore answers the first Load with an old token, as a store would
+// that another process updated right after this one read it.
+type staleStore struct {
+	oauth.MemoryStore
+	mu    sync.Mutex
+	stale *oauth.Token
+}
+
+func (s *staleStore) Load(ctx context.Context, key string) (oauth.Token, error) {
+	s.mu.Lock()
+	st := s.stale
+	s.stale = nil
+	s.mu.Unlock()
+	if st != nil {
+		return *st, nil
+	}
+	return s.MemoryStore.Load(ctx, key)
+}
+
+func TestSourceRetriesWithATokenRotatedElsewhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := serverOpts()
+		opts.StrictRotation = true
+		s := oauthtest.New(opts)
+		store := &staleStore{}
+		c := newClient(t, s, store, nil)
+		old := deviceLogin(t, s, c)
+		old.AccessToken = ""
+		_ = store.Save(t.Context(), "k", old)
+		// "Another process" refreshes: the old refresh token is dead and
+		// the store holds the new pair.
+		src, _ := c.Source("k", "work")
+		newer, err := src.Token(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		newer.AccessToken = ""
+		_ = store.Save(t.Context(), "k", newer)
+		store.mu.Lock()
+		store.stale = &old
+		store.mu.Unlock()
+		got, err := src.Token(t.Context())
+		if err != nil || !s.AccessTokenActive(got.AccessToken) {
+			t.Fatalf("after a concurrent rotation: %v, %v", got, err)
+		}
+		if st := s.Stats(); st.Errors["invalid_grant"] != 1 || st.Refreshes != 2 {
+			t.Errorf("stats %+v: want one invalid_grant for the stale token, then a refresh with the stored one", st)
+		}
+	})
+}
+
+func TestUntrustedCertificateIsNotTemporary(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	store := &oauth.MemoryStore{}
+	_ = store.Save(t.Context(), "k", oauth.Token{RefreshToken: "rt-x"})
+	c, err := oauth.New(oauth.Config{Provider: "custom", ClientID: "id", TokenURL: srv.URL + "/token", DeviceAuthURL: srv.URL + "/d", Scopes: []string{"s"}},
+		oauth.Options{Store: store, HTTPClient: &http.Client{Timeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := c.Source("k", "work")
+	_, err = src.Token(t.Context())
+	var temp interface{ Temporary() bool }
+	if err == nil || (errors.As(err, &temp) && temp.Temporary()) || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("untrusted certificate: %v, want a permanent certificate error", err)
 	}
 }

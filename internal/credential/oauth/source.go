@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -13,37 +15,66 @@ import (
 // refreshed before it is handed out, so it cannot expire mid-login.
 const RefreshMargin = 60 * time.Second
 
-// keyState serializes the refreshes of one key within a Client.
+// keyState serializes the refreshes of one key of one store within the
+// process, whichever Client they go through.
 type keyState struct {
 	// sem holds one token while a Source of this key loads, refreshes or
 	// saves; a channel rather than a mutex so waiting honours ctx.
 	sem chan struct{}
-	// rejected is an access token a server refused although it looked
-	// valid (Invalidate): it is refreshed before it is handed out again.
-	// Guarded by Client.mu, since Invalidate does not wait for sem.
-	rejected string
 	// unsaved is a refreshed token whose Save failed. Its refresh token
 	// may be the only one the server still accepts, so it is saved again
 	// before anything else, and its access token is not handed out until
-	// that worked.
+	// that worked. Guarded by sem.
 	unsaved *Token
+
+	mu sync.Mutex // guards rejected: Invalidate does not wait for sem
+	// rejected is an access token a server refused although it looked
+	// valid (Invalidate): it is refreshed before it is handed out again.
+	rejected string
 }
 
-func (c *Client) state(key string) *keyState {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st, ok := c.keys[key]
+// stateKey names a key of a store.
+type stateKey struct {
+	store any
+	key   string
+}
+
+// states holds the keyState of every key of every store in the process, so
+// that Clients made per poll still never refresh one key twice at once.
+var states struct {
+	mu sync.Mutex
+	m  map[stateKey]*keyState
+}
+
+func stateOf(store TokenStore, key string) *keyState {
+	var sk stateKey
+	if reflect.TypeOf(store).Comparable() {
+		sk = stateKey{store: store, key: key}
+	} else {
+		// A store that cannot be a map key (a struct value with a slice,
+		// say): one state per store type and key, which only serializes
+		// more than needed.
+		sk = stateKey{store: reflect.TypeOf(store), key: key}
+	}
+	states.mu.Lock()
+	defer states.mu.Unlock()
+	if states.m == nil {
+		states.m = make(map[stateKey]*keyState)
+	}
+	st, ok := states.m[sk]
 	if !ok {
 		st = &keyState{sem: make(chan struct{}, 1)}
-		c.keys[key] = st
+		states.m[sk] = st
 	}
 	return st
 }
 
 // Source hands out access tokens of one key, refreshing them through the
-// Client's TokenStore. Sources of the same key from the same Client share
-// their state, so their refreshes never overlap. (Two processes sharing a
-// store are not serialized here.)
+// Client's TokenStore. All Sources of the same key and store in the
+// process share their state, so their refreshes never overlap. Two
+// processes sharing a store are not serialized; when one of them rotated
+// the refresh token under the other, the other's invalid_grant is followed
+// by one retry with the token now stored.
 type Source struct {
 	c         *Client
 	key, name string
@@ -57,7 +88,7 @@ func (c *Client) Source(key, name string) (*Source, error) {
 	if c.opts.Store == nil {
 		return nil, errors.New("oauth: a token source needs Options.Store")
 	}
-	return &Source{c: c, key: key, name: name, st: c.state(key)}, nil
+	return &Source{c: c, key: key, name: name, st: stateOf(c.opts.Store, key)}, nil
 }
 
 // Token returns a token whose access token is valid for at least
@@ -89,9 +120,9 @@ func (s *Source) Token(ctx context.Context) (Token, error) {
 	if err != nil {
 		return Token{}, fmt.Errorf("loading the oauth2 token of %s: %w", s.name, err)
 	}
-	s.c.mu.Lock()
+	s.st.mu.Lock()
 	forced := tok.AccessToken != "" && tok.AccessToken == s.st.rejected
-	s.c.mu.Unlock()
+	s.st.mu.Unlock()
 	if !forced && !tok.expiresWithin(time.Now(), RefreshMargin) {
 		return tok, nil
 	}
@@ -99,6 +130,20 @@ func (s *Source) Token(ctx context.Context) (Token, error) {
 		return Token{}, &LoginNeededError{Name: s.name, Reason: "the access token expired and no refresh token is stored"}
 	}
 	fresh, err := s.refresh(ctx, tok)
+	if errors.Is(err, ErrLoginNeeded) {
+		// Another process may have rotated the refresh token since the
+		// Load: then the store holds a newer one, which gets one try.
+		cur, lerr := store.Load(ctx, s.key)
+		if lerr != nil || cur.RefreshToken == "" || cur.RefreshToken == tok.RefreshToken {
+			return Token{}, err
+		}
+		s.c.log.Info("oauth2 refresh token was replaced meanwhile; using the stored one", "account", s.name)
+		if !cur.expiresWithin(time.Now(), RefreshMargin) && cur.AccessToken != s.rejectedToken() {
+			return cur, nil
+		}
+		tok = cur
+		fresh, err = s.refresh(ctx, tok)
+	}
 	if err != nil {
 		return Token{}, err
 	}
@@ -108,11 +153,11 @@ func (s *Source) Token(ctx context.Context) (Token, error) {
 		s.st.unsaved = &fresh
 		return Token{}, fmt.Errorf("saving the refreshed oauth2 token of %s: %w", s.name, err)
 	}
-	s.c.mu.Lock()
+	s.st.mu.Lock()
 	if s.st.rejected == tok.AccessToken {
 		s.st.rejected = ""
 	}
-	s.c.mu.Unlock()
+	s.st.mu.Unlock()
 	s.c.log.Info("oauth2 token refreshed", "account", s.name, "forced", forced,
 		"rotated", fresh.RefreshToken != tok.RefreshToken, "expiry", fresh.Expiry)
 	return fresh, nil
@@ -154,9 +199,15 @@ func (s *Source) Invalidate(accessToken string) {
 	if accessToken == "" {
 		return
 	}
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	s.st.rejected = accessToken
+}
+
+func (s *Source) rejectedToken() string {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	return s.st.rejected
 }
 
 // TokenSource adapts s to golang.org/x/oauth2, for code that wants one
