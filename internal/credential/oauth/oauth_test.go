@@ -825,3 +825,16 @@ func TestUntrustedCertificateIsNotTemporary(t *testing.T) {
 		t.Errorf("untrusted certificate: %v, want a permanent certificate error", err)
 	}
 }
+
+func TestPromptWriters(t *testing.T) {
+	var b strings.Builder
+	err := oauth.WriteDevicePrompt(&b)(oauth.DevicePrompt{VerificationURI: "https://microsoft.com/devicelogin", UserCode: "ABCD-EFGH", Expiry: time.Now().Add(15 * time.Minute)})
+	if err != nil || b.String() != "To sign in, open https://microsoft.com/devicelogin and enter the code ABCD-EFGH (valid for 15m0s).\n" {
+		t.Errorf("device prompt %q, %v", b.String(), err)
+	}
+	b.Reset()
+	u := "https://idp.example/auth?redirect_uri=" + url.QueryEscape("http://127.0.0.1:41234/") + "&state=x"
+	if err := oauth.WriteAuthURL(&b)(u); err != nil || !strings.Contains(b.String(), u) || !strings.Contains(b.String(), "ssh -L 41234:127.0.0.1:41234") {
+		t.Errorf("auth URL prompt %q, %v", b.String(), err)
+	}
+}
