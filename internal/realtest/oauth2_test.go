@@ -262,8 +262,12 @@ func TestDovecotOAuth2RefreshAndRotation(t *testing.T) {
 	for i := range 3 {
 		waitInactive(t, e.s, prev.AccessToken)
 		mech := []string{pop3.MechXOAUTH2, pop3.MechOAUTHBEARER}[i%2]
-		if err := e.pop3Login(t, mech, prev.AccessToken); err == nil {
-			t.Fatalf("round %d: dovecot accepted an expired token", i)
+		// The rejection a caller turns into Invalidate and one retry:
+		// -ERR [AUTH] after the SASL exchange (RFC 3206 §4).
+		err := e.pop3Login(t, mech, prev.AccessToken)
+		var pe *pop3.Error
+		if !errors.As(err, &pe) || pe.Command != "AUTH" || pe.Code != "AUTH" {
+			t.Fatalf("round %d: expired token: %v, want -ERR [AUTH] to AUTH", i, err)
 		}
 		tok, err := src.Token(t.Context())
 		if err != nil {
