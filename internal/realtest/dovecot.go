@@ -59,6 +59,9 @@ type DovecotOptions struct {
 	// "pop3_lock_session = yes" or "login_greeting = hello". A setting
 	// given here overrides the generated one.
 	Config string
+	// OAuth2 adds Dovecot's oauth2 passdb (XOAUTH2 and OAUTHBEARER,
+	// tokens checked by introspection); see oauth2.go.
+	OAuth2 *OAuth2Passdb
 }
 
 // Dovecot is a running private Dovecot instance with one mailbox.
@@ -169,6 +172,9 @@ func (o *DovecotOptions) fill() error {
 	}
 	if o.User != strings.ToLower(o.User) {
 		return fmt.Errorf("user %q is not lower case", o.User)
+	}
+	if err := o.fillOAuth2(); err != nil {
+		return err
 	}
 	for _, m := range o.Mechanisms {
 		if m == "" || strings.Trim(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
@@ -294,6 +300,9 @@ func (d *Dovecot) configure(pickPort func() (int, error)) error {
 		d.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
 	}
 	d.configFile = filepath.Join(d.Dir, "dovecot.conf")
+	if err := d.writeOAuth2Config(); err != nil {
+		return err
+	}
 	return d.writeFile(d.configFile, []byte(d.config(ports)), 0o600)
 }
 
@@ -341,6 +350,7 @@ func (d *Dovecot) config(ports []int) string {
 	p("# A wrong password answers at once instead of after 2s.")
 	p("auth_failure_delay = 0")
 	p("auth_verbose = yes")
+	d.oauth2Passdb(p)
 	p("passdb {")
 	p("  driver = passwd-file")
 	p("  args = scheme=PLAIN username_format=%%u %s/passwd", dir)
