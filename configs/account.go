@@ -3,6 +3,8 @@ package configs
 import (
 	"sort"
 
+	"popsync/internal/credential"
+
 	"popsync/state"
 )
 
@@ -183,7 +185,7 @@ func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
 	}
 
 	d.passwords(a, r, def)
-	a.PasswordCommandTimeout = or(pick(r.passwordCommandTimeout, def.passwordCommandTimeout), Duration(DefaultPasswordCommandTimeout))
+	a.Password.Timeout = or(pick(r.passwordCommandTimeout, def.passwordCommandTimeout), Duration(DefaultPasswordCommandTimeout)).D()
 	a.Auth = or(pick(r.auth, def.auth), DefaultAuth)
 
 	keep, deleteAfter := pick(r.keep, def.keep), pick(r.deleteAfter, def.deleteAfter)
@@ -244,10 +246,8 @@ func (d *decoder) passwords(a *Account, r, def *rawAccount) {
 			d.problem(g.w, "only one password source may be given, and %s is set on line %d", gs[0].key, d.pos.line(gs[0].w.path))
 		}
 	}
-	a.Password = or(src.password, "")
-	a.PasswordFile = or(src.passwordFile, "")
-	a.PasswordCommand = append([]string(nil), or(src.passwordCommand, nil)...)
-	a.PasswordEnv = or(src.passwordEnv, "")
+	a.Password = credential.Source{Key: "password", Literal: or(src.password, ""), File: or(src.passwordFile, ""),
+		Command: append([]string(nil), or(src.passwordCommand, nil)...), Env: or(src.passwordEnv, "")}
 }
 
 // keyHints says, for a key that is unknown where it was written, where it

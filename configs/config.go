@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"popsync/internal/credential"
 	"popsync/state"
 )
 
@@ -92,13 +93,9 @@ type Account struct {
 	TLSFingerprint string // SHA-256 of the server certificate, 64 lowercase hex digits without colons; "" = not pinned
 	TLSServerName  string // name to verify the certificate against; "" = Host
 
-	User                   string
-	Password               Secret   // at most one of Password, PasswordFile,
-	PasswordFile           string   // PasswordCommand and PasswordEnv is set;
-	PasswordCommand        []string // see Account.Secret
-	PasswordEnv            string
-	PasswordCommandTimeout Duration
-	Auth                   string // one of the Auth* constants
+	User     string
+	Password credential.Source // keys password, password_file, _command, _env; see Account.Secret
+	Auth     string            // one of the Auth* constants
 
 	Keep        bool     // leave messages on the server after delivery
 	DeleteAfter Duration // with Keep: delete this long after delivery; 0 = never

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"popsync/internal/credential"
 )
 
 // The file is decoded by BurntSushi/toml into a generic tree and then walked
@@ -161,7 +163,7 @@ func (d *decoder) decode(data []byte) *Config {
 
 	if d.literalPassword && d.mode.Perm()&0o077 != 0 {
 		d.probs.add(Problem{Msg: fmt.Sprintf("holds a password but is readable by others (mode %04o); run: chmod 600 %s",
-			d.mode.Perm(), shellQuote(d.abs))})
+			d.mode.Perm(), credential.ShellQuote(d.abs))})
 	}
 	return cfg
 }
@@ -669,12 +671,4 @@ func (d *decoder) resolve(p string) (string, error) {
 		return filepath.Clean(p), nil
 	}
 	return filepath.Join(d.dir, p), nil
-}
-
-// shellQuote quotes s for a POSIX shell when it needs it.
-func shellQuote(s string) string {
-	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+,:@%") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"popsync/internal/credential"
 )
 
 // Delivery kinds, as returned by Deliver.Kind. Each is also the key that
@@ -49,13 +51,15 @@ type MaildirTarget struct {
 
 // SMTPTarget reinjects into an MTA over SMTP (key smtp).
 type SMTPTarget struct {
-	Addr     string   // "host:port"
-	Rcpt     []string // envelope recipients
-	From     string   // envelope sender; "" = the null sender
-	Helo     string   // name to greet with; "" = the host name
-	TLS      string   // TLSImplicit, TLSStartTLS or TLSNone
-	User     string   // AUTH user; "" = no AUTH
-	Password Secret
+	Addr string   // "host:port"
+	Rcpt []string // envelope recipients
+	From string   // envelope sender; "" = the null sender
+	Helo string   // name to greet with; "" = the host name
+	TLS  string   // TLSImplicit, TLSStartTLS or TLSNone
+	User string   // AUTH user; "" = no AUTH
+	// Password is the AUTH password: keys smtp_password, smtp_password_file,
+	// smtp_password_command, smtp_password_env.
+	Password credential.Source
 }
 
 // LMTPTarget hands messages to an LMTP server (key lmtp), such as Dovecot.
@@ -164,7 +168,8 @@ type deliverKind struct {
 
 var deliverKinds = []deliverKind{
 	{KindMaildir, nil, false, buildMaildir},
-	{KindSMTP, []string{"rcpt", "from", "helo", "smtp_tls", "smtp_user", "smtp_password"}, true, buildSMTP},
+	{KindSMTP, []string{"rcpt", "from", "helo", "smtp_tls", "smtp_user",
+		"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env"}, true, buildSMTP},
 	{KindLMTP, []string{"rcpt", "from", "helo"}, true, buildLMTP},
 	{KindMDA, []string{"from"}, true, buildMDA},
 }
@@ -188,6 +193,9 @@ type rawDeliver struct {
 	rcpt                          val[[]string]
 	from, helo, smtpTLS, smtpUser val[string]
 	smtpPassword                  val[Secret]
+	smtpPasswordFile              val[string]
+	smtpPasswordCommand           val[[]string]
+	smtpPasswordEnv               val[string]
 	quarantine, onReject          val[string]
 }
 
@@ -205,8 +213,15 @@ var deliverFields = map[string]deliverField{
 	"smtp_tls":      func(d *decoder, r *rawDeliver, x any, w where) { r.smtpTLS = get(d.enum(tlsModes...), x, w) },
 	"smtp_user":     func(d *decoder, r *rawDeliver, x any, w where) { r.smtpUser = get(d.nonEmpty, x, w) },
 	"smtp_password": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPassword = get(d.secret, x, w) },
-	"quarantine":    func(d *decoder, r *rawDeliver, x any, w where) { r.quarantine = get(d.path, x, w) },
-	"on_reject":     func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
+	"smtp_password_file": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.smtpPasswordFile = get(d.path, x, w)
+	},
+	"smtp_password_command": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.smtpPasswordCommand = get(d.command, x, w)
+	},
+	"smtp_password_env": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPasswordEnv = get(d.envName, x, w) },
+	"quarantine":        func(d *decoder, r *rawDeliver, x any, w where) { r.quarantine = get(d.path, x, w) },
+	"on_reject":         func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
 }
 
 // delivers reads an array of deliver tables; header is how the user writes
@@ -275,7 +290,8 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 
 	ok := true
 	for _, v := range []bool{r.maildir.bad, r.smtp.bad, r.lmtp.bad, r.mda.bad, r.rcpt.bad, r.from.bad, r.helo.bad,
-		r.smtpTLS.bad, r.smtpUser.bad, r.smtpPassword.bad, r.quarantine.bad, r.onReject.bad} {
+		r.smtpTLS.bad, r.smtpUser.bad, r.smtpPassword.bad, r.smtpPasswordFile.bad, r.smtpPasswordCommand.bad,
+		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad} {
 		if v {
 			ok = false
 		}
@@ -320,13 +336,26 @@ func buildLMTP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
 // loopback address, since the password would travel in clear text.
 func buildSMTP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
 	t := &SMTPTarget{Addr: r.smtp.v, Rcpt: r.rcpt.v, From: r.from.v, Helo: r.helo.v,
-		TLS: r.smtpTLS.v, User: r.smtpUser.v, Password: r.smtpPassword.v}
+		TLS: r.smtpTLS.v, User: r.smtpUser.v, Password: credential.Source{Key: "smtp_password",
+			Literal: r.smtpPassword.v, File: r.smtpPasswordFile.v, Command: r.smtpPasswordCommand.v,
+			Env: r.smtpPasswordEnv.v}}
 	ok := d.needRcpt(r, w, KindSMTP)
-	if r.smtpUser.set != r.smtpPassword.set {
-		if r.smtpUser.set {
-			d.problem(r.smtpUser.w, "needs smtp_password too")
-		} else {
-			d.problem(r.smtpPassword.w, "needs smtp_user too")
+	var sources []string
+	for _, k := range []string{"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env"} {
+		if _, set := r.set[k]; set {
+			sources = append(sources, k)
+		}
+	}
+	switch {
+	case r.smtpUser.set && len(sources) == 0:
+		d.problem(r.smtpUser.w, "needs smtp_password too (or smtp_password_file, smtp_password_command or smtp_password_env)")
+		ok = false
+	case !r.smtpUser.set && len(sources) > 0:
+		d.problem(r.set[sources[0]], "needs smtp_user too")
+		ok = false
+	case len(sources) > 1:
+		for _, k := range sources[1:] {
+			d.problem(r.set[k], "only one AUTH password source may be given, and %s is set on line %d", sources[0], d.pos.line(r.set[sources[0]].path))
 		}
 		ok = false
 	}

@@ -65,7 +65,7 @@ maildir = "/m"
 	if l, ok := ds[3].Target.(*LMTPTarget); !ok || l.Addr != "unix:/run/dovecot/lmtp" || ds[4].Quarantine != "/var/quarantine" {
 		t.Errorf("lmtp %+v quarantine %q", ds[3].Target, ds[4].Quarantine)
 	}
-	if s := ds[1].Target.(*SMTPTarget); s.User != "me" || s.Password.Reveal() != "p" || s.Rcpt[0] != "me@example.net" {
+	if s := ds[1].Target.(*SMTPTarget); s.User != "me" || s.Password.Literal.Reveal() != "p" || s.Rcpt[0] != "me@example.net" {
 		t.Errorf("smtp with auth: %+v", s)
 	}
 	if m := ds[4].Target.(*MDATarget); len(m.Command) != 3 || m.Command[2] != "me" {
@@ -103,6 +103,32 @@ func TestIsLoopbackHostPort(t *testing.T) {
 	} {
 		if got := isLoopbackHostPort(hp); got != want {
 			t.Errorf("isLoopbackHostPort(%q) = %v, want %v", hp, got, want)
+		}
+	}
+}
+
+// TestSMTPPasswordSources: smtp_password has the password family of an
+// account: one of a literal, a file, a command or an environment variable,
+// and only with smtp_user.
+func TestSMTPPasswordSources(t *testing.T) {
+	const head = "[[account]]\nname = \"home\"\nhost = \"pop.example.net\"\nuser = \"me\"\npassword_command = [\"pw\"]\n[[account.deliver]]\nsmtp = \"127.0.0.1:25\"\nrcpt = [\"me\"]\n"
+	c := mustParse(t, head+"smtp_user = \"relay\"\nsmtp_password_command = [\"pass\", \"relay\"]\n")
+	s := c.Accounts[0].Deliver[0].Target.(*SMTPTarget)
+	if s.Password.Key != "smtp_password" || len(s.Password.Command) != 2 || s.Password.Command[1] != "relay" {
+		t.Errorf("smtp_password_command: %+v", s.Password)
+	}
+	c = mustParse(t, head+"smtp_user = \"relay\"\nsmtp_password_file = \"pw\"\n")
+	if f := c.Accounts[0].Deliver[0].Target.(*SMTPTarget).Password.File; f != "/etc/popsync/pw" {
+		t.Errorf("smtp_password_file resolved to %q", f)
+	}
+	for src, want := range map[string]string{
+		"smtp_user = \"relay\"\nsmtp_password = \"x\"\nsmtp_password_env = \"PW\"\n": ":11: account \"home\": key \"deliver.smtp_password_env\": only one AUTH password source may be given, and smtp_password is set on line 10",
+		"smtp_password_env = \"PW\"\n": ":9: account \"home\": key \"deliver.smtp_password_env\": needs smtp_user too",
+		"smtp_user = \"relay\"\n":      ":9: account \"home\": key \"deliver.smtp_user\": needs smtp_password too",
+	} {
+		_, err := Parse([]byte(head+src), "/etc/popsync/config.toml", 0o600)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v\nwant %s", src, err, want)
 		}
 	}
 }

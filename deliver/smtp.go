@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"popsync/internal/credential"
 )
 
 // TLS modes of an SMTP target (the config key smtp_tls).
@@ -53,7 +55,10 @@ type SMTPOptions struct {
 	From string
 	// User and Password, when User is set, authenticate with AUTH PLAIN
 	// (RFC 4616), only over TLS or to a loopback or Unix socket address.
-	User, Password string
+	// The password is got for each new session; one the server refuses
+	// (RFC 4954 §6: 535) is invalidated.
+	User     string
+	Password credential.Credential
 	// CommandTimeout bounds the dial and the wait for each reply;
 	// default DefaultCommandTimeout.
 	CommandTimeout time.Duration
@@ -124,6 +129,9 @@ func newSMTP(opts SMTPOptions, lmtp bool) (*SMTP, error) {
 	t := &SMTP{opts: opts, lmtp: lmtp, name: kind + " " + opts.Addr, live: make(map[*smtpDelivery]struct{})}
 	bad := func(format string, args ...any) (*SMTP, error) {
 		return nil, fmt.Errorf("%s: %s", t.name, fmt.Sprintf(format, args...))
+	}
+	if opts.User != "" && opts.Password == nil {
+		return bad("AUTH user %q without a password", opts.User)
 	}
 	t.network, t.addr = "tcp", opts.Addr
 	host := ""
@@ -324,7 +332,19 @@ func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error)
 			c.Close()
 			return nil, t.failure(StageAuth, ErrNoAuth)
 		}
-		if err := c.Auth(sasl.NewPlainClient("", t.opts.User, t.opts.Password)); err != nil {
+		pw, err := t.opts.Password.Secret(ctx)
+		if err != nil {
+			// Not the message's fault, nor for good: it stays on the
+			// server for the next poll.
+			c.Close()
+			return nil, &DeliveryError{Target: t.name, Stage: StageAuth, Temporary: true,
+				Err: fmt.Errorf("getting the AUTH password: %w", err)}
+		}
+		if err := c.Auth(sasl.NewPlainClient("", t.opts.User, pw)); err != nil {
+			var se *smtp.SMTPError
+			if errors.As(err, &se) && se.Code == 535 {
+				t.opts.Password.Invalidate(pw)
+			}
 			c.Close()
 			return nil, t.failure(StageAuth, err)
 		}

@@ -26,6 +26,7 @@ import (
 
 	"popsync/deliver"
 	"popsync/deliver/delivertest"
+	"popsync/internal/credential"
 )
 
 // send delivers msg through tg in one Write and returns the first error of
@@ -546,7 +547,7 @@ func TestSMTPRefused(t *testing.T) {
 // a target-wide temporary failure, not a verdict on the message.
 func TestSMTPNoAuthOffered(t *testing.T) {
 	m := newTCPMTA(t, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: "p"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: credential.Literal("p")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	var de *deliver.DeliveryError
 	if !errors.As(err, &de) || !de.Temporary || de.Stage != deliver.StageAuth || !errors.Is(err, deliver.ErrNoAuth) {
@@ -743,7 +744,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 				})
 			})
 			tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, TLS: mode, TLSConfig: &tls.Config{RootCAs: pool},
-				User: "me", Password: "secret"})
+				User: "me", Password: credential.Literal("secret")})
 			if err := tg.Check(context.Background()); err != nil {
 				t.Fatalf("Check: %v", err)
 			}
@@ -770,7 +771,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 func TestSMTPInsecureAuth(t *testing.T) {
 	l := newPipeListener()
 	m := startMTA(t, l, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: "secret"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: credential.Literal("secret")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	if !errors.Is(err, deliver.ErrInsecureAuth) || !deliver.IsTemporary(err) {
 		t.Fatalf("Begin: %v, want ErrInsecureAuth", err)

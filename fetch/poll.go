@@ -32,6 +32,7 @@ import (
 	"popsync/configs"
 	"popsync/deliver"
 	"popsync/fetch/pop3"
+	"popsync/internal/credential"
 	"popsync/state"
 )
 
@@ -76,6 +77,10 @@ type Options struct {
 	Dial func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error)
 	// OpenTarget builds one delivery target; nil means OpenTarget.
 	OpenTarget func(a *configs.Account, d configs.Deliver) (deliver.Target, error)
+	// Credential returns what an account logs in with; nil means its
+	// password source (configs.Account.Password). An OAuth2 account's is
+	// credential.FromTokens of its token source.
+	Credential func(a *configs.Account) (credential.Credential, error)
 	Now        func() time.Time
 	Hostname   string // for the Received: header; default os.Hostname
 	DryRun     bool   // report what would be fetched and deleted; change nothing
@@ -131,10 +136,31 @@ func (o *Options) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// credential returns what the account logs in with.
+func (o *Options) credential(a *configs.Account) (credential.Credential, error) {
+	if o.Credential == nil {
+		return a.Password, nil
+	}
+	return o.Credential(a)
+}
+
+// secret returns the secret the account logs in with now, and its
+// Credential, to invalidate it if the server refuses it.
+func (o *Options) secret(ctx context.Context, a *configs.Account) (string, credential.Credential, error) {
+	cred, err := o.credential(a)
+	if err == nil {
+		var s string
+		if s, err = cred.Secret(ctx); err == nil {
+			return s, cred, nil
+		}
+	}
+	return "", nil, fmt.Errorf("account %q: %w", a.Name, err)
+}
+
 // login connects and logs in.
 func (p *pollRun) login(ctx context.Context) (*pop3.Client, error) {
 	a := p.a
-	secret, err := a.Secret(ctx)
+	secret, cred, err := p.o.secret(ctx, a)
 	if err != nil {
 		return nil, err
 	}
@@ -144,9 +170,21 @@ func (p *pollRun) login(ctx context.Context) (*pop3.Client, error) {
 	}
 	if err := c.Auth(ctx, a.Auth, a.User, secret); err != nil {
 		c.Close()
+		if refused(err) {
+			cred.Invalidate(secret)
+		}
 		return nil, fmt.Errorf("logging in to %s as %s: %w", a.Addr(), a.User, err)
 	}
 	return c, nil
+}
+
+// refused reports whether a failed login was the server refusing the
+// credentials (not a network failure, not a temporary refusal such as
+// IN-USE): then the secret is invalidated, so that an OAuth2 token is not
+// offered again.
+func refused(err error) bool {
+	var pe *pop3.Error
+	return errors.As(err, &pe) && !pe.Temporary()
 }
 
 // prepareLocal is the local work of a poll before it lists the server's

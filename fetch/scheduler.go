@@ -18,6 +18,7 @@ import (
 
 	"popsync/configs"
 	"popsync/fetch/pop3"
+	"popsync/internal/credential"
 )
 
 // The scheduler is popsync's daemon loop: it decides when each account is
@@ -657,11 +658,20 @@ func classify(err error) (outcome string, loginDelay bool) {
 	}
 	// Failures that only the user can fix: retrying often would not help
 	// and, for a server that counts failed logins, could lock the account.
-	for _, target := range []error{configs.ErrSecretUnavailable, pop3.ErrNoMechanism,
+	for _, target := range []error{pop3.ErrNoMechanism,
 		pop3.ErrPlaintextAuth, pop3.ErrTLSRequired, pop3.ErrCertificate, pop3.ErrFingerprintMismatch} {
 		if errors.Is(err, target) {
 			return OutcomeAuth, false
 		}
+	}
+	// A secret that could not be had for now (a password_command that
+	// timed out, a token endpoint that is down) is retried like a network
+	// failure; one that needs the user is not.
+	if credential.IsTemporary(err) {
+		return OutcomeError, false
+	}
+	if errors.Is(err, configs.ErrSecretUnavailable) {
+		return OutcomeAuth, false
 	}
 	return OutcomeError, false
 }

@@ -17,6 +17,7 @@ import (
 	"popsync/fetch"
 	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 	"popsync/internal/metrics"
 	"popsync/state"
 )
@@ -873,6 +874,7 @@ func TestOutcomeOf(t *testing.T) {
 		{fmt.Errorf("logging in: %w", &pop3.Error{Command: "APOP"}), fetch.OutcomeAuth},
 		{fmt.Errorf("listing: %w", &pop3.Error{Command: "UIDL"}), fetch.OutcomeError},
 		{fmt.Errorf("running password_command: %w", configs.ErrSecretUnavailable), fetch.OutcomeAuth},
+		{fmt.Errorf("account %q: %w", "a", &credential.TemporaryError{Err: fmt.Errorf("%w: password_command: no answer within 10s", configs.ErrSecretUnavailable)}), fetch.OutcomeError},
 		{fmt.Errorf("connecting: %w", pop3.ErrCertificate), fetch.OutcomeAuth},
 		{fmt.Errorf("connecting: %w", pop3.ErrNoMechanism), fetch.OutcomeAuth},
 		{errors.New("dial tcp: connection refused"), fetch.OutcomeError},
@@ -904,7 +906,7 @@ func TestPollReportAgainstFakeServer(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	acct := &configs.Account{Name: "fake", Host: host, Port: port, TLS: configs.TLSNone, User: "me",
-		Password: "pw", Auth: configs.AuthUser, Keep: true, Timeout: configs.Duration(10 * time.Second),
+		Password: credential.Literal("pw"), Auth: configs.AuthUser, Keep: true, Timeout: configs.Duration(10 * time.Second),
 		Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: filepath.Join(dir, "Maildir")}}}}
 	o := &fetch.Options{Store: st}
 
@@ -928,7 +930,7 @@ func TestPollReportAgainstFakeServer(t *testing.T) {
 		}
 	}
 	srv.SetFaults(pop3test.Faults{})
-	acct.Password = "wrong"
+	acct.Password = credential.Literal("wrong")
 	if rep := o.PollReport(t.Context(), acct); fetch.OutcomeOf(rep.Err) != fetch.OutcomeAuth {
 		t.Errorf("wrong password: outcome %q (%v)", fetch.OutcomeOf(rep.Err), rep.Err)
 	}

@@ -22,7 +22,7 @@ var openers = map[string]func(a *configs.Account, d configs.Deliver) (deliver.Ta
 	}),
 	configs.KindSMTP: opener(func(a *configs.Account, t *configs.SMTPTarget) (deliver.Target, error) {
 		return deliver.NewSMTP(deliver.SMTPOptions{Addr: t.Addr, TLS: t.TLS, Helo: t.Helo, Rcpt: t.Rcpt,
-			From: t.From, User: t.User, Password: t.Password.Reveal()})
+			From: t.From, User: t.User, Password: t.Password})
 	}),
 	configs.KindLMTP: opener(func(a *configs.Account, t *configs.LMTPTarget) (deliver.Target, error) {
 		// RFC 2033: LMTP is for local delivery; no STARTTLS here.
