@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"popsync/configs"
-	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/credential"
+	"popsync/schedule"
 )
 
 // fakeCredential hands out a scripted secret or error and records what was
@@ -43,8 +43,8 @@ func TestRefusedSecretIsInvalidated(t *testing.T) {
 	cred := &fakeCredential{secret: "not the password"}
 	e.opts.Credential = func(a *configs.Account) (credential.Credential, error) { return cred, nil }
 	r := e.poll()
-	if fetch.OutcomeOf(r.Err) != fetch.OutcomeAuth {
-		t.Fatalf("wrong secret: outcome %q (%v)", fetch.OutcomeOf(r.Err), r.Err)
+	if schedule.OutcomeOf(r.Err) != schedule.OutcomeAuth {
+		t.Fatalf("wrong secret: outcome %q (%v)", schedule.OutcomeOf(r.Err), r.Err)
 	}
 	if len(cred.invalidated) != 1 || cred.invalidated[0] != "not the password" {
 		t.Fatalf("invalidated %q, want the refused secret once", cred.invalidated)
@@ -65,12 +65,12 @@ func TestTemporarySecretFailureBacksOff(t *testing.T) {
 	e := newEnv(t, pop3test.SampleMessages(1, 52), pop3test.Config{})
 	cred := &fakeCredential{err: &credential.TemporaryError{Err: errors.New("token endpoint: 503 Service Unavailable")}}
 	e.opts.Credential = func(a *configs.Account) (credential.Credential, error) { return cred, nil }
-	if r := e.poll(); fetch.OutcomeOf(r.Err) != fetch.OutcomeError || !credential.IsTemporary(r.Err) {
-		t.Errorf("temporary secret failure: outcome %q (%v)", fetch.OutcomeOf(r.Err), r.Err)
+	if r := e.poll(); schedule.OutcomeOf(r.Err) != schedule.OutcomeError || !credential.IsTemporary(r.Err) {
+		t.Errorf("temporary secret failure: outcome %q (%v)", schedule.OutcomeOf(r.Err), r.Err)
 	}
 	cred.err = errors.Join(configs.ErrSecretUnavailable, errors.New("password_file: permission denied"))
-	if r := e.poll(); fetch.OutcomeOf(r.Err) != fetch.OutcomeAuth {
-		t.Errorf("lasting secret failure: outcome %q (%v)", fetch.OutcomeOf(r.Err), r.Err)
+	if r := e.poll(); schedule.OutcomeOf(r.Err) != schedule.OutcomeAuth {
+		t.Errorf("lasting secret failure: outcome %q (%v)", schedule.OutcomeOf(r.Err), r.Err)
 	}
 	if n := e.srv.Stats().Logins; n != 0 {
 		t.Errorf("%d logins without a secret", n)

@@ -20,6 +20,7 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/fetch/pop3"
+	"popsync/schedule"
 	"popsync/state"
 )
 
@@ -262,15 +263,15 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		byID[s.Account.Canonical()] = s
 	}
 	type row struct {
-		Account     string             `json:"account"`
-		Schedule    string             `json:"schedule"`
-		LastPoll    time.Time          `json:"last_poll,omitzero"`
-		LastSuccess time.Time          `json:"last_success,omitzero"`
-		LastError   string             `json:"last_error,omitempty"`
-		LastErrorAt time.Time          `json:"last_error_at,omitzero"`
-		Seen        int                `json:"seen"`
-		Pending     int                `json:"pending"`
-		Daemon      *fetch.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+		Account     string                `json:"account"`
+		Schedule    string                `json:"schedule"`
+		LastPoll    time.Time             `json:"last_poll,omitzero"`
+		LastSuccess time.Time             `json:"last_success,omitzero"`
+		LastError   string                `json:"last_error,omitempty"`
+		LastErrorAt time.Time             `json:"last_error_at,omitzero"`
+		Seen        int                   `json:"seen"`
+		Pending     int                   `json:"pending"`
+		Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
 	}
 	plan := daemonPlan(cfg.State)
 	rows := make([]row, 0, len(cfg.Accounts))

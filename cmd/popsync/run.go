@@ -24,6 +24,7 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/internal/metrics"
+	"popsync/schedule"
 	"popsync/state"
 )
 
@@ -88,10 +89,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	d.cfg.Store(cfg)
 	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth,
 		QuietFailures: true, QuarantineDir: quarantineDir(cfg)}
-	d.sched, err = fetch.NewScheduler(fetch.SchedulerOptions{
+	d.sched, err = schedule.New(schedule.Options{
 		Poll:    poll.PollReport,
 		Logger:  log,
-		Metrics: fetch.NewMetrics(d.reg),
+		Metrics: schedule.NewMetrics(d.reg),
 		OnPlan:  d.writePlan,
 	}, settings(cfg))
 	if err != nil {
@@ -131,8 +132,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // settings are the parts of a config the scheduler takes.
-func settings(cfg *configs.Config) fetch.Settings {
-	return fetch.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
+func settings(cfg *configs.Config) schedule.Settings {
+	return schedule.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
 		ShutdownGrace: cfg.Daemon.ShutdownGrace.D()}
 }
 
@@ -141,7 +142,7 @@ type daemon struct {
 	log      *slog.Logger
 	cfg      atomic.Pointer[configs.Config] // the running config; replaced by a good reload
 	store    state.Store
-	sched    *fetch.Scheduler
+	sched    *schedule.Scheduler
 	reg      *metrics.Registry
 	reloads  *metrics.Vec
 	planPath string
@@ -304,16 +305,16 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 
 // planFile is the content of the schedule file (planPath).
 type planFile struct {
-	PID      int                 `json:"pid"`
-	Written  time.Time           `json:"written"`
-	Accounts []fetch.PlannedPoll `json:"accounts"`
+	PID      int                    `json:"pid"`
+	Written  time.Time              `json:"written"`
+	Accounts []schedule.PlannedPoll `json:"accounts"`
 }
 
 // writePlan replaces the plan file. The file is a hint for `status`, not
 // state: it is renamed into place so a reader never sees half of it, but
 // not fsynced, and a failure to write it is logged once and otherwise
 // ignored.
-func (d *daemon) writePlan(plan []fetch.PlannedPoll) {
+func (d *daemon) writePlan(plan []schedule.PlannedPoll) {
 	err := writeFileAtomic(d.planPath, planFile{PID: os.Getpid(), Written: time.Now().UTC(), Accounts: plan})
 	switch {
 	case err != nil && err.Error() != d.planErr:
@@ -349,7 +350,7 @@ func writeFileAtomic(path string, v any) error {
 
 // daemonPlan returns the plan of the daemon running on the state st, by
 // account name; nil when no daemon runs there.
-func daemonPlan(st configs.State) map[string]fetch.PlannedPoll {
+func daemonPlan(st configs.State) map[string]schedule.PlannedPoll {
 	b, err := os.ReadFile(planPath(st))
 	if err != nil {
 		return nil
@@ -358,7 +359,7 @@ func daemonPlan(st configs.State) map[string]fetch.PlannedPoll {
 	if json.Unmarshal(b, &pf) != nil || !processAlive(pf.PID) {
 		return nil // left behind by a daemon that was killed
 	}
-	out := make(map[string]fetch.PlannedPoll, len(pf.Accounts))
+	out := make(map[string]schedule.PlannedPoll, len(pf.Accounts))
 	for _, p := range pf.Accounts {
 		out[p.Account] = p
 	}
@@ -366,7 +367,7 @@ func daemonPlan(st configs.State) map[string]fetch.PlannedPoll {
 }
 
 // planned returns the daemon's plan for account, nil without a daemon.
-func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPoll {
+func planned(plan map[string]schedule.PlannedPoll, account string) *schedule.PlannedPoll {
 	if p, ok := plan[account]; ok {
 		return &p
 	}
@@ -374,7 +375,7 @@ func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPo
 }
 
 // nextPollText is the NEXT POLL column of `popsync status`.
-func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
+func nextPollText(plan map[string]schedule.PlannedPoll, account string) string {
 	p, ok := plan[account]
 	switch {
 	case plan == nil:
@@ -387,7 +388,7 @@ func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
 		return "never"
 	}
 	s := when(p.Next)
-	if p.Reason == fetch.ReasonBackoff || p.Reason == fetch.ReasonLoginDelay {
+	if p.Reason == schedule.ReasonBackoff || p.Reason == schedule.ReasonLoginDelay {
 		s += " (" + p.Reason + ")"
 	}
 	return s
