@@ -96,8 +96,8 @@ type MsgState int
 const (
 	// Delivered: every delivery target confirmed the message durably.
 	Delivered MsgState = 1
-	// Quarantined: handled without normal delivery (for example kept aside
-	// because it could not be parsed); not fetched again.
+	// Quarantined: refused for good by a delivery target and kept in the
+	// quarantine Maildir instead (on_reject); not fetched again.
 	Quarantined MsgState = 2
 	// Skipped: left on the server on purpose (for example larger than
 	// max_size); recorded so it is reported once, and upgraded by
