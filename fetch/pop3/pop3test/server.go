@@ -142,6 +142,14 @@ type Config struct {
 	// initial response). SASL continuation lines are not limited by it.
 	StrictLineLength bool
 
+	// CRLFOnlyStuffing makes the server byte-stuff (RFC 1939 §3) only at
+	// the start of a message and after CRLF, and pass a bare LF through
+	// as data, as a server that knows only CRLF lines does. A message
+	// holding "\n.\n" then goes out with that "." unstuffed: the
+	// message-smuggling case, which a client must read as data. By
+	// default every line start after an LF is stuffed.
+	CRLFOnlyStuffing bool
+
 	// XOAUTH2ErrorChallenge makes a failed XOAUTH2 answer with a "+ "
 	// challenge holding a JSON error and wait for the client's (empty)
 	// response before -ERR, as Google documents. Without it a failed
