@@ -51,7 +51,10 @@ type Message struct {
 	UID string
 	// Data is the message as stored: CRLF line endings, not dot-stuffed.
 	// It is sent as is apart from dot-stuffing, so bare LF endings reach the
-	// client unchanged.
+	// client unchanged. A client that follows RFC 1939 §3 reads a "."
+	// after a bare LF as data, so Data whose last line ends in a bare LF
+	// never ends for it unless Config.CRLFOnlyStuffing is set (which
+	// sends a CRLF before the terminator then).
 	Data []byte
 }
 
