@@ -18,6 +18,10 @@ type Config struct {
 	State    State
 	Daemon   Daemon
 	Accounts []*Account // in file order
+
+	// ChildEnv is the environment for programs popsync starts, without
+	// the secrets this file names; see ChildEnv.
+	ChildEnv ChildEnv
 }
 
 // State configures the seen-set store.
@@ -93,6 +97,11 @@ type Account struct {
 	RunAtStart  bool     // `popsync run` polls the account once at start, before its schedule
 
 	Deliver []Deliver // every entry gets every message
+
+	// ChildEnv is the environment for the programs started for this
+	// account (its password_command, its MDA targets): the config's
+	// ChildEnv, so that no account's program sees any account's secret.
+	ChildEnv ChildEnv
 }
 
 // Addr returns "host:port", with brackets around an IPv6 host.

@@ -157,6 +157,10 @@ func (d *decoder) decode(data []byte) *Config {
 		d.problem(root, "no [[account]] table: nothing to fetch")
 	}
 	cfg.Accounts = d.accounts(raws, defaults)
+	cfg.ChildEnv = childEnvOf(append(raws, defaults))
+	for _, a := range cfg.Accounts {
+		a.ChildEnv = cfg.ChildEnv
+	}
 
 	if d.literalPassword && d.mode.Perm()&0o077 != 0 {
 		d.probs.add(Problem{Msg: fmt.Sprintf("holds a password but is readable by others (mode %04o); run: chmod 600 %s",
