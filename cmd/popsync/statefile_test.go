@@ -211,7 +211,7 @@ func TestStateFileReadOnly(t *testing.T) {
 	var dir string
 	if os.Getuid() == 0 {
 		dir = t.TempDir()
-		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", dir).CombinedOutput(); err != nil {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
 			if realtest.RequireReal() {
 				t.Fatalf("mount tmpfs: %v: %s", err, out)
 			}
