@@ -182,7 +182,10 @@ func xdgDir(env, fallback string) string {
 	return filepath.Join(home, fallback)
 }
 
-// Load reads, checks and returns the config file at path. A file that cannot
+// Load reads, checks and returns the config file at path. The file must be
+// owned by the user running popsync or by root, in a folder that only they
+// can write (or a sticky one); one that holds a password must also be
+// readable by its owner only (see Parse). A file that cannot
 // be read gives a wrapped os error; a file that can be read but is not a
 // usable config gives *Errors listing every problem (errors.Is ErrInvalid).
 func Load(path string) (*Config, error) {
@@ -202,7 +205,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config %s: %w", path, err)
 	}
-	return Parse(data, path, fi.Mode())
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolving config path: %w", err)
+	}
+	return parseFile(data, path, fi.Mode(), ownerProblems(abs, fi))
 }
 
 // Parse checks data as the contents of the config file at path, whose
@@ -210,6 +217,12 @@ func Load(path string) (*Config, error) {
 // it). path names the file in messages, and relative paths in the config
 // resolve against its folder.
 func Parse(data []byte, path string, mode fs.FileMode) (*Config, error) {
+	return parseFile(data, path, mode, nil)
+}
+
+// parseFile is Parse with problems about the file itself (its owner, its
+// folder) found by Load.
+func parseFile(data []byte, path string, mode fs.FileMode, fileProblems []string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("resolving config path: %w", err)
@@ -221,6 +234,9 @@ func Parse(data []byte, path string, mode fs.FileMode) (*Config, error) {
 		hints: keyHints(),
 	}
 	cfg := d.decode(data)
+	for _, msg := range fileProblems {
+		d.probs.add(Problem{Msg: msg})
+	}
 	if err := d.probs.err(path); err != nil {
 		return nil, err
 	}
