@@ -84,8 +84,10 @@ type SMTPOptions struct {
 // The envelope sender comes from the message's first Return-Path field
 // ("<>" stays the null sender), else From: the delivery holds back the
 // header section (at most MaxHeader bytes) before it sends MAIL FROM, and
-// streams the rest. Bare LF becomes CRLF and lines are dot-stuffed on the
-// wire (RFC 5321 §4.5.2). BODY=8BITMIME is declared when the server offers
+// streams the rest. A bare CR and a bare LF each become CRLF before lines
+// are dot-stuffed on the wire (RFC 5321 §2.3.8, §4.5.2), so no byte of
+// the message can end DATA early on a server that splits lines at CR or
+// at LF alone. BODY=8BITMIME is declared when the server offers
 // it (RFC 6152), SMTPUTF8 when it offers it and the envelope or the header
 // section needs it (RFC 6531). A message larger than the server's SIZE
 // (RFC 1870) is refused without being sent.
@@ -550,14 +552,15 @@ type smtpDelivery struct {
 
 	hdr headerBuf
 	dw  *smtp.DataCommand // non-nil once DATA was accepted
-	n   int64             // message bytes after bare LF became CRLF
+	w   crlfWriter        // in front of dw: bare CR becomes CRLF
+	n   int64             // message bytes after bare CR and bare LF became CRLF
 	cr  bool              // the last byte counted was CR
 }
 
 func (d *smtpDelivery) Token() string { return "" }
 
 // Size counts the bytes of the message as it goes on the wire, before
-// dot-stuffing: bare LF counts as CRLF.
+// dot-stuffing: a bare LF or bare CR counts as the CRLF it becomes.
 func (d *smtpDelivery) Size() int64 { return d.n }
 
 func (d *smtpDelivery) Write(p []byte) (int, error) {
@@ -587,32 +590,50 @@ func (d *smtpDelivery) Write(p []byte) (int, error) {
 		rest = p[k:]
 	}
 	if len(rest) > 0 {
-		if _, err := d.dw.Write(rest); err != nil {
+		if _, err := d.w.Write(rest); err != nil {
 			return 0, d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
 		}
 	}
 	return len(p), nil
 }
 
-// count adds p to the size, counting a bare LF as the CRLF it becomes.
+// count adds p to the size, counting a bare LF or a bare CR as the CRLF
+// it becomes. A CR that ends p is counted as bare by the next count that
+// does not start with LF, or by countEnd.
 func (d *smtpDelivery) count(p []byte) {
 	if len(p) == 0 {
 		return
 	}
 	d.n += int64(len(p))
 	prevCR := d.cr
+	if prevCR && p[0] != '\n' {
+		d.n++
+	}
 	for off := 0; off < len(p); {
-		i := bytes.IndexByte(p[off:], '\n')
+		i := bytes.IndexAny(p[off:], "\r\n")
 		if i < 0 {
 			break
 		}
 		i += off
-		if i > 0 && p[i-1] != '\r' || i == 0 && !prevCR {
+		switch {
+		case p[i] == '\n':
+			if i > 0 && p[i-1] != '\r' || i == 0 && !prevCR {
+				d.n++
+			}
+		case i+1 < len(p) && p[i+1] != '\n':
 			d.n++
 		}
 		off = i + 1
 	}
 	d.cr = p[len(p)-1] == '\r'
+}
+
+// countEnd counts a CR that ended the message as the CRLF it becomes.
+func (d *smtpDelivery) countEnd() {
+	if d.cr {
+		d.n++
+		d.cr = false
+	}
 }
 
 // start opens the mail transaction once the header section is known: MAIL
@@ -664,8 +685,9 @@ func (d *smtpDelivery) start(ended bool) error {
 		return d.fail(t.failure(StageData, ctxErr(d.ctx, err)), broken(err))
 	}
 	d.dw = dw
+	d.w = crlfWriter{w: dw}
 	s.conn.dataPhase(time.Now().Add(t.opts.DataTimeout))
-	if _, err := dw.Write(d.hdr.buf); err != nil {
+	if _, err := d.w.Write(d.hdr.buf); err != nil {
 		return d.fail(t.failure(StageData, ctxErr(d.ctx, err)), true)
 	}
 	d.hdr.release()
@@ -692,6 +714,10 @@ func (d *smtpDelivery) Close() error {
 	// connection yet: never send the final dot then.
 	if err := d.ctx.Err(); err != nil {
 		return d.fail(d.t.failure(StageData, err), true)
+	}
+	d.countEnd()
+	if err := d.w.Flush(); err != nil {
+		return d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
 	}
 	if d.t.lmtp {
 		resp, err := d.dw.CloseWithLMTPResponse()
