@@ -283,6 +283,7 @@ func (t *SMTP) connect(ctx context.Context) (*smtpSession, error) {
 
 func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error) {
 	var c *smtp.Client
+	var guard *tlsGuard // watches the STARTTLS upgrade
 	newClient := smtp.NewClient
 	if t.lmtp {
 		newClient = smtp.NewClientLMTP
@@ -302,8 +303,12 @@ func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error)
 		// under TLS, as RFC 3207 §4.2 makes the client forget what it
 		// learnt before.
 		var err error
-		c, err = smtp.NewClientStartTLS(conn, t.tlsConfig)
+		guard = &tlsGuard{Conn: conn}
+		c, err = smtp.NewClientStartTLS(guard, t.tlsConfig)
 		if err != nil {
+			if gerr := guard.verdict(); gerr != nil {
+				err = gerr
+			}
 			return nil, t.failure(StageHello, fmt.Errorf("STARTTLS: %w", err))
 		}
 	default:
@@ -311,8 +316,15 @@ func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error)
 	}
 	c.CommandTimeout = t.opts.CommandTimeout
 	c.SubmissionTimeout = t.opts.DataTimeout
+	// After STARTTLS the handshake runs here, at the first write under
+	// TLS: the guard has judged what was read before it.
 	if err := c.Hello(t.helo); err != nil {
 		c.Close()
+		if guard != nil {
+			if gerr := guard.verdict(); gerr != nil {
+				err = fmt.Errorf("STARTTLS: %w", gerr)
+			}
+		}
 		return nil, t.failure(StageHello, err)
 	}
 	if t.opts.User != "" {
@@ -864,4 +876,117 @@ func (c *timedConn) commandPhase() {
 	c.dataEnd = time.Time{}
 	c.mu.Unlock()
 	c.Conn.SetDeadline(time.Time{})
+}
+
+// tlsGuard watches a connection through the STARTTLS upgrade. The bytes
+// read between the STARTTLS command and the client's first write under
+// TLS (its ClientHello) must be exactly the server's 220 reply: anything
+// after it sat in go-smtp's plaintext read buffer, which it drops when it
+// switches to TLS, and a 220 that was read before the command was sent
+// was not an answer to it. Either is refused (ErrPlaintextInjection), as
+// the POP3 client refuses data after its STLS reply: RFC 3207 §4 has the
+// client discard what it learnt before TLS, and popsync does not let
+// such bytes pass unnoticed.
+type tlsGuard struct {
+	net.Conn
+
+	mu    sync.Mutex
+	state int    // guardIdle, guardArmed, guardDone
+	seen  []byte // read while armed, at most guardMax bytes
+	err   error
+}
+
+const (
+	guardIdle = iota
+	guardArmed
+	guardDone
+
+	guardMax = 4 << 10
+)
+
+var startTLSCmd = []byte("STARTTLS\r\n")
+
+func (g *tlsGuard) Read(p []byte) (int, error) {
+	n, err := g.Conn.Read(p)
+	g.mu.Lock()
+	if g.state == guardArmed && n > 0 {
+		if len(g.seen)+n > guardMax {
+			g.seen = append(g.seen, p[:guardMax-len(g.seen)]...)
+		} else {
+			g.seen = append(g.seen, p[:n]...)
+		}
+	}
+	g.mu.Unlock()
+	return n, err
+}
+
+func (g *tlsGuard) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	switch g.state {
+	case guardIdle:
+		if bytes.EqualFold(p, startTLSCmd) {
+			g.state, g.seen = guardArmed, nil
+		}
+	case guardArmed:
+		g.state = guardDone
+		if !onlyReply220(g.seen) {
+			g.err = fmt.Errorf("%w: read %q between the STARTTLS command and the TLS handshake, want only the 220 reply", ErrPlaintextInjection, clip(g.seen, 80))
+		}
+		g.seen = nil
+	}
+	err := g.err
+	g.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return g.Conn.Write(p)
+}
+
+// verdict returns ErrPlaintextInjection (wrapped) if the guard refused
+// the handshake.
+func (g *tlsGuard) verdict() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// onlyReply220 reports whether b is one complete 220 reply and nothing
+// else: lines "220-text" then "220 text" (or "220"), each ending in CRLF
+// (RFC 5321 §4.2.1).
+func onlyReply220(b []byte) bool {
+	if !bytes.HasSuffix(b, []byte("\r\n")) {
+		return false
+	}
+	lines := bytes.Split(b[:len(b)-2], []byte("\r\n"))
+	for i, l := range lines {
+		if len(l) < 3 || string(l[:3]) != "220" || bytes.ContainsAny(l, "\r\n") {
+			return false
+		}
+		last := i == len(lines)-1
+		switch {
+		case len(l) == 3:
+			if !last {
+				return false
+			}
+		case l[3] == '-':
+			if last {
+				return false
+			}
+		case l[3] == ' ':
+			if !last {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// clip shortens b for an error message.
+func clip(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
 }
