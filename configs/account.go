@@ -451,6 +451,7 @@ func keyHints() map[string]string {
 		"max_parallel":   "[daemon]",
 		"shutdown_grace": "[daemon]",
 		"metrics":        "[daemon]",
+		"metrics_public": "[daemon]",
 	}
 	for k := range deliverFields {
 		h[k] = "[[account.deliver]]"

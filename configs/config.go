@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,25 @@ type Daemon struct {
 	MaxParallel   int      // accounts polled at once
 	ShutdownGrace Duration // how long running polls may finish after SIGTERM
 	Metrics       string   // "host:port" for /metrics and /healthz; "" = off
+	// MetricsPublic allows a Metrics address that is not loopback (an
+	// empty host, another interface); without it such an address is a
+	// config error.
+	MetricsPublic bool
+}
+
+// IsLoopbackListen reports whether the listen address "host:port" stays
+// on this machine: its host is a loopback IP address or "localhost". An
+// empty host (":9465") listens on every interface and is not loopback.
+func IsLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // TLS modes (key "tls").
