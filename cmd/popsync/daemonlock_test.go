@@ -58,3 +58,28 @@ func TestDaemonLockRefusesLinks(t *testing.T) {
 	}
 	l.release()
 }
+
+// TestPlanFileReplacesLink: the daemon's plan (<state>.schedule.json) is
+// written to a new temporary file and renamed over its name, so a link
+// planted there is replaced, never followed.
+func TestPlanFileReplacesLink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db"+planSuffix)
+	target := filepath.Join(t.TempDir(), "victim")
+	const content = "not popsync's\n"
+	if err := os.WriteFile(target, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(path, map[string]int{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != content {
+		t.Errorf("the link's target was written: %q", b)
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("the plan is %v, %v; want a regular file", fi, err)
+	}
+}
