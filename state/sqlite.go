@@ -67,7 +67,11 @@ type sqliteOptions struct {
 // (ErrNewerSchema), a damaged file, a file that is not SQLite or not a
 // popsync state file (ErrCorrupt; `PRAGMA quick_check` runs at every open
 // unless the file is unchanged since popsync closed it, see stampMatches),
-// and a file or folder it cannot write (ErrReadOnly).
+// a file or folder it cannot write (ErrReadOnly), and (ErrUnsafe) a folder
+// that group or others can write or another user owns, a state file or
+// lock folder owned by another user, and a symbolic link in place of the
+// state file, its -wal, -shm or -journal file, the lock folder or a lock
+// file (see CheckFolder).
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return openSQLite(ctx, path, sqliteOptions{})
 }
