@@ -186,7 +186,7 @@ func prepareFile(abs string) error {
 		return fmt.Errorf("creating the folder of state file %s: %w", abs, fileErr(err))
 	}
 	if err := CheckFolder(dir); err != nil {
-		return err
+		return fmt.Errorf("opening state file %s: %w", abs, err)
 	}
 	// SQLite opens these by name; none may be a link planted before the
 	// folder was checked.

@@ -235,6 +235,39 @@ func TestStateFileReadOnly(t *testing.T) {
 	e.wantRefused(t, "not writable")
 }
 
+// TestStateFolderUnsafe: `popsync fetch` with a state folder that others
+// can write, or a link in place of the state file, exits 4 naming the
+// path, the reason and the fix, and writes nothing through the link.
+func TestStateFolderUnsafe(t *testing.T) {
+	e := newStateEnv(t, t.TempDir(), 10)
+	if err := os.Chmod(e.dir, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, "state folder "+e.dir+" is writable by others (mode 0775)", "chmod go-w "+e.dir)
+	if err := os.Chmod(e.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	real := filepath.Join(t.TempDir(), "real.db")
+	if err := os.Rename(e.db, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, e.db); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, "is a symbolic link")
+	if after, _ := os.ReadFile(real); !bytes.Equal(before, after) {
+		t.Error("the link's target was changed")
+	}
+	if _, err := os.Stat(real + "-wal"); err == nil {
+		t.Error("a WAL was made next to the link's target")
+	}
+}
+
 // TestStateFileLockedByAnotherProcess holds the state file with an
 // exclusive SQLite lock in another process: fetch waits out the busy
 // timeout (10s), then exits 4 saying the file is busy.
