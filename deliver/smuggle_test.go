@@ -100,13 +100,15 @@ func TestSMTPNoEarlyDataEnd(t *testing.T) {
 			}
 			// What the server must keep: each bare CR or LF as CRLF.
 			norm := strings.NewReplacer("\r\n", "\r\n", "\r", "\r\n", "\n", "\r\n").Replace(string(msg))
+			// Size counts the message, not the CRLF the dot writer
+			// adds to a last line without one.
+			if d.Size() != int64(len(norm)) {
+				t.Errorf("%q: Size() = %d, want %d", b, d.Size(), len(norm))
+			}
 			if !strings.HasSuffix(norm, "\r\n") {
 				norm += "\r\n"
 			}
 			wantData = append(wantData, norm)
-			if int(d.Size()) != len(norm) && int(d.Size()) != len(norm)-2 {
-				t.Errorf("%q: Size() = %d, want %d", b, d.Size(), len(norm))
-			}
 		}
 	}
 	mu.Lock()
