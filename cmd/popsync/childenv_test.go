@@ -14,7 +14,7 @@ import (
 
 // TestChildrenGetNoSecrets: two accounts with password_env secrets and one
 // with a password_command deliver into an MDA that dumps its environment;
-// at every verbosity, no configured secret is in any dump, neither in the
+// at every verbosity (--trace-auth included), no configured secret is in any dump, neither in the
 // MDA's nor in the password_command's, and the MDA still gets its own
 // POPSYNC_* variables.
 func TestChildrenGetNoSecrets(t *testing.T) {
@@ -27,7 +27,8 @@ func TestChildrenGetNoSecrets(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	const commandPW = "pw-c-from-command"
-	for _, flags := range [][]string{nil, {"-v"}, {"--trace"}, {"-v", "--trace", "--log-format", "json"}} {
+	for _, flags := range [][]string{nil, {"-v"}, {"--trace"}, {"-v", "--trace", "--log-format", "json"}, {"--trace", "--trace-auth"}} {
+		traceAuth := len(flags) > 1 && flags[1] == "--trace-auth"
 		t.Run(strings.Join(append([]string{"flags"}, flags...), " "), func(t *testing.T) {
 			dir := t.TempDir()
 			dumps := filepath.Join(dir, "dumps")
@@ -101,8 +102,10 @@ auth = "user"
 			if _, err := os.Stat(filepath.Join(dumps, "command.env")); err != nil {
 				t.Errorf("the password_command left no dump: %v", err)
 			}
+			// --trace-auth shows the credentials in the log by design;
+			// the children's environment stays clean all the same.
 			for k, v := range secrets {
-				if strings.Contains(stdout.String()+stderr.String(), v) {
+				if !traceAuth && strings.Contains(stdout.String()+stderr.String(), v) {
 					t.Errorf("popsync's output shows %s", k)
 				}
 			}
