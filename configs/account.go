@@ -259,6 +259,18 @@ func (d *decoder) passwords(a *Account, r, def *rawAccount) {
 	a.PasswordEnv = or(src.passwordEnv, "")
 }
 
+// childEnvOf collects every environment variable the tables name as a
+// secret source, used or shadowed, into the ChildEnv of the file.
+func childEnvOf(raws []*rawAccount) ChildEnv {
+	var names []string
+	for _, r := range raws {
+		if r.passwordEnv.set && !r.passwordEnv.bad {
+			names = append(names, r.passwordEnv.v)
+		}
+	}
+	return NewChildEnv(names...)
+}
+
 func cloneDelivers(ds []Deliver) []Deliver {
 	out := make([]Deliver, len(ds))
 	for i, d := range ds {
@@ -439,6 +451,7 @@ func keyHints() map[string]string {
 		"max_parallel":   "[daemon]",
 		"shutdown_grace": "[daemon]",
 		"metrics":        "[daemon]",
+		"metrics_public": "[daemon]",
 	}
 	for k := range deliverFields {
 		h[k] = "[[account.deliver]]"

@@ -201,11 +201,12 @@ path = "db/state.db"
 max_parallel = 2
 shutdown_grace = "0"
 metrics = ":9465"
+metrics_public = true
 `+validAccount)
 	if c.State.Path != "/etc/popsync/db/state.db" {
 		t.Errorf("State.Path = %q", c.State.Path)
 	}
-	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465"}) {
+	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465", MetricsPublic: true}) {
 		t.Errorf("Daemon = %+v", c.Daemon)
 	}
 }

@@ -57,7 +57,8 @@ const (
 //     must not be readable by group or others;
 //   - password_env: the environment variable, which must be set and non-empty;
 //   - password_command: the first line the command prints on stdout. It runs
-//     without a shell, with stdin from /dev/null, and is killed after
+//     without a shell, with stdin from /dev/null and the environment of
+//     a.ChildEnv (no password_env secret of any account), and is killed after
 //     PasswordCommandTimeout (default 10s) or when ctx ends. A failure quotes
 //     its stderr, never its stdout.
 //
@@ -81,7 +82,7 @@ func (a *Account) secret(ctx context.Context) (string, error) {
 		if timeout <= 0 {
 			timeout = DefaultPasswordCommandTimeout
 		}
-		return runPasswordCommand(ctx, a.PasswordCommand, timeout)
+		return runPasswordCommand(ctx, a.PasswordCommand, timeout, a.ChildEnv.Environ())
 	case a.PasswordEnv != "":
 		v, ok := os.LookupEnv(a.PasswordEnv)
 		if !ok {
@@ -119,7 +120,7 @@ func readPasswordFile(path string) (string, error) {
 	return line, nil
 }
 
-func runPasswordCommand(ctx context.Context, argv []string, timeout time.Duration) (string, error) {
+func runPasswordCommand(ctx context.Context, argv []string, timeout time.Duration, env []string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -127,6 +128,8 @@ func runPasswordCommand(ctx context.Context, argv []string, timeout time.Duratio
 	stderr := &capWriter{max: maxCommandStderr}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = nil // /dev/null
+	// Never the other accounts' password_env secrets (Account.ChildEnv).
+	cmd.Env = env
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	// A child that leaves a grandchild holding our pipes must not keep Wait

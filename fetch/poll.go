@@ -846,7 +846,7 @@ func OpenTarget(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
 			t, err = deliver.NewSMTP(opts)
 		}
 	case len(d.MDA) > 0:
-		t, err = deliver.NewMDA(deliver.MDAOptions{Command: d.MDA, From: d.From})
+		t, err = deliver.NewMDA(deliver.MDAOptions{Command: d.MDA, From: d.From, Env: a.ChildEnv.Environ()})
 	default:
 		return nil, fmt.Errorf("account %q: deliver entry (line %d): no supported target", a.Name, d.Line)
 	}
