@@ -250,6 +250,24 @@ func (d *decoder) passwords(a *Account, r, def *rawAccount) {
 		Command: append([]string(nil), or(src.passwordCommand, nil)...), Env: or(src.passwordEnv, "")}
 }
 
+// childEnvOf collects every environment variable the tables name as a
+// secret source, used or shadowed, into the ChildEnv of the file: the
+// accounts' password_env and the SMTP targets' smtp_password_env.
+func childEnvOf(raws []*rawAccount) ChildEnv {
+	var names []string
+	for _, r := range raws {
+		if r.passwordEnv.set && !r.passwordEnv.bad {
+			names = append(names, r.passwordEnv.v)
+		}
+		for _, de := range r.deliver.v {
+			if t, ok := de.Target.(*SMTPTarget); ok && t.Password.Env != "" {
+				names = append(names, t.Password.Env)
+			}
+		}
+	}
+	return NewChildEnv(names...)
+}
+
 // keyHints says, for a key that is unknown where it was written, where it
 // belongs.
 func keyHints() map[string]string {
@@ -258,6 +276,7 @@ func keyHints() map[string]string {
 		"max_parallel":   "[daemon]",
 		"shutdown_grace": "[daemon]",
 		"metrics":        "[daemon]",
+		"metrics_public": "[daemon]",
 	}
 	for k := range deliverFields {
 		h[k] = "[[account.deliver]]"

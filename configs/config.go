@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"popsync/internal/credential"
@@ -21,6 +22,10 @@ type Config struct {
 	State    State
 	Daemon   Daemon
 	Accounts []*Account // in file order
+
+	// ChildEnv is the environment for programs popsync starts, without
+	// the secrets this file names; see ChildEnv.
+	ChildEnv ChildEnv
 }
 
 // State configures the seen-set store.
@@ -48,6 +53,25 @@ type Daemon struct {
 	MaxParallel   int      // accounts polled at once
 	ShutdownGrace Duration // how long running polls may finish after SIGTERM
 	Metrics       string   // "host:port" for /metrics and /healthz; "" = off
+	// MetricsPublic allows a Metrics address that is not loopback (an
+	// empty host, another interface); without it such an address is a
+	// config error.
+	MetricsPublic bool
+}
+
+// IsLoopbackListen reports whether the listen address "host:port" stays
+// on this machine: its host is a loopback IP address or "localhost". An
+// empty host (":9465") listens on every interface and is not loopback.
+func IsLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // TLS modes (key "tls").
@@ -107,6 +131,11 @@ type Account struct {
 	RunAtStart  bool     // `popsync run` polls the account once at start, before its schedule
 
 	Deliver []Deliver // every entry gets every message
+
+	// ChildEnv is the environment for the programs started for this
+	// account (its password_command, its MDA targets): the config's
+	// ChildEnv, so that no account's program sees any account's secret.
+	ChildEnv ChildEnv
 }
 
 // Addr returns "host:port", with brackets around an IPv6 host.
@@ -157,7 +186,10 @@ func xdgDir(env, fallback string) string {
 	return filepath.Join(home, fallback)
 }
 
-// Load reads, checks and returns the config file at path. A file that cannot
+// Load reads, checks and returns the config file at path. The file must be
+// owned by the user running popsync or by root, in a folder that only they
+// can write (or a sticky one); one that holds a password must also be
+// readable by its owner only (see Parse). A file that cannot
 // be read gives a wrapped os error; a file that can be read but is not a
 // usable config gives *Errors listing every problem (errors.Is ErrInvalid).
 func Load(path string) (*Config, error) {
@@ -177,7 +209,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config %s: %w", path, err)
 	}
-	return Parse(data, path, fi.Mode())
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolving config path: %w", err)
+	}
+	return parseFile(data, path, fi.Mode(), ownerProblems(abs, fi))
 }
 
 // Parse checks data as the contents of the config file at path, whose
@@ -185,6 +221,12 @@ func Load(path string) (*Config, error) {
 // it). path names the file in messages, and relative paths in the config
 // resolve against its folder.
 func Parse(data []byte, path string, mode fs.FileMode) (*Config, error) {
+	return parseFile(data, path, mode, nil)
+}
+
+// parseFile is Parse with problems about the file itself (its owner, its
+// folder) found by Load.
+func parseFile(data []byte, path string, mode fs.FileMode, fileProblems []string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("resolving config path: %w", err)
@@ -196,6 +238,9 @@ func Parse(data []byte, path string, mode fs.FileMode) (*Config, error) {
 		hints: keyHints(),
 	}
 	cfg := d.decode(data)
+	for _, msg := range fileProblems {
+		d.probs.add(Problem{Msg: msg})
+	}
 	if err := d.probs.err(path); err != nil {
 		return nil, err
 	}

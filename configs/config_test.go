@@ -103,7 +103,8 @@ func TestDefaults(t *testing.T) {
 	want := &Account{
 		Name: "home", Line: 1,
 		Host: "pop.example.net", Port: 995, TLS: "implicit",
-		User: "me", Password: credential.Source{Key: "password", Command: []string{"pass", "show", "home"}, Timeout: 10 * time.Second},
+		User: "me", Password: credential.Source{Key: "password", Command: []string{"pass", "show", "home"}, Timeout: 10 * time.Second,
+			CommandEnv: ChildEnv{}},
 		Auth:        "auto",
 		Keep:        true,
 		Timeout:     Duration(60 * time.Second),
@@ -202,6 +203,7 @@ path = "db/state.db"
 max_parallel = 2
 shutdown_grace = "0"
 metrics = ":9465"
+metrics_public = true
 `+validAccount)
 	if want := (State{Path: "/etc/popsync/db/state.db", Dir: "/etc/popsync/db", Name: "state.db"}); c.State != want {
 		t.Errorf("State = %+v, want %+v", c.State, want)
@@ -209,7 +211,7 @@ metrics = ":9465"
 	if got := c.State.LocalFile(".daemon.lock"); got != "/etc/popsync/db/state.db.daemon.lock" {
 		t.Errorf("LocalFile = %q", got)
 	}
-	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465"}) {
+	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465", MetricsPublic: true}) {
 		t.Errorf("Daemon = %+v", c.Daemon)
 	}
 }

@@ -104,6 +104,19 @@ func blame(fallback where, vals ...where) where {
 	return fallback
 }
 
+// metricsExposure refuses a metrics listener that others can reach unless
+// metrics_public says so: /metrics names every account and its mail
+// volume, and a "host:port" with an empty host, or a host that is neither
+// a loopback address nor "localhost", listens beyond this machine.
+func (d *decoder) metricsExposure(metrics val[string], public val[bool]) {
+	if !metrics.set || metrics.bad || metrics.v == "" || public.bad || IsLoopbackListen(metrics.v) {
+		return
+	}
+	if !public.v {
+		d.problem(metrics.w, "%q listens beyond this machine (an empty host means every interface); use \"127.0.0.1:PORT\" or \"[::1]:PORT\", or set metrics_public = true in [daemon] to serve /metrics and /healthz to the network", metrics.v)
+	}
+}
+
 func (d *decoder) decode(data []byte) *Config {
 	src := string(data)
 	var tree map[string]any
@@ -128,11 +141,16 @@ func (d *decoder) decode(data []byte) *Config {
 		},
 		"daemon": func(x any, w where) {
 			dm := &cfg.Daemon
+			var metrics val[string]
+			var public val[bool]
 			d.fields(x, w, map[string]func(any, where){
 				"max_parallel":   func(x any, w where) { dm.MaxParallel = or(get(d.intMin(1), x, w), dm.MaxParallel) },
 				"shutdown_grace": func(x any, w where) { dm.ShutdownGrace = or(get(d.duration(false), x, w), dm.ShutdownGrace) },
-				"metrics":        func(x any, w where) { dm.Metrics = or(get(d.hostPort, x, w), "") },
+				"metrics":        func(x any, w where) { metrics = get(d.hostPort, x, w) },
+				"metrics_public": func(x any, w where) { public = get(d.boolean, x, w) },
 			})
+			dm.Metrics, dm.MetricsPublic = or(metrics, ""), or(public, false)
+			d.metricsExposure(metrics, public)
 		},
 		// Known here, read below: accounts are layered over [defaults].
 		"defaults": func(any, where) {},
@@ -154,6 +172,17 @@ func (d *decoder) decode(data []byte) *Config {
 		d.problem(root, "no [[account]] table: nothing to fetch")
 	}
 	cfg.Accounts = d.accounts(raws, defaults)
+	cfg.ChildEnv = childEnvOf(append(raws, defaults))
+	for _, a := range cfg.Accounts {
+		a.ChildEnv = cfg.ChildEnv
+		// No password_command sees any secret the file names.
+		a.Password.CommandEnv = a.ChildEnv
+		for _, de := range a.Deliver {
+			if t, ok := de.Target.(*SMTPTarget); ok {
+				t.Password.CommandEnv = a.ChildEnv
+			}
+		}
+	}
 
 	if d.literalPassword && d.mode.Perm()&0o077 != 0 {
 		d.probs.add(Problem{Msg: fmt.Sprintf("holds a password but is readable by others (mode %04o); run: chmod 600 %s",

@@ -132,3 +132,43 @@ func TestSMTPPasswordSources(t *testing.T) {
 		}
 	}
 }
+
+// TestSMTPPasswordEnvWithheldFromChildren: a variable smtp_password_env
+// names is a secret like an account's password_env: no password_command
+// or MDA sees it, and the SMTP target's own password_command gets the
+// same cleaned environment.
+func TestSMTPPasswordEnvWithheldFromChildren(t *testing.T) {
+	c := mustParse(t, `[[account]]
+name = "home"
+host = "pop.example.net"
+user = "me"
+password_env = "POP_PW"
+[[account.deliver]]
+smtp = "127.0.0.1:25"
+rcpt = ["me"]
+smtp_user = "relay"
+smtp_password_env = "RELAY_PW"
+[[account]]
+name = "work"
+host = "pop.example.com"
+user = "me"
+password_command = ["pw"]
+[[account.deliver]]
+smtp = "127.0.0.1:25"
+rcpt = ["me"]
+smtp_user = "relay"
+smtp_password_command = ["relay-pw"]
+`)
+	for _, name := range []string{"POP_PW", "RELAY_PW"} {
+		if !c.ChildEnv.Removes(name) {
+			t.Errorf("%s reaches children", name)
+		}
+	}
+	work := c.Accounts[1]
+	if env, ok := work.Password.CommandEnv.(ChildEnv); !ok || !env.Removes("RELAY_PW") {
+		t.Errorf("password_command environment %v", work.Password.CommandEnv)
+	}
+	if env, ok := work.Deliver[0].Target.(*SMTPTarget).Password.CommandEnv.(ChildEnv); !ok || !env.Removes("POP_PW") || !env.Removes("RELAY_PW") {
+		t.Errorf("smtp_password_command environment %v", work.Deliver[0].Target.(*SMTPTarget).Password.CommandEnv)
+	}
+}

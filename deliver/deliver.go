@@ -17,7 +17,15 @@
 // The package knows nothing about POP3, UIDLs beyond the Meta it is given,
 // the seen-set, or which messages a server may delete: that policy belongs
 // to the fetcher. It writes exactly the bytes it is given, apart from the
-// line-ending conversion a target documents (Maildir stores LF).
+// line-ending conversion a target documents: Maildir and MDA get LF; SMTP
+// and LMTP get CRLF, every bare CR and every bare LF turned into CRLF
+// before dot-stuffing, so that no byte sequence in a message can end DATA
+// early on any server's reading of line ends. Normalising was chosen over
+// refusing such a message: a POP3 server may well hold one, and CRLF is
+// what MTAs accept.
+//
+// A server's plaintext that arrives after its reply to STARTTLS and before
+// the TLS handshake is refused, never silently dropped (see SMTP).
 package deliver
 
 import (

@@ -237,15 +237,16 @@ func TestSMTPWire(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wantData := "Subject: dots\r\n\r\n.\r\n..two\r\n.x\r\nbare LF line\r\nlone\rCR\r\nno final newline\r\n"
+	// A bare CR becomes CRLF, as a bare LF does.
+	wantData := "Subject: dots\r\n\r\n.\r\n..two\r\n.x\r\nbare LF line\r\nlone\r\nCR\r\nno final newline\r\n"
 	if got := m.messages(); len(got) != 1 || string(got[0]) != wantData {
 		t.Fatalf("server got %q\nwant %q", got, wantData)
 	}
 	if d.Size() != int64(len(wantData)-2) {
-		t.Errorf("Size() = %d, want %d (bare LF counted as CRLF)", d.Size(), len(wantData)-2)
+		t.Errorf("Size() = %d, want %d (bare LF and bare CR counted as CRLF)", d.Size(), len(wantData)-2)
 	}
 	wire := m.transcript()
-	wantWire := "Subject: dots\r\n\r\n..\r\n...two\r\n..x\r\nbare LF line\r\nlone\rCR\r\nno final newline\r\n.\r\n"
+	wantWire := "Subject: dots\r\n\r\n..\r\n...two\r\n..x\r\nbare LF line\r\nlone\r\nCR\r\nno final newline\r\n.\r\n"
 	if !strings.Contains(wire, wantWire) {
 		t.Errorf("wire lacks the dot-stuffed data %q:\n%s", wantWire, wire)
 	}

@@ -43,7 +43,7 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 	}
 	batchBytes := p.o.BatchBytes
 	if batchBytes <= 0 {
-		batchBytes = DefaultBatchBytes
+		batchBytes = defaultBatchBytes
 	}
 	// Batch k commits in the committer's goroutine while batch k+1
 	// streams here.
@@ -87,14 +87,17 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 // once the committer failed.
 func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, todo, doneBefore int, cm *committer) ([]staged, error) {
 	byID := make(map[int]serverMsg, len(msgs))
-	ids := make([]int, len(msgs))
+	list := make([]pop3.MessageInfo, len(msgs))
 	for i, m := range msgs {
-		ids[i] = m.id
+		list[i] = pop3.MessageInfo{ID: m.id, Size: m.size}
 		byID[m.id] = m
 	}
 	batch := make([]staged, 0, len(msgs))
 	header := p.receivedHeader()
-	fetchErr := c.RetrEach(ctx, ids, func(id int, body io.Reader, err error) error {
+	// With the LIST sizes, the client refuses a message far shorter than
+	// announced, or one whose "+OK n octets" disagrees: the framing is in
+	// doubt, so the client is poisoned and the poll ends without QUIT.
+	fetchErr := c.RetrEachListed(ctx, list, func(id int, body io.Reader, err error) error {
 		if cm.failed.Load() {
 			return errCommitFailed
 		}
@@ -119,6 +122,11 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 		}
 		return nil
 	})
+	if errors.Is(fetchErr, pop3.ErrSizeMismatch) {
+		p.res.Failed++
+		p.log.Warn("message size disagrees with LIST; dropping the session without QUIT, nothing is deleted",
+			"error", fetchErr.Error())
+	}
 	return batch, fetchErr
 }
 

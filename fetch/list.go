@@ -19,6 +19,9 @@ import (
 // bring: twice that (a server counting LF-only lines still stays below)
 // and 1 MiB of slack. More is a hostile or broken server, and stopping it
 // keeps an endless message from filling the disk when max_size is unset.
+// The least is pop3.MinOctets, which the client checks itself
+// (RetrEachListed), since a short message is a framing doubt that must
+// end the session without QUIT.
 func listedLimit(size int64) int64 {
 	return 2*max(size, 0) + 1<<20
 }

@@ -17,8 +17,8 @@ import (
 // Defaults for Options fields left zero.
 const (
 	DefaultBatchSize  = 128
-	DefaultBatchBytes = 64 << 20
-	DefaultPruneGrace = 7 * 24 * time.Hour
+	defaultBatchBytes = 64 << 20
+	defaultPruneGrace = 7 * 24 * time.Hour
 )
 
 // Options configure polls. Store is required; the rest has defaults.

@@ -244,7 +244,7 @@ func (p *pollRun) run(ctx context.Context) error {
 	now := o.now()
 	grace := o.PruneGrace
 	if grace == 0 {
-		grace = DefaultPruneGrace
+		grace = defaultPruneGrace
 	}
 	// known[i] is the record of msgs[i]; State 0 where there is none.
 	var known []state.Record

@@ -30,7 +30,7 @@ var openers = map[string]func(a *configs.Account, d configs.Deliver) (deliver.Ta
 			Rcpt: t.Rcpt, From: t.From})
 	}),
 	configs.KindMDA: opener(func(a *configs.Account, t *configs.MDATarget) (deliver.Target, error) {
-		return deliver.NewMDA(deliver.MDAOptions{Command: t.Command, From: t.From})
+		return deliver.NewMDA(deliver.MDAOptions{Command: t.Command, From: t.From, Env: a.ChildEnv.Environ()})
 	}),
 }
 

@@ -64,15 +64,20 @@ func (s *SQLite) LockAccount(ctx context.Context, a Account) (Lease, error) {
 		return nil, fmt.Errorf("locking %s: %w", a, ErrClosed)
 	}
 	p := filepath.Join(s.lockDir, lockFileName(a))
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if _, err := checkLockDir(s.lockDir); err != nil {
+		return nil, fmt.Errorf("locking %s: %w", a, err)
+	}
+	f, err := OpenLockFile(p, "account lock file")
 	if errors.Is(err, fs.ErrNotExist) {
 		// The lock folder was removed behind our back.
 		if err = os.Mkdir(s.lockDir, 0o700); err == nil || errors.Is(err, fs.ErrExist) {
-			f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+			if _, err = checkLockDir(s.lockDir); err == nil {
+				f, err = OpenLockFile(p, "account lock file")
+			}
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("locking %s: %w", a, fileErr(err))
+		return nil, fmt.Errorf("locking %s: %w", a, err)
 	}
 	held, err := tryLockFile(f)
 	if err != nil {
@@ -110,4 +115,12 @@ func lockHolder(p string) int {
 		return 0
 	}
 	return pid
+}
+
+// shellQuote quotes s for a shell command line in an error's advice.
+func shellQuote(s string) string {
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+,:@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -46,6 +46,11 @@ var (
 	// ErrBusy: another writer held the database for longer than the busy
 	// timeout. Temporary; the operation may be retried.
 	ErrBusy = errors.New("state database is busy")
+	// ErrUnsafe: a file or folder of the state could be (or was) planted
+	// by someone else: a symbolic link where popsync writes, a folder
+	// others can write, a file or folder not owned by the user. Nothing
+	// was written through it.
+	ErrUnsafe = errors.New("state path is unsafe")
 	// ErrClosed: the Store was used after Close.
 	ErrClosed = errors.New("state store is closed")
 )

@@ -417,9 +417,13 @@ func lockDaemon(st configs.State) (*daemonLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the state folder: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// The lock is truncated below: it must be no link to another file.
+	if err := state.CheckFolder(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	f, err := state.OpenLockFile(path, "daemon lock")
 	if err != nil {
-		return nil, fmt.Errorf("opening the daemon lock: %w", err)
+		return nil, err
 	}
 	for {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)

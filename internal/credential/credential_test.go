@@ -80,3 +80,18 @@ func TestFromTokens(t *testing.T) {
 		t.Errorf("Invalidate reached the token source with %q", ts.invalid)
 	}
 }
+
+type env []string
+
+func (e env) Environ() []string { return e }
+
+// TestCommandEnv: a command source runs with the environment CommandEnv
+// gives, not popsync's own.
+func TestCommandEnv(t *testing.T) {
+	t.Setenv("POPSYNC_TEST_SECRET", "do-not-pass")
+	s, err := Source{Command: []string{"/bin/sh", "-c", `echo "${POPSYNC_TEST_SECRET:-none}:$ONLY"`},
+		CommandEnv: env{"ONLY=this", "PATH=/usr/bin:/bin"}}.Secret(t.Context())
+	if err != nil || s != "none:this" {
+		t.Errorf("command saw %q, %v; want only the given environment", s, err)
+	}
+}

@@ -37,6 +37,16 @@ type Source struct {
 	Command []string      // first line of the command's stdout; run without a shell
 	Timeout time.Duration // for Command; 0 means DefaultCommandTimeout
 	Env     string        // an environment variable, which must be set and non-empty
+	// CommandEnv gives the environment of Command: for a config's
+	// sources, popsync's own without any secret the config names
+	// (configs.ChildEnv). nil means os.Environ().
+	CommandEnv Environment
+}
+
+// Environment gives the environment of a child process, as "NAME=value"
+// entries.
+type Environment interface {
+	Environ() []string
 }
 
 // Literal is the Source of a secret given as is.
@@ -101,7 +111,11 @@ func (s Source) secret(ctx context.Context) (string, error) {
 		if timeout <= 0 {
 			timeout = DefaultCommandTimeout
 		}
-		return runCommand(ctx, s.key(), s.Command, timeout)
+		env := os.Environ()
+		if s.CommandEnv != nil {
+			env = s.CommandEnv.Environ()
+		}
+		return runCommand(ctx, s.key(), s.Command, timeout, env)
 	case s.Env != "":
 		v, ok := os.LookupEnv(s.Env)
 		if !ok {
@@ -139,7 +153,7 @@ func readFile(key, path string) (string, error) {
 	return line, nil
 }
 
-func runCommand(ctx context.Context, key string, argv []string, timeout time.Duration) (string, error) {
+func runCommand(ctx context.Context, key string, argv []string, timeout time.Duration, env []string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -147,6 +161,8 @@ func runCommand(ctx context.Context, key string, argv []string, timeout time.Dur
 	stderr := &capWriter{max: maxCommandStderr}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = nil // /dev/null
+	// Never the secrets of other sources (CommandEnv).
+	cmd.Env = env
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	// A child that leaves a grandchild holding our pipes must not keep Wait
