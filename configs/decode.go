@@ -9,7 +9,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"popsync/internal/credential"
+	"popsync/internal/osfile"
 )
 
 // The file is decoded by BurntSushi/toml into a generic tree and then walked
@@ -186,7 +186,7 @@ func (d *decoder) decode(data []byte) *Config {
 
 	if d.literalPassword && d.mode.Perm()&0o077 != 0 {
 		d.probs.add(Problem{Msg: fmt.Sprintf("holds a password but is readable by others (mode %04o); run: chmod 600 %s",
-			d.mode.Perm(), credential.ShellQuote(d.abs))})
+			d.mode.Perm(), osfile.ShellQuote(d.abs))})
 	}
 	return cfg
 }

@@ -24,6 +24,7 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/internal/metrics"
+	"popsync/internal/osfile"
 	"popsync/schedule"
 	"popsync/state"
 )
@@ -356,7 +357,7 @@ func daemonPlan(st configs.State) map[string]schedule.PlannedPoll {
 		return nil
 	}
 	var pf planFile
-	if json.Unmarshal(b, &pf) != nil || !processAlive(pf.PID) {
+	if json.Unmarshal(b, &pf) != nil || !osfile.ProcessAlive(pf.PID) {
 		return nil // left behind by a daemon that was killed
 	}
 	out := make(map[string]schedule.PlannedPoll, len(pf.Accounts))
@@ -394,15 +395,6 @@ func nextPollText(plan map[string]schedule.PlannedPoll, account string) string {
 	return s
 }
 
-// processAlive reports whether a process with this pid exists.
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
-}
-
 // daemonLock is the held lock of one daemon on one state file.
 type daemonLock struct {
 	f *os.File
@@ -425,19 +417,11 @@ func lockDaemon(st configs.State) (*daemonLock, error) {
 	if err != nil {
 		return nil, err
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if errors.Is(err, unix.EWOULDBLOCK) {
+	held, err := osfile.TryLock(f)
+	if err == nil && !held {
 		holder := "another process"
-		if b, rerr := io.ReadAll(io.LimitReader(f, 64)); rerr == nil {
-			line, _, _ := strings.Cut(string(b), "\n")
-			if pid, perr := strconv.Atoi(strings.TrimPrefix(line, "pid ")); perr == nil && pid > 0 {
-				holder = "pid " + strconv.Itoa(pid)
-			}
+		if pid := osfile.Holder(f); pid != 0 {
+			holder = "pid " + strconv.Itoa(pid)
 		}
 		f.Close()
 		return nil, fmt.Errorf("another popsync daemon (%s) is already running on the state file %s (lock file %s); stop it first, or give this one a config with another [state] path",
@@ -447,15 +431,13 @@ func lockDaemon(st configs.State) (*daemonLock, error) {
 		f.Close()
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	osfile.WriteHolder(f)
 	return &daemonLock{f: f}, nil
 }
 
 // release drops the lock; the file stays (removing it would let two
 // daemons lock two different files of the same name).
 func (l *daemonLock) release() {
-	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	_ = osfile.Unlock(l.f)
 	l.f.Close()
 }

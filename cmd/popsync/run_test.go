@@ -21,6 +21,7 @@ import (
 
 	"popsync/configs"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/osfile"
 	"popsync/internal/realtest"
 	"popsync/schedule"
 )
@@ -305,7 +306,7 @@ func TestDaemonPlanFile(t *testing.T) {
 	if err := writeFileAtomic(planPath(st), planFile{PID: cmd.Process.Pid, Accounts: plan}); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(cmd.Process.Pid) {
+	if osfile.ProcessAlive(cmd.Process.Pid) {
 		t.Skip("the pid was reused already")
 	}
 	if p := daemonPlan(st); p != nil {

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"popsync/internal/osfile"
 )
 
 // DefaultCommandTimeout bounds a command source without a timeout of its
@@ -140,7 +142,7 @@ func readFile(key, path string) (string, error) {
 		return "", fmt.Errorf("%s: %w", key, err)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("%s %s is readable by others (mode %04o); run: chmod 600 %s", key, path, perm, ShellQuote(path))
+		return "", fmt.Errorf("%s %s is readable by others (mode %04o); run: chmod 600 %s", key, path, perm, osfile.ShellQuote(path))
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxCommandStdout))
 	if err != nil {
@@ -220,13 +222,4 @@ func (w *capWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-// ShellQuote quotes s for a POSIX shell when it needs it, for commands a
-// message tells the user to run.
-func ShellQuote(s string) string {
-	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+,:@%") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
