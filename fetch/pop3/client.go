@@ -153,7 +153,7 @@ func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 		if errors.As(err, &rhe) {
 			// The first five octets back were no TLS record header: a
 			// server speaking plain POP3 here sends "+OK ...".
-			return c.fail(fmt.Errorf("TLS handshake with %s: %w (it sent %q)", cfg.ServerName, ErrNotTLS, sanitize(rhe.RecordHeader[:])))
+			return c.fail(fmt.Errorf("TLS handshake with %s: %w (it sent %q): %w", cfg.ServerName, ErrNotTLS, sanitize(rhe.RecordHeader[:]), err))
 		}
 		return c.fail(fmt.Errorf("TLS handshake with %s: %w", cfg.ServerName, certError(err, cfg.ServerName)))
 	}
