@@ -150,7 +150,7 @@ func allCommandDefs() [][]flagDef {
 
 // zshQuote makes s safe inside a single-quoted _arguments spec.
 func zshQuote(s string) string {
-	r := strings.NewReplacer("'", "", "[", "(", "]", ")", ":", " ", "\\", "")
+	r := strings.NewReplacer("'", "", "[", "(", "]", ")", ":", ",", "\\", "")
 	return r.Replace(s)
 }
 
