@@ -217,7 +217,6 @@ func starterConfig(p preset, addr, name string) string {
 		w("# refresh tokens itself (the [account.oauth2] table below, with `popsync\n")
 		w("# login %s`), name a program that prints a current access token:\n", name)
 		w("password_command = [\"oauth2-token\", %q]   # replace with your token program\n", addr)
-		w("\n# [account.oauth2]\n#   provider = %q\n#   client_id = \"...\"   # an application registered for POP access\n", p.oauth2)
 	} else {
 		if p.appPassword != "" {
 			w("# Your normal password is refused here: %s.\n", p.appPassword)
@@ -229,6 +228,10 @@ func starterConfig(p preset, addr, name string) string {
 	}
 	w("keep = true                 # leave mail on the server; false deletes what was delivered\n")
 	w("# delete_after = \"30d\"      # with keep: delete from the server 30 days after delivery\n\n")
+	if p.oauth2 != "" {
+		w("# [account.oauth2]            # for `popsync login %s`, once popsync has it\n", name)
+		w("#   provider = %q\n#   client_id = \"...\"          # an application registered for POP access\n\n", p.oauth2)
+	}
 	w("  [[account.deliver]]\n  maildir = \"~/Maildir\"      # created if missing\n")
 	return b.String()
 }

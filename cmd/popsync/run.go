@@ -102,6 +102,9 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	d.cfg.Store(cfg)
 	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace != traceOff, TraceAuth: c.trace == traceAuth,
 		QuietFailures: true, QuarantineDir: quarantineDir(cfg)}
+	if c.verbose {
+		poll.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
+	}
 	d.sched, err = fetch.NewScheduler(fetch.SchedulerOptions{
 		Poll:    poll.PollReport,
 		Logger:  log,
