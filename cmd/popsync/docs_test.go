@@ -85,3 +85,27 @@ func TestExitCodeFallbacks(t *testing.T) {
 		t.Errorf("mixed failures: %d, want %d (the first account's)", got, exitDelivery)
 	}
 }
+
+// TestConfigRefMatchesREADME: the reference the man page carries is the
+// README's (go generate ./cmd/popsync copies it).
+func TestConfigRefMatchesREADME(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	start := strings.Index(s, "\n## Configuration reference\n")
+	end := strings.Index(s, "\n## Running as a service\n")
+	if start < 0 || end < start {
+		t.Fatal("the README has no configuration reference section")
+	}
+	if want := s[start+1 : end+1]; configRef != want {
+		t.Fatal("cmd/popsync/configref.md differs from the README's configuration reference: run go generate ./cmd/popsync")
+	}
+	man := manPage()
+	for _, key := range []string{"password_command", "tls_fingerprint", "delete_after", "max_parallel", "on_reject", "smtp_tls"} {
+		if !strings.Contains(man, roffText(key)) {
+			t.Errorf("the man page lacks the key %s", key)
+		}
+	}
+}

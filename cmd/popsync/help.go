@@ -171,8 +171,8 @@ func manPage() string {
 	p(".SH NAME\npopsync \\- fetch mail from POP3 accounts, exactly once\n")
 	p(".SH SYNOPSIS\n.B popsync\n[\\fIglobal flags\\fR] \\fICOMMAND\\fR [\\fIflags\\fR] [\\fIarguments\\fR]\n")
 	p(".SH DESCRIPTION\n%s\n.PP\n", roff(about))
-	p("The configuration is a TOML file; see the README's configuration reference " +
-		"and the commented example.toml that comes with popsync.\n")
+	p("The configuration is a TOML file, described under CONFIGURATION below; " +
+		"the commented example.toml that comes with popsync shows every key.\n")
 	p(".SH COMMANDS\n")
 	for _, c := range commands {
 		p(".SS \"%s\"\n%s\n", roff(synopsis(c)), roff(c.about))
@@ -185,6 +185,7 @@ func manPage() string {
 		p(".TP\n.B %d\n%s\n", e.code, roff(e.meaning))
 	}
 	p(".PP\nWhen several accounts fail, the status is that of the first failed account in config order.\n")
+	p(".SH CONFIGURATION\n%s", markdownToRoff(configRef))
 	p(".SH FILES\n.TP\n.I $XDG_CONFIG_HOME/popsync/config.toml\nthe config file (default ~/.config/popsync/config.toml)\n")
 	p(".TP\n.I $XDG_STATE_HOME/popsync/state.db\nthe seen\\-set (default ~/.local/state/popsync/state.db)\n")
 	p(".SH SEE ALSO\n.BR fetchmail (1),\n.BR mpop (1),\n.BR getmail (1)\n")

@@ -4,6 +4,7 @@
 // is done by the fetch, deliver, state and configs packages.
 package main
 
+//go:generate sh -c "awk '/^## Configuration reference/{p=1} /^## Running as a service/{p=0} p' ../../README.md > configref.md"
 //go:generate sh -c "go run . help --man > ../../docs/popsync.1"
 
 import (
