@@ -127,6 +127,13 @@ func TestCLIHelp(t *testing.T) {
 			t.Errorf("help %s lists the old --trace-auth", cmd)
 		}
 	}
+	man, err := os.ReadFile(filepath.Join("..", "..", "docs", "popsync.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runPopsync(t, "help", "--man"); r.code != 0 || r.stdout != string(man) {
+		t.Errorf("help --man: exit %d, and its output differs from docs/popsync.1", r.code)
+	}
 	if r := runPopsync(t, "help", "nosuch"); r.code != 64 {
 		t.Errorf("help nosuch: exit %d, want 64", r.code)
 	}
