@@ -81,6 +81,9 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	}
 	d := net.Dialer{Timeout: o.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctxError(ctx)
+	}
 	if err != nil {
 		return nil, err // net's error names the address; callers add context
 	}
@@ -359,8 +362,8 @@ func (c *Client) begin(ctx context.Context) error {
 	if c.closed {
 		return ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pop3: before sending: %w", err)
+	if ctx.Err() != nil {
+		return fmt.Errorf("pop3: before sending: %w", ctxError(ctx))
 	}
 	if b := c.active; b != nil {
 		b.stopWatch()

@@ -78,3 +78,33 @@ func TestSilentServerHintsImplicitTLS(t *testing.T) {
 		t.Fatalf("Dial = %v, want a timeout naming implicit TLS", err)
 	}
 }
+
+// TestCancelCauseNamed: a cancellation with a cause reports the cause
+// ("interrupted", not "context canceled") and is still context.Canceled.
+func TestCancelCauseNamed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := Dial(ctx, ln.Addr().String(), Options{Security: SecurityNone, Timeout: 30 * time.Second})
+		done <- err
+	}()
+	conn := <-accepted
+	defer conn.Close()
+	cancel(errors.New("interrupted"))
+	err = <-done
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "interrupted") || strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("Dial = %v, want the cause named, wrapping context.Canceled", err)
+	}
+}
