@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -108,4 +109,9 @@ func TestConfigRefMatchesREADME(t *testing.T) {
 			t.Errorf("the man page lacks the key %s", key)
 		}
 	}
+}
+
+// exitCodeRow is one line of the README's exit status table.
+func exitCodeRow(code int, meaning string) string {
+	return "| " + strconv.Itoa(code) + " | " + meaning + " |"
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 )
 
@@ -190,9 +189,4 @@ func manPage() string {
 	p(".TP\n.I $XDG_STATE_HOME/popsync/state.db\nthe seen\\-set (default ~/.local/state/popsync/state.db)\n")
 	p(".SH SEE ALSO\n.BR fetchmail (1),\n.BR mpop (1),\n.BR getmail (1)\n")
 	return b.String()
-}
-
-// exitCodeRow is one line of the README's exit status table.
-func exitCodeRow(code int, meaning string) string {
-	return "| " + strconv.Itoa(code) + " | " + meaning + " |"
 }
