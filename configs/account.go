@@ -3,6 +3,7 @@ package configs
 import (
 	"sort"
 	"strconv"
+	"strings"
 )
 
 var (
@@ -58,7 +59,7 @@ var accountFields = map[string]accountField{
 	},
 	"host":            func(d *decoder, r *rawAccount, x any, w where) { r.host = get(d.host, x, w) },
 	"port":            func(d *decoder, r *rawAccount, x any, w where) { r.port = get(d.intRange(1, 65535), x, w) },
-	"tls":             func(d *decoder, r *rawAccount, x any, w where) { r.tls = get(d.enum(tlsModes...), x, w) },
+	"tls":             func(d *decoder, r *rawAccount, x any, w where) { r.tls = get(d.tlsMode, x, w) },
 	"tls_ca_file":     func(d *decoder, r *rawAccount, x any, w where) { r.tlsCAFile = get(d.path, x, w) },
 	"tls_fingerprint": func(d *decoder, r *rawAccount, x any, w where) { r.tlsFingerprint = get(d.fingerprint, x, w) },
 	"tls_server_name": func(d *decoder, r *rawAccount, x any, w where) { r.tlsSName = get(d.host, x, w) },
@@ -460,4 +461,17 @@ func keyHints() map[string]string {
 		h[k] = "[[account]] or [defaults]"
 	}
 	return h
+}
+
+// tlsMode is the enum of "tls", with a way out for the names other tools
+// use: fetchmail's "ssl" is implicit TLS, and "tls" means either.
+func (d *decoder) tlsMode(x any, w where) (string, bool) {
+	if s, ok := x.(string); ok {
+		switch strings.ToLower(strings.TrimSpace(s)) {
+		case "ssl", "tls", "on", "yes", "true":
+			d.problem(w, `must be implicit, starttls or none, not %q: use "implicit" for TLS from the first byte (port 995, fetchmail's ssl), "starttls" for STLS on port 110`, s)
+			return "", false
+		}
+	}
+	return d.enum(tlsModes...)(x, w)
 }

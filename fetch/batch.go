@@ -124,6 +124,7 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 			// another session. Left for the next poll.
 			p.res.Failed++
 			p.log.Warn("server refused RETR", "uidl", m.key, "error", err.Error())
+			p.onMessage(m, m.size, nil, MessageRefused, err)
 			return nil
 		}
 		st, ok, err := p.stream(ctx, m, header, body, s)
@@ -263,7 +264,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 			// Not a judgement on this message but a broken target (a
 			// Maildir on a full disk): stop before more is fetched.
 			abort()
-			return st, false, fmt.Errorf("writing message %s: %w", m.key, e)
+			return st, false, asTargetError(fmt.Errorf("writing message %s: %w", m.key, e))
 		case de.Temporary:
 			temp = append(temp, e)
 		default:
@@ -295,12 +296,15 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	}
 	if len(temp) > 0 {
 		p.res.Failed++
+		joined := errors.Join(append(temp, perm...)...)
 		p.log.Warn("delivery failed for now; the message stays on the server for the next poll",
-			"uidl", m.key, "error", errors.Join(append(temp, perm...)...).Error())
+			"uidl", m.key, "error", joined.Error())
+		p.onMessage(m, n, s.targets, MessageDeferred, joined)
 		return st, false, nil
 	}
 	entry := p.a.Deliver[s.base+permIdx]
 	p.rejected = append(p.rejected, rejection{m: m, onReject: entry.OnReject, reason: errors.Join(perm...).Error()})
+	p.onMessage(m, n, s.targets, MessageRejected, errors.Join(perm...))
 	return st, false, nil
 }
 
@@ -368,7 +372,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 		}
 		if err := t.Prepare(ctx, cols[ti]); err != nil {
 			abortAll()
-			return fmt.Errorf("making messages durable: %w", err)
+			return asTargetError(fmt.Errorf("making messages durable: %w", err))
 		}
 	}
 	now := p.o.now()
@@ -396,7 +400,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 		if err := t.Publish(ctx, cols[ti]); err != nil {
 			// Some may be in place: the committer resolves the intents
 			// once nothing streams any more.
-			return &publishError{fmt.Errorf("delivering: %w", err)}
+			return &publishError{asTargetError(fmt.Errorf("delivering: %w", err))}
 		}
 	}
 	recs := make([]state.Record, len(batch))
@@ -410,6 +414,9 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 	}
 	if s.state == state.Delivered {
 		p.res.Delivered += len(batch)
+		for _, st := range batch {
+			p.onMessage(st.m, st.size, s.targets, MessageDelivered, nil)
+		}
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -93,6 +94,11 @@ type Options struct {
 	// QuietFailures logs a failed poll at Warn instead of Error, for a
 	// caller (the daemon's scheduler) that reports failure streaks itself.
 	QuietFailures bool
+	// OnMessage, when set, is called once for each message a poll
+	// delivered, deferred, rejected, skipped or could not retrieve. It is
+	// called from the poll's goroutines, for several accounts at once
+	// under PollAll, so it must be safe for concurrent use.
+	OnMessage func(MessageEvent)
 	// QuarantineDir holds the default quarantine Maildirs, one per account
 	// (QuarantineDir/NAME), for messages a target refuses for good and
 	// whose deliver entry names no quarantine of its own.
@@ -234,7 +240,7 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	r := p.res
 	attrs := []any{"on_server", r.OnServer, "new", r.New, "delivered", r.Delivered,
 		"deleted", r.Deleted, "skipped", r.Skipped, "bytes", r.Bytes,
-		"seconds", strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
+		"seconds", math.Round(r.Duration.Seconds()*1000) / 1000}
 	if r.Failed > 0 {
 		attrs = append(attrs, "failed", r.Failed)
 	}
@@ -368,6 +374,7 @@ func (p *pollRun) run(ctx context.Context) error {
 	for _, m := range skipped {
 		p.log.Warn("message over max_size left on the server",
 			"uidl", m.key, "size", m.size, "max_size", int64(a.MaxSize))
+		p.onMessage(m, m.size, nil, MessageSkipped, ErrOversized)
 	}
 	if o.DryRun {
 		var bytes int64
@@ -786,7 +793,7 @@ func (p *pollRun) openTargets() error {
 		t, err := open(p.a, d)
 		if err != nil {
 			p.closeTargets()
-			return fmt.Errorf("opening delivery target: %w", err)
+			return asTargetError(fmt.Errorf("opening delivery target: %w", err))
 		}
 		p.targets = append(p.targets, t)
 	}

@@ -2,7 +2,9 @@
 # test.sh - popsync's test command: ./scripts/test.sh [go test flags] [packages]
 #
 # 1. Makes sure the real servers the integration tests start are installed
-#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix;
+#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix, and
+#    the shells, groff and systemd-analyze that check popsync's completion,
+#    man page and service units;
 #    postfix is preseeded with "No configuration", so no system instance is
 #    set up: the tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
@@ -22,7 +24,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix)
+PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix
+  bash zsh fish groff-base systemd)  # cmd/popsync: completion, man page and unit checks
 TEST_USER=popsynctest
 
 say() { printf '[test.sh] %s\n' "$*" >&2; }
