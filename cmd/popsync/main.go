@@ -46,6 +46,7 @@ var commands = []command{
 	{"run", "the daemon: poll every account on its schedule until stopped", cmdRun},
 	{"check", "validate the config; with --connect, log in to each account", cmdCheck},
 	{"status", "show per-account state: last poll, last error, seen, pending", cmdStatus},
+	{"import", "convert a fetchmail, getmail or mpop config and its seen-state", cmdImport},
 	{"demo", "try popsync against a built-in POP3 server, into ./demo", cmdDemo},
 	{"version", "print version and build information", cmdVersion},
 }
