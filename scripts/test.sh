@@ -2,7 +2,8 @@
 # test.sh - popsync's test command: ./scripts/test.sh [go test flags] [packages]
 #
 # 1. Makes sure the real servers the integration tests start are installed
-#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix;
+#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix, and
+#    fetchmail getmail6 mpop for the import tests;
 #    postfix is preseeded with "No configuration", so no system instance is
 #    set up: the tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
@@ -22,7 +23,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix)
+PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix fetchmail getmail6 mpop)
 TEST_USER=popsynctest
 
 say() { printf '[test.sh] %s\n' "$*" >&2; }

@@ -181,6 +181,9 @@ func TestGetmailCorpus(t *testing.T) {
 	compare(t, im.Accounts[0], &Account{Name: "jdoe@example.net", Host: "pop.example.net", Port: 995, TLS: "implicit",
 		CAFile: "/home/u/certs/ca.pem", User: "jdoe@example.net", PasswordCommand: []string{"/usr/bin/pass", "show", "mail/jdoe"},
 		Keep: true, DeleteAfter: 30, MaxSize: 10000000, FetchLimit: 200, Deliver: []Target{{Maildir: "/home/u/Maildir"}}})
+	if bad := im.Strict(); len(bad) != 0 {
+		t.Errorf("a plain getmailrc has options listed as not converted: %v", bad)
+	}
 	if got := im.Accounts[0].SeenFile; got != "/home/u/.getmail/oldmail-pop.example.net-995-jdoe@example.net" {
 		t.Errorf("oldmail file %q", got)
 	}

@@ -155,11 +155,11 @@ func isHex(c byte) bool {
 type fmArgs int
 
 const (
-	fmFlag fmArgs = iota // none; may be negated with "no"
-	fmOne                // one string
-	fmNum                // one number
-	fmList               // one or more strings
-	fmEnvelope           // an optional number, then a string
+	fmFlag     fmArgs = iota // none; may be negated with "no"
+	fmOne                    // one string
+	fmNum                    // one number
+	fmList                   // one or more strings
+	fmEnvelope               // an optional number, then a string
 )
 
 type fmKeyword struct {
@@ -787,34 +787,34 @@ func convertFetchmailUser(im *Import, rc *fmRC, pl *fmPoll, u *fmUser, opt Fetch
 	}
 
 	unsupported := map[string]string{
-		"preconnect": "popsync runs no command before a poll: run it from a wrapper or a systemd ExecStartPre",
-		"postconnect": "popsync runs no command after a poll",
-		"plugin":      "popsync connects by TCP only; tunnel with a local port forward instead",
-		"plugout":     "popsync delivers without plugout commands",
-		"mimedecode":  "popsync never rewrites messages",
-		"dropstatus":  "popsync never rewrites messages",
+		"preconnect":    "popsync runs no command before a poll: run it from a wrapper or a systemd ExecStartPre",
+		"postconnect":   "popsync runs no command after a poll",
+		"plugin":        "popsync connects by TCP only; tunnel with a local port forward instead",
+		"plugout":       "popsync delivers without plugout commands",
+		"mimedecode":    "popsync never rewrites messages",
+		"dropstatus":    "popsync never rewrites messages",
 		"dropdelivered": "popsync never rewrites messages",
-		"forcecr":     "popsync's Maildir and MDA targets get LF line endings, SMTP and LMTP CRLF",
-		"flush":       "popsync never deletes a message it has not delivered",
-		"limitflush":  "popsync never deletes a message it has not delivered; larger ones are left and reported",
-		"idle":        "IMAP only",
-		"folder":      "IMAP only",
-		"envelope":    "multidrop: popsync delivers every message of an account to its targets",
-		"qvirtual":    "multidrop: popsync delivers every message of an account to its targets",
-		"aka":         "multidrop: popsync delivers every message of an account to its targets",
-		"localdomains": "multidrop: popsync delivers every message of an account to its targets",
-		"fetchdomains": "multidrop: popsync delivers every message of an account to its targets",
-		"dns":         "multidrop: popsync does no DNS lookups for recipients",
-		"checkalias":  "multidrop: popsync does no DNS lookups for recipients",
-		"interface":   "popsync does not check network interfaces before a poll",
-		"monitor":     "popsync does not watch interfaces for activity",
-		"interval":    "give the account its own schedule instead",
-		"principal":   "Kerberos is not supported",
-		"esmtpname":   "SMTP AUTH: use the target's smtp_user and smtp_password",
+		"forcecr":       "popsync's Maildir and MDA targets get LF line endings, SMTP and LMTP CRLF",
+		"flush":         "popsync never deletes a message it has not delivered",
+		"limitflush":    "popsync never deletes a message it has not delivered; larger ones are left and reported",
+		"idle":          "IMAP only",
+		"folder":        "IMAP only",
+		"envelope":      "multidrop: popsync delivers every message of an account to its targets",
+		"qvirtual":      "multidrop: popsync delivers every message of an account to its targets",
+		"aka":           "multidrop: popsync delivers every message of an account to its targets",
+		"localdomains":  "multidrop: popsync delivers every message of an account to its targets",
+		"fetchdomains":  "multidrop: popsync delivers every message of an account to its targets",
+		"dns":           "multidrop: popsync does no DNS lookups for recipients",
+		"checkalias":    "multidrop: popsync does no DNS lookups for recipients",
+		"interface":     "popsync does not check network interfaces before a poll",
+		"monitor":       "popsync does not watch interfaces for activity",
+		"interval":      "give the account its own schedule instead",
+		"principal":     "Kerberos is not supported",
+		"esmtpname":     "SMTP AUTH: use the target's smtp_user and smtp_password",
 		"esmtppassword": "SMTP AUTH: use the target's smtp_user and smtp_password",
-		"antispam":    "popsync never drops a message an MTA refuses: it is quarantined (on_reject)",
-		"properties":  "",
-		"bad-header":  "popsync delivers messages as the server sent them",
+		"antispam":      "popsync never drops a message an MTA refuses: it is quarantined (on_reject)",
+		"properties":    "",
+		"bad-header":    "popsync delivers messages as the server sent them",
 	}
 	harmlessOpts := map[string]string{
 		"rewrite":        "fetchmail's default; popsync never rewrites addresses in headers",

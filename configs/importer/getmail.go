@@ -347,14 +347,6 @@ func ConvertGetmail(name string, data []byte, opt GetmailOptions) (*Import, erro
 		default:
 			im.issue(v.pos, a.Name, k, "not supported by popsync")
 		}
-		switch k {
-		case "ssl_version", "ssl_ciphers":
-			im.harmless(v.pos, a.Name, k, "popsync negotiates TLS 1.2 or newer itself")
-		case "envelope_recipient":
-			// reported with the multidrop type
-		default:
-			im.issue(v.pos, a.Name, k, "not supported by popsync")
-		}
 	}
 
 	// [options] (getmail's defaults: read_all and delete are checked
