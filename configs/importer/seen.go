@@ -158,11 +158,14 @@ func ParseMpopUIDLs(name string, data []byte) ([]SeenList, error) {
 		case strings.HasPrefix(l, "#"):
 		case strings.HasPrefix(l, " "):
 			f := strings.Fields(l)
-			n, err := strconv.Atoi(f[0])
-			if len(f) != 3 || err != nil || n < 0 {
+			if len(f) != 3 {
 				return nil, errorf(p, "not an mpop UID list header (want \" COUNT HOST USER\")")
 			}
-			out = append(out, SeenList{Pos: p, Host: f[1], User: f[2], UIDLs: make([]Seen, 0, n)})
+			n, err := strconv.Atoi(f[0])
+			if err != nil || n < 0 {
+				return nil, errorf(p, "not an mpop UID list header (want \" COUNT HOST USER\")")
+			}
+			out = append(out, SeenList{Pos: p, Host: f[1], User: f[2], UIDLs: make([]Seen, 0, min(n, len(ls)-i))})
 			left = n
 		case l == "":
 		default:
