@@ -72,6 +72,13 @@ func Load(opt LoadOptions) (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, a := range im.Accounts {
+		if strings.ContainsAny(a.Password, "\r\n") {
+			// A password file holds one line.
+			a.TODO = append(a.TODO, "the password contains a line break, which a password_file cannot hold: give password_command or password_env")
+			a.Password = ""
+		}
+	}
 	l := &Loaded{Import: im, Seen: map[*Account][]state.Record{}, SeenFiles: map[*Account]string{}, Counts: map[*Account]int{}}
 	l.readSeen(opt)
 	return l, nil
