@@ -129,3 +129,29 @@ func TestImportUsage(t *testing.T) {
 		t.Errorf("unknown tool: exit %d %s", r.code, r.stderr)
 	}
 }
+
+// getmail: --rc names the files, --from-state the data directory; an
+// oldmail file there that belongs to no converted account is reported.
+func TestImportGetmailFromState(t *testing.T) {
+	rc := "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = pop.example.net\nusername = me\npassword_command = ('pass', 'mail')\n[destination]\ntype = Maildir\npath = ~/Maildir/\n[options]\nread_all = false\n"
+	home := writeHome(t, map[string]string{
+		"rc/mine":                                   rc,
+		"data/oldmail-pop.example.net-995-me":       "a-b\x001764750000\nc\x001764750001\n",
+		"data/oldmail-pop.example.net-995-somebody": "x\x001\n",
+	})
+	env := []string{"HOME=" + home}
+	r := runPopsyncEnv(t, env, "import", "getmail", "--rc", filepath.Join(home, "rc/mine"), "--from-state", filepath.Join(home, "data"),
+		"-o", filepath.Join(home, "c.toml"), "--state", "s.db", "--dry-run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "2 UIDLs from "+filepath.Join(home, "data/oldmail-pop.example.net-995-me")+" (3 seen-set records") {
+		t.Errorf("counts:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "oldmail-pop.example.net-995-somebody: seen-state matches no imported account") {
+		t.Errorf("stray oldmail not reported:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stdout, `password_command = ["pass", "mail"]`) {
+		t.Errorf("config:\n%s", r.stdout)
+	}
+}
