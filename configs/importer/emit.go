@@ -34,6 +34,11 @@ func Emit(im *Import, opt EmitOptions) []byte {
 		p("#   %s", oneLine(f))
 	}
 	p("# Read it, settle every TODO, then run `popsync check -c THIS_FILE`.")
+	for _, i := range im.Issues {
+		if i.Account == "" {
+			p("# %s: %s (%s): %s", issueKind(i), oneLine(i.Option), i.Pos, oneLine(i.Reason))
+		}
+	}
 	p("")
 	p("[state]")
 	p("path = %s", tomlString(opt.StatePath))
@@ -58,7 +63,7 @@ func Emit(im *Import, opt EmitOptions) []byte {
 			p("# %s", oneLine(c))
 		}
 		for _, i := range byAccount[a.Name] {
-			p("# not converted: %s (line %d): %s", oneLine(i.Option), i.Line, oneLine(i.Reason))
+			p("# %s: %s (line %d): %s", issueKind(i), oneLine(i.Option), i.Line, oneLine(i.Reason))
 		}
 		for _, t := range a.TODO {
 			p("# TODO: %s", oneLine(t))
@@ -131,6 +136,13 @@ func Emit(im *Import, opt EmitOptions) []byte {
 		}
 	}
 	return []byte(b.String())
+}
+
+func issueKind(i Issue) string {
+	if i.Harmless {
+		return "ignored"
+	}
+	return "not converted"
 }
 
 // oneLine keeps a comment on one line.
