@@ -185,18 +185,33 @@ func importSeen(ctx context.Context, db string, l *importer.Loaded, stdout io.Wr
 		return exitWith(exitState, err)
 	}
 	defer st.Close()
+	// Accounts popsync has polled already, with the size of their
+	// seen-set: importing into them is a merge.
+	polled := map[state.Account]int{}
+	sts, err := st.Status(ctx)
+	if err != nil {
+		return exitWith(exitState, err)
+	}
+	for _, s := range sts {
+		polled[s.Account.Canonical()] = s.Seen
+	}
 	for _, a := range l.Accounts {
 		recs, ok := l.Seen[a]
 		if !ok {
 			continue
 		}
-		added, err := st.MarkImported(ctx, importer.Identity(a), recs)
+		id := importer.Identity(a)
+		had, wasPolled := polled[id.Canonical()]
+		added, err := st.MarkImported(ctx, id, recs)
 		if err != nil {
 			return exitWith(exitState, err)
 		}
 		line := fmt.Sprintf("%s: %s imported into %s", a.Name, seenSummary(l, a, ""), db)
-		if added < len(recs) {
+		switch {
+		case added < len(recs):
 			line += fmt.Sprintf("; merged with the existing seen-set: %d added, %d already there", added, len(recs)-added)
+		case wasPolled && had > 0:
+			line += fmt.Sprintf("; merged with the %d records popsync already had for this account", had)
 		}
 		fmt.Fprintln(stdout, line)
 	}
