@@ -131,6 +131,34 @@ func (h *oldHome) run(okCodes []int, name string, args ...string) string {
 	return ""
 }
 
+// snapshot lists the old tool's files (everything but the Maildirs and
+// popsync's own folder) with their size, mode and modification time.
+func (h *oldHome) snapshot() string {
+	h.t.Helper()
+	var b strings.Builder
+	err := filepath.Walk(h.dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(h.dir, p)
+		if fi.IsDir() && (rel == "Mail" || rel == "popsync") {
+			return filepath.SkipDir
+		}
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "%s %v %d %x %d; ", rel, fi.Mode(), fi.Size(), data, fi.ModTime().UnixNano())
+		}
+		return nil
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return b.String()
+}
+
 // mailbox is one test account: a private Dovecot with its own user, and
 // the Maildir both the old tool and popsync deliver into.
 type mailbox struct {
@@ -234,11 +262,10 @@ func takeOver(t *testing.T, tool string, h *oldHome, boxes map[string]*mailbox, 
 	if r.code != 0 {
 		t.Fatalf("import --dry-run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	for name := range boxes {
-		if !strings.Contains(r.stdout, "10 UIDLs from") {
-			t.Fatalf("dry run does not report 10 UIDLs for %s:\n%s", name, r.stdout)
-		}
+	if n := strings.Count(r.stdout, ": 10 UIDLs from "); n != len(boxes) {
+		t.Fatalf("dry run reports 10 UIDLs for %d of %d accounts:\n%s", n, len(boxes), r.stdout)
 	}
+	before := h.snapshot()
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatalf("--dry-run wrote %s", out)
 	}
@@ -290,6 +317,9 @@ func takeOver(t *testing.T, tool string, h *oldHome, boxes map[string]*mailbox, 
 	r = runPopsyncEnv(t, env, append(args, "--force")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "merged with the existing seen-set: 0 added") {
 		t.Fatalf("second import: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if after := h.snapshot(); after != before {
+		t.Errorf("import changed the old tool's files:\nbefore %s\nafter  %s", before, after)
 	}
 	r = runPopsyncEnv(t, env, "fetch", "-c", out)
 	if r.code != 0 || strings.Count(r.stderr, "new=0") != len(boxes) {
