@@ -621,6 +621,13 @@ func (p *pollRun) plan(msgs []serverMsg, known []state.Record, now time.Time) (f
 			fetchList = append(fetchList, m)
 			continue
 		}
+		if r.State == state.Imported {
+			// Delivered by the tool popsync took over from, not by popsync:
+			// seen, so never fetched, and never DELE'd (neither keep =
+			// false nor delete_after), since popsync cannot know the
+			// message is still safe where that tool put it.
+			continue
+		}
 		if r.State == state.Quarantined && p.deletesRejected() {
 			dele = append(dele, m)
 			continue

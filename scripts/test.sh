@@ -4,7 +4,8 @@
 # 1. Makes sure the real servers the integration tests start are installed
 #    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix, and
 #    the shells, groff and systemd-analyze that check popsync's completion,
-#    man page and service units;
+#    man page and service units, and fetchmail getmail6 mpop for the
+#    import tests;
 #    postfix is preseeded with "No configuration", so no system instance is
 #    set up: the tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
@@ -25,6 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix
+  fetchmail getmail6 mpop           # cmd/popsync: the import tests run the real tools
   bash zsh fish groff-base systemd)  # cmd/popsync: completion, man page and unit checks
 TEST_USER=popsynctest
 

@@ -14,6 +14,7 @@ type migration func(ctx context.Context, tx *sql.Tx) error
 // migration is never edited, and PRAGMA user_version counts how many ran.
 var schemaMigrations = []migration{
 	migrate1,
+	migrate2,
 }
 
 // migrate1 creates the tables.
@@ -84,6 +85,30 @@ CREATE INDEX poll_account ON poll (account_id, id);
 
 PRAGMA application_id = %d;
 `, sqliteAppID))
+	return err
+}
+
+// migrate2 lets message.state hold Imported (4). SQLite cannot alter a
+// CHECK constraint, so the table is rebuilt with the same columns.
+func migrate2(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `
+CREATE TABLE message_v2 (
+	account_id   INTEGER NOT NULL REFERENCES account (id),
+	uidl         TEXT NOT NULL,
+	state        INTEGER NOT NULL CHECK (state IN (1, 2, 3, 4)), -- MsgState
+	size         INTEGER NOT NULL,
+	first_seen   INTEGER NOT NULL,
+	delivered_at INTEGER,
+	deleted_at   INTEGER,
+	gone_since   INTEGER,
+	note         TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (account_id, uidl)
+) WITHOUT ROWID;
+INSERT INTO message_v2 SELECT account_id, uidl, state, size, first_seen, delivered_at, deleted_at, gone_since, note FROM message;
+DROP TABLE message;
+ALTER TABLE message_v2 RENAME TO message;
+CREATE INDEX message_gone ON message (account_id, gone_since) WHERE gone_since IS NOT NULL;
+`)
 	return err
 }
 

@@ -103,6 +103,10 @@ const (
 	// max_size); recorded so it is reported once, and upgraded by
 	// MarkDelivered if it is delivered later.
 	Skipped MsgState = 3
+	// Imported: delivered by another tool (fetchmail, getmail, mpop) before
+	// popsync took the account over; recorded by MarkImported. Never fetched,
+	// and never deleted by popsync, which did not deliver it.
+	Imported MsgState = 4
 )
 
 // String returns the lower-case name of s.
@@ -114,6 +118,8 @@ func (s MsgState) String() string {
 		return "quarantined"
 	case Skipped:
 		return "skipped"
+	case Imported:
+		return "imported"
 	}
 	return "MsgState(" + strconv.Itoa(int(s)) + ")"
 }

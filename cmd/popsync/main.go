@@ -106,6 +106,10 @@ func init() {
 			about: "Writes a starter config for ADDRESS (mode 0600; an existing file is never overwritten), " +
 				"with the POP3 server, port and TLS of known providers: Gmail, Outlook and Microsoft 365, Yahoo, " +
 				"GMX, web.de and Fastmail; other domains get pop.DOMAIN as a guess. It then says what to do next."},
+		{name: "import", args: "fetchmail|getmail|mpop", summary: "convert a fetchmail, getmail or mpop config and its seen-state", setup: setupImport,
+			about: "Reads the old tool's config and seen-state (never changing them, never contacting a server) and writes " +
+				"a popsync config and seen-set, so that the first fetch gets exactly the mail the old tool had not fetched. " +
+				"Options that cannot be converted are listed with file and line; --dry-run writes nothing."},
 		{name: "demo", summary: "try popsync against a built-in POP3 server, into ./demo", setup: setupDemo,
 			about: "Starts a built-in POP3 server with sample mail and syncs it into a real Maildir and seen-set in " +
 				"the demo folder, twice, to show that nothing is fetched twice."},
