@@ -112,7 +112,7 @@ func TestImportReportsAndRefuses(t *testing.T) {
 	// The old tool fetched one more; importing again merges.
 	os.WriteFile(filepath.Join(home, ".fetchids"), []byte("me@pop.example.net 1\nme@pop.example.net 2\nme@pop.example.net 4\n"), 0o600)
 	r = runPopsyncEnv(t, env, "import", "fetchmail", "-o", out, "--state", db)
-	if r.code != 2 || !strings.Contains(r.stderr, "--force") {
+	if r.code != 64 || !strings.Contains(r.stderr, "--force") {
 		t.Fatalf("import over an existing config: exit %d\n%s", r.code, r.stderr)
 	}
 	r = runPopsyncEnv(t, env, "import", "fetchmail", "-o", out, "--state", db, "--force")
@@ -122,10 +122,10 @@ func TestImportReportsAndRefuses(t *testing.T) {
 }
 
 func TestImportUsage(t *testing.T) {
-	if r := runPopsync(t, "import"); r.code != 2 {
+	if r := runPopsync(t, "import"); r.code != 64 {
 		t.Errorf("no tool: exit %d", r.code)
 	}
-	if r := runPopsync(t, "import", "procmail"); r.code != 2 || !strings.Contains(r.stderr, "fetchmail, getmail or mpop") {
+	if r := runPopsync(t, "import", "procmail"); r.code != 64 || !strings.Contains(r.stderr, "fetchmail, getmail or mpop") {
 		t.Errorf("unknown tool: exit %d %s", r.code, r.stderr)
 	}
 }
