@@ -2,11 +2,16 @@ package deliver_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
 
@@ -266,4 +271,171 @@ func appendRaw(t *testing.T, c *imapclient.Client, box, m string) {
 	if _, err := cmd.Wait(); err != nil {
 		t.Fatalf("APPEND to %s: %v", box, err)
 	}
+}
+
+// loginLines counts Dovecot's IMAP login log lines, and those of them
+// over TLS.
+func loginLines(t *testing.T, d *realtest.Dovecot) (all, tls int) {
+	t.Helper()
+	for _, l := range strings.Split(d.Log(t), "\n") {
+		if strings.Contains(l, "imap-login: Info: Login:") {
+			all++
+			if strings.Contains(l, ", TLS") {
+				tls++
+			}
+		}
+	}
+	return all, tls
+}
+
+// TestIMAPSessionDovecot appends over every TLS mode and login method,
+// one connection per target for several batches and a lookup, with flags
+// and internal dates, and fails fast on a wrong password.
+func TestIMAPSessionDovecot(t *testing.T) {
+	d := realtest.StartDovecot(t, realtest.DovecotOptions{IMAP: true})
+	ctx := t.Context()
+	cases := []struct {
+		name, tls, auth string
+	}{
+		{"implicit-plain", deliver.TLSImplicit, deliver.IMAPAuthPlain},
+		{"starttls-login", deliver.TLSStartTLS, deliver.IMAPAuthLogin},
+		{"starttls-login-command", deliver.TLSStartTLS, deliver.IMAPAuthLoginCommand},
+		{"none-auto", deliver.TLSNone, deliver.IMAPAuthAuto},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			box := fmt.Sprintf("Session%d", i)
+			opts := imapOptions(d, box, filepath.Join(t.TempDir(), "spool"))
+			opts.TLS, opts.Auth = tc.tls, tc.auth
+			if tc.tls != deliver.TLSImplicit {
+				opts.Addr = d.IMAPAddr
+			}
+			opts.Flags = []string{`\Seen`, "$Popsync"}
+			before, beforeTLS := loginLines(t, d)
+			tg := newIMAP(t, opts)
+			var sent [][]byte
+			var tokens []string
+			for batch := range 3 {
+				var msgs [][]byte
+				for j := range 4 {
+					msgs = append(msgs, msg(fmt.Sprintf("Date: Tue, 2 Dec 2025 10:%02d:00 +0100\r\n", batch*4+j), fmt.Sprintf("batch %d message %d\r\n", batch, j)))
+				}
+				for _, dd := range publishAll(t, tg, msgs...) {
+					tokens = append(tokens, dd.Token())
+				}
+				sent = append(sent, msgs...)
+			}
+			found, err := tg.Delivered(ctx, tokens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tok := range tokens {
+				if !found[tok] {
+					t.Errorf("token %s not found", tok)
+				}
+			}
+			if err := tg.Close(); err != nil {
+				t.Fatal(err)
+			}
+			after, afterTLS := loginLines(t, d)
+			wantTLS := 1
+			if tc.tls == deliver.TLSNone {
+				wantTLS = 0
+			}
+			if after-before != 1 || afterTLS-beforeTLS != wantTLS {
+				t.Errorf("%d logins (%d over TLS) for 3 batches and a lookup, want 1 (%d)", after-before, afterTLS-beforeTLS, wantTLS)
+			}
+			stored, _ := d.IMAPMessages(t, box)
+			if len(stored) != len(sent) {
+				t.Fatalf("%d messages stored, want %d", len(stored), len(sent))
+			}
+			for k, m := range stored {
+				_, rest := splitToken(t, m.Body)
+				if !bytes.Equal(rest, sent[k]) {
+					t.Errorf("message %d: got %q, want %q", k, rest, sent[k])
+				}
+				want := time.Date(2025, 12, 2, 10, k, 0, 0, time.FixedZone("", 3600))
+				if !m.InternalDate.Equal(want) {
+					t.Errorf("message %d: internal date %v, want %v", k, m.InternalDate, want)
+				}
+				if !slices.Contains(m.Flags, `\Seen`) || !slices.Contains(m.Flags, "$Popsync") {
+					t.Errorf("message %d: flags %v, want \\Seen and $Popsync", k, m.Flags)
+				}
+			}
+		})
+	}
+
+	t.Run("InternalDate", func(t *testing.T) {
+		opts := imapOptions(d, "Dates", filepath.Join(t.TempDir(), "spool"))
+		tg := newIMAP(t, opts)
+		publishAll(t, tg,
+			[]byte("Received: from a by b; Mon, 1 Dec 2025 08:00:00 +0000\r\nReceived: from c by d; Sun, 30 Nov 2025 08:00:00 +0000\r\nSubject: no Date\r\n\r\nx\r\n"),
+			[]byte("Date: not a date\r\nSubject: bad Date, no Received\r\n\r\nx\r\n"),
+		)
+		nowOpts := opts
+		nowOpts.InternalDate = deliver.IMAPDateNow
+		publishAll(t, newIMAP(t, nowOpts), msg("Date: Tue, 2 Dec 2025 10:00:00 +0100\r\n", "x\r\n"))
+		stored, _ := d.IMAPMessages(t, "Dates")
+		if len(stored) != 3 {
+			t.Fatalf("%d messages, want 3", len(stored))
+		}
+		if want := time.Date(2025, 12, 1, 8, 0, 0, 0, time.UTC); !stored[0].InternalDate.Equal(want) {
+			t.Errorf("without Date: %v, want the first Received's %v", stored[0].InternalDate, want)
+		}
+		for _, m := range stored[1:] {
+			if d := time.Since(m.InternalDate); d < -time.Minute || d > time.Minute {
+				t.Errorf("UID %d: internal date %v, want about now", m.UID, m.InternalDate)
+			}
+		}
+	})
+
+	t.Run("WrongPassword", func(t *testing.T) {
+		opts := imapOptions(d, "INBOX", filepath.Join(t.TempDir(), "spool"))
+		opts.Password = func(context.Context) (string, error) { return "wrong", nil }
+		tg := newIMAP(t, opts)
+		before, _ := loginLines(t, d)
+		_, err := tg.Begin(ctx, deliver.Meta{})
+		var de *deliver.DeliveryError
+		if !errors.As(err, &de) || de.Stage != deliver.StageAuth || !de.Temporary || !de.TargetDown() {
+			t.Fatalf("Begin with a wrong password: %v, want a temporary auth failure", err)
+		}
+		if strings.Contains(err.Error(), "wrong") {
+			t.Errorf("error shows the password: %v", err)
+		}
+		_, err2 := tg.Begin(ctx, deliver.Meta{})
+		if !errors.As(err2, &de) || err2.Error() != err.Error() {
+			t.Errorf("second Begin: %v, want the same error", err2)
+		}
+		if err := tg.Check(ctx); err == nil {
+			t.Error("Check with a wrong password succeeded")
+		}
+		if after, _ := loginLines(t, d); after != before {
+			t.Errorf("%d successful logins with a wrong password", after-before)
+		}
+	})
+
+	t.Run("Check", func(t *testing.T) {
+		opts := imapOptions(d, "Missing", filepath.Join(t.TempDir(), "spool"))
+		if err := newIMAP(t, opts).Check(ctx); err != nil {
+			t.Errorf("Check with create: %v", err)
+		}
+		opts.Create = false
+		if err := newIMAP(t, opts).Check(ctx); err == nil {
+			t.Error("Check of a missing mailbox without create succeeded")
+		}
+		tg := newIMAP(t, opts)
+		d0, err := tg.Begin(ctx, deliver.Meta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(d0, "Subject: x\r\n\r\nx\r\n")
+		d0.Close()
+		tg.Prepare(ctx, []deliver.Delivery{d0})
+		err = tg.Publish(ctx, []deliver.Delivery{d0})
+		var pe *deliver.PublishError
+		if !errors.As(err, &pe) || len(pe.Published) != 0 || !deliver.IsTemporary(err) || !strings.Contains(err.Error(), "TRYCREATE") {
+			t.Errorf("Publish to a missing mailbox without create: %v, want a temporary TRYCREATE failure", err)
+		}
+		d0.Abort()
+	})
 }
