@@ -684,9 +684,10 @@ func (t *IMAP) Prepare(ctx context.Context, ds []Delivery) error {
 // Publish appends the prepared deliveries ds, pipelined, in order. When
 // some fail, the error is a *PublishError listing those that were
 // appended, and each delivery's Err says what happened to it. A delivery
-// whose APPEND got no tagged reply (a drop, a timeout) is not reported as
-// published although the server may have stored it: the caller resolves
-// that through Delivered, with the token it recorded. ctx is checked
+// the server refused may be published again; one whose APPEND got no
+// tagged reply (a drop, a timeout) is not reported as published although
+// the server may have stored it, and cannot be published again (ErrState):
+// the caller resolves it through Delivered, with the token it recorded. ctx is checked
 // before the first APPEND; its end later drops the connection.
 func (t *IMAP) Publish(ctx context.Context, ds []Delivery) error {
 	if err := ctx.Err(); err != nil {
@@ -738,7 +739,15 @@ func (t *IMAP) Publish(ctx context.Context, ds []Delivery) error {
 			continue
 		}
 		de := t.failure(StageAppend, ctxErr(ctx, errs[i]))
-		de.Err = fmt.Errorf("message %s (uidl %s, %d bytes): %w", d.token, d.meta.UIDL, d.size, de.Err)
+		what := "message"
+		if d.sent && !errors.As(errs[i], new(*imap.Error)) {
+			// The APPEND went out and no verdict came back: the
+			// server may have stored the message. Publishing it again
+			// could store it twice; only Delivered can tell.
+			d.state = stateBroken
+			what = "message of unknown fate"
+		}
+		de.Err = fmt.Errorf("%s %s (uidl %s, %d bytes): %w", what, d.token, d.meta.UIDL, d.size, de.Err)
 		d.err = de
 		fails = append(fails, de)
 	}
@@ -827,6 +836,7 @@ func (t *IMAP) appendAll(ctx context.Context, s *imapSession, ds []*IMAPDelivery
 			continue
 		}
 		cmd := s.c.Append(t.opts.Mailbox, d.size, &imap.AppendOptions{Flags: t.flags, Time: d.date})
+		d.sent = true
 		n, cerr := io.CopyBuffer(cmd, onlyReader{f}, *bp)
 		f.Close()
 		if cerr == nil && n != d.size {

@@ -298,6 +298,12 @@ func TestIMAPConnectionFaults(t *testing.T) {
 					t.Errorf("delivery error %v, want temporary", de)
 				}
 			}
+			// The message whose APPEND went out unanswered may be on the
+			// server: publishing it again is refused; the one never sent
+			// may go again.
+			if err := tg.Publish(t.Context(), ds[1:2]); !errors.Is(err, deliver.ErrState) {
+				t.Errorf("Publish again of the unanswered message: %v, want ErrState", err)
+			}
 			if took > 20*fakeTimeout {
 				t.Errorf("Publish took %v with a timeout of %v", took, fakeTimeout)
 			}

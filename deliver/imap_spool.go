@@ -148,6 +148,7 @@ type IMAPDelivery struct {
 	date  time.Time
 	state deliveryState
 	err   error // why the delivery failed
+	sent  bool  // an APPEND of it went out
 	uid   IMAPUID
 }
 
