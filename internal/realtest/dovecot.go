@@ -123,6 +123,9 @@ func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
 func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error)) *Dovecot {
 	t.Helper()
 	Require(t, "dovecot")
+	if opts.IMAP {
+		requireIMAP(t)
+	}
 	bin, err := LookPath("dovecot")
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -17,6 +19,22 @@ import (
 // loopback ports, plain text with STARTTLS and implicit TLS, over the same
 // Maildir and passwd file as POP3. The helpers below read mailboxes back
 // through IMAP itself, so a test sees what any IMAP client would.
+
+// imapBinaries are where distributions install Dovecot's imap and
+// imap-login programs (Debian's dovecot-imapd: /usr/lib/dovecot).
+var imapBinaries = []string{"/usr/lib/dovecot", "/usr/libexec/dovecot"}
+
+// requireIMAP skips the test, or fails it under POPSYNC_REQUIRE_REAL=1,
+// when Dovecot's IMAP server is not installed.
+func requireIMAP(t testing.TB) {
+	t.Helper()
+	for _, dir := range imapBinaries {
+		if _, err := os.Stat(filepath.Join(dir, "imap-login")); err == nil {
+			return
+		}
+	}
+	unavailable(t, fmt.Sprintf("Dovecot's IMAP server (imap-login) is not in %v (install dovecot-imapd)", imapBinaries))
+}
 
 func (d *Dovecot) imapPortCount() int {
 	if d.opts.IMAP {
