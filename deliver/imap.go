@@ -166,6 +166,7 @@ type IMAP struct {
 
 	mu     sync.Mutex
 	closed bool
+	ready  bool // a session was set up once
 	down   error
 	live   map[*IMAPDelivery]struct{}
 }
@@ -283,13 +284,14 @@ type imapSession struct {
 }
 
 // alive reports whether the connection still stands, as far as the
-// client knows without asking.
+// client knows without asking. (go-imap's State lags behind the replies
+// it has delivered, so it is not asked.)
 func (s *imapSession) alive() bool {
 	select {
 	case <-s.c.Closed():
 		return false
 	default:
-		return s.c.State() == imap.ConnStateAuthenticated || s.c.State() == imap.ConnStateSelected
+		return true
 	}
 }
 
@@ -439,8 +441,12 @@ func (t *IMAP) setup(ctx context.Context, conn *imapConn) (*imapSession, error) 
 		if err := t.authenticate(ctx, c, caps); err != nil {
 			return fail(StageAuth, err)
 		}
-		if caps = c.Caps(); caps == nil {
-			return fail(StageHello, errors.New("no capabilities from the server after logging in"))
+		// RFC 3501 §6.2.2: capabilities may change with the login.
+		// Asked for explicitly: go-imap's cached set may still be the
+		// one from before.
+		var err error
+		if caps, err = c.Capability().Wait(); err != nil {
+			return fail(StageHello, fmt.Errorf("CAPABILITY after logging in: %w", err))
 		}
 	}
 	s := &imapSession{c: c, conn: conn, caps: caps, uidPlus: caps.Has(imap.CapUIDPlus)}
@@ -574,6 +580,9 @@ func (t *IMAP) session(ctx context.Context) (*imapSession, error) {
 		return nil, err
 	}
 	t.sess = s
+	t.mu.Lock()
+	t.ready = true
+	t.mu.Unlock()
 	return s, nil
 }
 
@@ -599,19 +608,29 @@ func tooLarge(t *IMAP, stage string, size, limit int64) *DeliveryError {
 		Text: fmt.Sprintf("message of %d bytes, server's APPENDLIMIT is %d", size, limit)}
 }
 
-// Begin connects when there is no connection yet (so a server that cannot
-// be reached or logged in to fails the first message, not the batch's
-// end), then opens the spool file. A Meta.Size over the server's
+// Begin connects when the target never had a connection (so a server
+// that cannot be reached or logged in to fails the first message, not the
+// batch's end), then opens the spool file. A Meta.Size over the server's
 // APPENDLIMIT fails at once with ErrAppendLimit.
 func (t *IMAP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: beginning delivery: %w", t.name, err)
 	}
-	t.sessMu.Lock()
-	_, err := t.session(ctx)
-	t.sessMu.Unlock()
-	if err != nil {
-		return nil, err
+	t.mu.Lock()
+	ready, down := t.ready, t.down
+	t.mu.Unlock()
+	if down != nil {
+		return nil, down
+	}
+	if !ready {
+		// Later Begins do not wait for the session: they may run
+		// while another batch is being published over it.
+		t.sessMu.Lock()
+		_, err := t.session(ctx)
+		t.sessMu.Unlock()
+		if err != nil {
+			return nil, err
+		}
 	}
 	if limit := t.appendLimit(); limit > 0 && m.Size > limit {
 		return nil, tooLarge(t, StageSize, m.Size, limit)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +38,7 @@ type fakeIMAP struct {
 	injectAfterSTARTTLS bool
 
 	mu      sync.Mutex
+	auth    []string // the decoded SASL responses of the last AUTHENTICATE
 	boxes   map[string]*fakeBox
 	conns   int
 	appends int
@@ -172,13 +174,18 @@ func (f *fakeIMAP) serve(c net.Conn) {
 				send("%s", f.afterLogin)
 			}
 		case "AUTHENTICATE":
-			if !strings.Contains(args, " ") {
+			_, ir, hasIR := strings.Cut(args, " ")
+			if !hasIR {
 				send("+ ")
-				if _, err := r.ReadString('\n'); err != nil {
+				l, err := r.ReadString('\n')
+				if err != nil {
 					return
 				}
+				ir = l
 			}
+			dec, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(ir))
 			f.mu.Lock()
+			f.auth = []string{string(dec)}
 			f.logins++
 			f.mu.Unlock()
 			send("%s OK authenticated", tag)

@@ -409,3 +409,33 @@ func TestIMAPCanceledPublish(t *testing.T) {
 	}
 	abortAll(ds)
 }
+
+// TestIMAPOAuth2: XOAUTH2 and OAUTHBEARER send the access token that
+// Password returns in their own formats, asked for once per connection.
+func TestIMAPOAuth2(t *testing.T) {
+	for _, tc := range []struct{ auth, want string }{
+		{deliver.IMAPAuthXOAuth2, "user=me\x01auth=Bearer ya29.token\x01\x01"},
+		{deliver.IMAPAuthOAuthBearer, "n,a=me,\x01auth=Bearer ya29.token\x01\x01"},
+		{deliver.IMAPAuthPlain, "\x00me\x00ya29.token"},
+	} {
+		f := newFakeIMAP(t, "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER", "INBOX")
+		calls := 0
+		tg, _ := fakeTarget(t, f, "INBOX", func(o *deliver.IMAPOptions) {
+			o.Auth = tc.auth
+			o.Password = func(context.Context) (string, error) { calls++; return "ya29.token", nil }
+		})
+		ds := stageAll(t, tg, sized(10), sized(10))
+		if err := tg.Publish(t.Context(), ds); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		got := f.auth
+		f.mu.Unlock()
+		if len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: the server got %q, want %q", tc.auth, got, tc.want)
+		}
+		if calls != 1 {
+			t.Errorf("%s: Password called %d times for one connection", tc.auth, calls)
+		}
+	}
+}
