@@ -706,8 +706,9 @@ func (t *IMAP) Prepare(ctx context.Context, ds []Delivery) error {
 // the server refused may be published again; one whose APPEND got no
 // tagged reply (a drop, a timeout) is not reported as published although
 // the server may have stored it, and cannot be published again (ErrState):
-// the caller resolves it through Delivered, with the token it recorded. ctx is checked
-// before the first APPEND; its end later drops the connection.
+// the caller resolves it through Delivered, with the token it recorded.
+// ctx is checked before the first APPEND; its end later drops the
+// connection.
 func (t *IMAP) Publish(ctx context.Context, ds []Delivery) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: publishing: %w", t.name, err)
@@ -757,7 +758,13 @@ func (t *IMAP) Publish(ctx context.Context, ds []Delivery) error {
 			published = append(published, i)
 			continue
 		}
-		de := t.failure(StageAppend, ctxErr(ctx, errs[i]))
+		var de *DeliveryError
+		if !errors.As(errs[i], &de) {
+			// (A *DeliveryError already is one from setting up the
+			// session, which keeps its stage.)
+			de = t.failure(StageAppend, ctxErr(ctx, errs[i]))
+		}
+		de = &DeliveryError{Target: de.Target, Stage: de.Stage, Temporary: de.Temporary, Text: de.Text, Err: de.Err}
 		what := "message"
 		if d.sent && !errors.As(errs[i], new(*imap.Error)) {
 			// The APPEND went out and no verdict came back: the
@@ -811,6 +818,9 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return 
 // one error per delivery: nil for a tagged OK.
 func (t *IMAP) appendBatch(ctx context.Context, ds []*IMAPDelivery) []error {
 	errs := make([]error, len(ds))
+	for _, d := range ds {
+		d.sent = false
+	}
 	for done := 0; done < len(ds); {
 		s, err := t.session(ctx)
 		if err != nil {
