@@ -125,12 +125,14 @@ type IMAPUID struct {
 //     connection; a message counts as published only on the tagged OK to
 //     its APPEND (with UIDPLUS, RFC 4315, the reply's APPENDUID is kept:
 //     IMAPDelivery.UID).
-//   - Delivered, after a crash, looks in the mailbox with UID SEARCH
-//     HEADER X-Popsync-Id TOKEN (RFC 3501 §6.4.4) and confirms each hit by
-//     fetching that field: no SEARCH implementation (Dovecot, Gmail and
-//     Microsoft 365 match substrings or words) can make a false match
-//     count. The token is 26 random base32 characters, one word to every
-//     such search.
+//   - Delivered, after a crash, reads the X-Popsync-Id field of the
+//     mailbox's newest 1000 messages (where an interrupted batch sits,
+//     whether or not the server's search index has caught up), then looks
+//     for the tokens not found there with UID SEARCH HEADER X-Popsync-Id
+//     TOKEN (RFC 3501 §6.4.4) and confirms each hit by fetching that
+//     field: no SEARCH implementation (Dovecot, Gmail and Microsoft 365
+//     match substrings or words) can make a false match count. The token
+//     is 26 random base32 characters, one word to every such search.
 //
 // One connection is opened by the first Begin and authenticated once, is
 // reused for every message, and is closed with LOGOUT by Close; a
@@ -969,8 +971,9 @@ func (t *IMAP) DeliveredUIDs(ctx context.Context, tokens []string) (map[string]I
 	return out, nil
 }
 
-// lookup runs EXAMINE, one UID SEARCH HEADER per token (pipelined), one
-// UID FETCH of the token field for every hit, and UNSELECT.
+// lookup runs EXAMINE, a FETCH of the token field of the newest
+// messages, one UID SEARCH HEADER per token not found there (pipelined),
+// one UID FETCH of the token field for every hit, and UNSELECT.
 func (t *IMAP) lookup(s *imapSession, tokens []string, out map[string]IMAPUID) error {
 	sel, err := s.c.Select(t.opts.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
 	if err != nil {
@@ -991,8 +994,49 @@ func (t *IMAP) lookup(s *imapSession, tokens []string, out map[string]IMAPUID) e
 	if sel.NumMessages == 0 {
 		return nil
 	}
-	searches := make([]*imapclient.SearchCommand, len(tokens))
-	for i, tok := range tokens {
+	want := make(map[string]bool, len(tokens))
+	for _, tok := range tokens {
+		want[tok] = true
+	}
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IMAPTokenHeader}, Peek: true}
+	record := func(set imap.NumSet) error {
+		msgs, err := s.c.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		if err != nil {
+			return fmt.Errorf("FETCH %s: %w", IMAPTokenHeader, err)
+		}
+		for _, m := range msgs {
+			v, ok := field(m.FindBodySection(section), strings.ToLower(IMAPTokenHeader))
+			tok := strings.TrimSpace(v)
+			if !ok || !want[tok] || m.UID == 0 {
+				continue
+			}
+			if prev, seen := out[tok]; !seen || uint32(m.UID) < prev.UID {
+				out[tok] = IMAPUID{UIDValidity: sel.UIDValidity, UID: uint32(m.UID)}
+			}
+		}
+		return nil
+	}
+	// The newest messages are read directly: an interrupted batch sits at
+	// the end of the mailbox, and a server's search index may not hold a
+	// message yet that it has just stored (Gmail builds it afterwards).
+	if imapRecentScan > 0 {
+		var recent imap.SeqSet
+		recent.AddRange(sel.NumMessages-min(sel.NumMessages, uint32(imapRecentScan))+1, sel.NumMessages)
+		if err := record(recent); err != nil {
+			return err
+		}
+	}
+	var missing []string
+	for _, tok := range tokens {
+		if _, ok := out[tok]; !ok {
+			missing = append(missing, tok)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	searches := make([]*imapclient.SearchCommand, len(missing))
+	for i, tok := range missing {
 		searches[i] = s.c.UIDSearch(&imap.SearchCriteria{
 			Header: []imap.SearchCriteriaHeaderField{{Key: IMAPTokenHeader, Value: tok}},
 		}, nil)
@@ -1015,27 +1059,12 @@ func (t *IMAP) lookup(s *imapSession, tokens []string, out map[string]IMAPUID) e
 	if len(hits) == 0 {
 		return nil
 	}
-	want := make(map[string]bool, len(tokens))
-	for _, tok := range tokens {
-		want[tok] = true
-	}
-	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IMAPTokenHeader}, Peek: true}
-	msgs, err := s.c.Fetch(hits, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
-	if err != nil {
-		return fmt.Errorf("UID FETCH %s: %w", IMAPTokenHeader, err)
-	}
-	for _, m := range msgs {
-		v, ok := field(m.FindBodySection(section), strings.ToLower(IMAPTokenHeader))
-		tok := strings.TrimSpace(v)
-		if !ok || !want[tok] {
-			continue
-		}
-		if prev, seen := out[tok]; !seen || uint32(m.UID) < prev.UID {
-			out[tok] = IMAPUID{UIDValidity: sel.UIDValidity, UID: uint32(m.UID)}
-		}
-	}
-	return nil
+	return record(hits)
 }
+
+// imapRecentScan is how many of a mailbox's newest messages Delivered
+// reads the token field of before it searches (tests change it).
+var imapRecentScan = 1000
 
 // unselect leaves the mailbox: UNSELECT (RFC 3691) where offered, else
 // CLOSE, which expunges nothing in a mailbox opened with EXAMINE (RFC 3501

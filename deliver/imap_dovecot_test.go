@@ -202,15 +202,21 @@ func TestIMAPDeliveredDovecot(t *testing.T) {
 	appendRaw(t, c, box, decoy)
 
 	after := newIMAP(t, imapOptions(d, box, spoolDir))
-	got, err := after.DeliveredUIDs(ctx, []string{pub.Token(), unpub.Token()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if g, ok := got[pub.Token()]; !ok || g != uid {
-		t.Errorf("appended token: found %v %v, want %v", g, ok, uid)
-	}
-	if g, ok := got[unpub.Token()]; ok {
-		t.Errorf("prepared-only token found at %v", g)
+	// Both ways of looking: reading the newest messages, and (with none
+	// read) UID SEARCH HEADER alone.
+	for _, scan := range []int{1000, 0} {
+		restore := deliver.SetIMAPRecentScan(scan)
+		got, err := after.DeliveredUIDs(ctx, []string{pub.Token(), unpub.Token()})
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, ok := got[pub.Token()]; !ok || g != uid {
+			t.Errorf("scan %d: appended token: found %v %v, want %v", scan, g, ok, uid)
+		}
+		if g, ok := got[unpub.Token()]; ok {
+			t.Errorf("scan %d: prepared-only token found at %v", scan, g)
+		}
 	}
 	if err := after.Cleanup(ctx, []string{unpub.Token()}); err != nil {
 		t.Fatal(err)
@@ -235,7 +241,9 @@ func TestIMAPDeliveredDovecot(t *testing.T) {
 	for _, m := range stored {
 		appendRaw(t, c, box, string(m.Body))
 	}
-	got, err = after.DeliveredUIDs(ctx, []string{pub.Token()})
+	restore := deliver.SetIMAPRecentScan(0)
+	got, err := after.DeliveredUIDs(ctx, []string{pub.Token()})
+	restore()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,9 @@ type fakeIMAP struct {
 	appendHook func(n int, size int64) fakeAppend
 	// afterLogin is sent (untagged) after the tagged OK of a login.
 	afterLogin string
+	// searchBlind makes UID SEARCH find nothing, like a server whose
+	// index has not caught up.
+	searchBlind bool
 	// injectAfterSTARTTLS makes STARTTLS answer OK followed, in the same
 	// write, by plain text (the STARTTLS injection attack). Without it,
 	// STARTTLS is refused.
@@ -239,7 +242,7 @@ func (f *fakeIMAP) serve(c net.Conn) {
 			tok := tokenInLine.FindString(args)
 			var uids []string
 			f.mu.Lock()
-			if selected != nil {
+			if selected != nil && !f.searchBlind {
 				for _, m := range selected.msgs {
 					if tok != "" && bytes.Contains(m.data, []byte(tok)) {
 						uids = append(uids, strconv.Itoa(int(m.uid)))
@@ -249,7 +252,8 @@ func (f *fakeIMAP) serve(c net.Conn) {
 			f.mu.Unlock()
 			send("* SEARCH %s", strings.Join(uids, " "))
 			send("%s OK searched", tag)
-		case "UID FETCH":
+		case "UID FETCH", "FETCH":
+			bySeq := verb == "FETCH"
 			set, _, _ := strings.Cut(args, " ")
 			want := map[string]bool{}
 			for _, part := range strings.Split(set, ",") {
@@ -267,7 +271,11 @@ func (f *fakeIMAP) serve(c net.Conn) {
 			var out []string
 			if selected != nil {
 				for i, m := range selected.msgs {
-					if !want[strconv.Itoa(int(m.uid))] {
+					key := int(m.uid)
+					if bySeq {
+						key = i + 1
+					}
+					if !want[strconv.Itoa(key)] {
 						continue
 					}
 					field := ""

@@ -439,3 +439,38 @@ func TestIMAPOAuth2(t *testing.T) {
 		}
 	}
 }
+
+// TestIMAPLaggingSearch: Delivered reads the token field of the newest
+// messages before it searches, so a server whose search index lags
+// behind its APPENDs (Gmail) still shows what was appended.
+func TestIMAPLaggingSearch(t *testing.T) {
+	f := newFakeIMAP(t, "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN", "INBOX")
+	f.searchBlind = true
+	tg, _ := fakeTarget(t, f, "INBOX", nil)
+	ds := stageAll(t, tg, sized(10), sized(10), sized(10), sized(10))
+	if err := tg.Publish(t.Context(), ds[:3]); err != nil {
+		t.Fatal(err)
+	}
+	tokens := []string{ds[0].Token(), ds[1].Token(), ds[2].Token(), ds[3].Token()}
+	for _, tc := range []struct {
+		scan int
+		want []bool
+	}{
+		{1000, []bool{true, true, true, false}},
+		{2, []bool{false, true, true, false}}, // only the newest two are read
+		{0, []bool{false, false, false, false}},
+	} {
+		restore := deliver.SetIMAPRecentScan(tc.scan)
+		found, err := tg.Delivered(t.Context(), tokens)
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, tok := range tokens {
+			if found[tok] != tc.want[i] {
+				t.Errorf("scan %d: message %d found %v, want %v", tc.scan, i, found[tok], tc.want[i])
+			}
+		}
+	}
+	abortAll(ds[3:])
+}
