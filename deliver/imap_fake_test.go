@@ -376,5 +376,5 @@ func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, 
 }
 
 // fakeTimeout is IMAPOptions.Timeout against the fake: short, since the
-// timeout tests wait it out.
-const fakeTimeout = 500 * time.Millisecond
+// timeout tests wait it out, yet long enough for a loaded machine.
+const fakeTimeout = 2 * time.Second
