@@ -313,11 +313,15 @@ func (t *IMAP) failure(stage string, err error) *DeliveryError {
 	var ie *imap.Error
 	if errors.As(err, &ie) {
 		de.Text = imapErrorText(ie)
+		if err == error(ie) {
+			// The reply is all there is to say; Text holds it.
+			de.Err = errors.New("refused")
+		}
 		if stage == StageAppend {
 			de.Temporary = !messageVerdict(ie)
 			if ie.Code == imap.ResponseCodeTooBig {
 				de.Temporary = true
-				de.Err = fmt.Errorf("%w: %v", ErrAppendLimit, err)
+				de.Err = ErrAppendLimit
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -473,4 +474,18 @@ func TestIMAPLaggingSearch(t *testing.T) {
 		}
 	}
 	abortAll(ds[3:])
+}
+
+func TestIMAPErrorText(t *testing.T) {
+	f := newFakeIMAP(t, "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN", "INBOX")
+	f.appendHook = func(int, int64) fakeAppend { return fakeAppend{Reply: "NO [OVERQUOTA] mailbox is full"} }
+	tg, _ := fakeTarget(t, f, "INBOX", nil)
+	ds := stageAll(t, tg, sized(10))
+	err := tg.Publish(t.Context(), ds)
+	got := deliveryErr(ds[0]).Error()
+	want := "imap imap.example.net:993 INBOX: APPEND: message " + ds[0].Token() + " (uidl u, " + strconv.FormatInt(ds[0].Size(), 10) + " bytes): refused: NO [OVERQUOTA] mailbox is full (temporary)"
+	if got != want || !strings.Contains(err.Error(), want) {
+		t.Errorf("error\n got %s\nwant %s", got, want)
+	}
+	abortAll(ds)
 }
