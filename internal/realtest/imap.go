@@ -17,7 +17,7 @@ import (
 
 // IMAP serving (DovecotOptions.IMAP): Dovecot's imap service on two more
 // loopback ports, plain text with STARTTLS and implicit TLS, over the same
-// Maildir and passwd file as POP3. The helpers below read mailboxes back
+// Maildir and passwd file as POP3. The functions below read mailboxes back
 // through IMAP itself, so a test sees what any IMAP client would.
 
 // imapBinaries are where distributions install Dovecot's imap and
