@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"popsync/internal/osfile"
 )
 
 // ownerProblems checks who could have written the config file at abs
@@ -20,7 +22,7 @@ func ownerProblems(abs string, fi fs.FileInfo) []string {
 	uid := os.Geteuid()
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid && st.Uid != 0 {
 		out = append(out, fmt.Sprintf("is owned by uid %d, not by the user running popsync (uid %d) or root: its owner could make popsync run any program; run: chown %d %s",
-			st.Uid, uid, uid, shellQuote(abs)))
+			st.Uid, uid, uid, osfile.ShellQuote(abs)))
 	}
 	dir := filepath.Dir(abs)
 	di, err := os.Stat(dir)
@@ -29,11 +31,11 @@ func ownerProblems(abs string, fi fs.FileInfo) []string {
 	}
 	if st, ok := di.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid && st.Uid != 0 {
 		out = append(out, fmt.Sprintf("is in folder %s, owned by uid %d, not by the user running popsync (uid %d) or root: its owner could replace the file; run: chown %d %s, or move the file",
-			dir, st.Uid, uid, uid, shellQuote(dir)))
+			dir, st.Uid, uid, uid, osfile.ShellQuote(dir)))
 	}
 	if perm := di.Mode().Perm(); perm&0o022 != 0 && di.Mode()&fs.ModeSticky == 0 {
 		out = append(out, fmt.Sprintf("is in folder %s, which others can write (mode %04o): anyone who can write there could replace the file; run: chmod go-w %s",
-			dir, perm, shellQuote(dir)))
+			dir, perm, osfile.ShellQuote(dir)))
 	}
 	return out
 }

@@ -126,6 +126,37 @@ type Delivery interface {
 	Size() int64
 }
 
+// Confirming is the part every confirming target (SMTP, LMTP, an MDA, an
+// IMAP APPEND) shares; such a target embeds it. A message is delivered
+// once its Delivery's Close returned nil, so Prepare and Publish have
+// nothing to do, no token is issued, Delivered knows none and Cleanup has
+// nothing to remove. A confirming Delivery's Token is "".
+type Confirming struct{}
+
+// Prepare does nothing: a delivered message was confirmed in Close.
+func (Confirming) Prepare(ctx context.Context, ds []Delivery) error { return nil }
+
+// Publish does nothing: a delivered message was confirmed in Close.
+func (Confirming) Publish(ctx context.Context, ds []Delivery) error { return nil }
+
+// Delivered knows no tokens: it reports nothing.
+func (Confirming) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
+	return map[string]bool{}, nil
+}
+
+// Cleanup has nothing to clean up.
+func (Confirming) Cleanup(ctx context.Context, tokens []string) error { return nil }
+
+// Confirms marks the target as confirming; see IsConfirming.
+func (Confirming) Confirms() bool { return true }
+
+// IsConfirming reports whether t confirms each message in Delivery.Close
+// (it embeds Confirming) rather than staging it for Publish.
+func IsConfirming(t Target) bool {
+	c, ok := t.(interface{ Confirms() bool })
+	return ok && c.Confirms()
+}
+
 // PublishError is returned by Publish when it stopped partway: the
 // deliveries at indexes Published (into the ds given to Publish) are
 // published and durable; the others are not.

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"popsync/internal/osfile"
 )
 
 // imapTokenLen is the length of a token: 128 random bits in base32.
@@ -116,7 +118,7 @@ func (sp *spool) removeStale(ctx context.Context) (int, error) {
 		}
 		tok, pidText, ok := strings.Cut(e.Name(), ".")
 		pid, perr := strconv.Atoi(pidText)
-		if !ok || perr != nil || !validIMAPToken(tok) || pid == os.Getpid() || processAlive(pid) {
+		if !ok || perr != nil || !validIMAPToken(tok) || pid == os.Getpid() || osfile.ProcessAlive(pid) {
 			continue
 		}
 		err := os.Remove(filepath.Join(sp.dir, e.Name()))

@@ -76,6 +76,7 @@ type MDAOptions struct {
 // program that cannot be found or started is a temporary StageStart error
 // that the target repeats for every later Begin.
 type MDA struct {
+	Confirming
 	opts MDAOptions
 	name string
 	log  *slog.Logger
@@ -176,20 +177,6 @@ func (m *MDA) setDown(err error) {
 	}
 	m.mu.Unlock()
 }
-
-// Prepare does nothing: a delivered message was confirmed in Close.
-func (m *MDA) Prepare(ctx context.Context, ds []Delivery) error { return nil }
-
-// Publish does nothing: a delivered message was confirmed in Close.
-func (m *MDA) Publish(ctx context.Context, ds []Delivery) error { return nil }
-
-// Delivered knows no tokens: it reports nothing.
-func (m *MDA) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
-	return map[string]bool{}, nil
-}
-
-// Cleanup has nothing to clean up.
-func (m *MDA) Cleanup(ctx context.Context, tokens []string) error { return nil }
 
 // Close kills the programs of deliveries still open and refuses new ones.
 func (m *MDA) Close() error {

@@ -3,15 +3,10 @@ package deliver_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +21,8 @@ import (
 
 	"popsync/deliver"
 	"popsync/deliver/delivertest"
+	"popsync/internal/credential"
+	"popsync/internal/testcert"
 )
 
 // send delivers msg through tg in one Write and returns the first error of
@@ -547,7 +544,7 @@ func TestSMTPRefused(t *testing.T) {
 // a target-wide temporary failure, not a verdict on the message.
 func TestSMTPNoAuthOffered(t *testing.T) {
 	m := newTCPMTA(t, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: "p"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: credential.Literal("p")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	var de *deliver.DeliveryError
 	if !errors.As(err, &de) || !de.Temporary || de.Stage != deliver.StageAuth || !errors.Is(err, deliver.ErrNoAuth) {
@@ -662,31 +659,11 @@ func TestSMTPRcptRefusedSendsNoData(t *testing.T) {
 // selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
 func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.New(testcert.Options{Hosts: []string{"mta.test", "127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "mta.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"mta.test"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+	return c.TLS, c.Pool()
 }
 
 // authSession adds AUTH PLAIN to mtaSession.
@@ -744,7 +721,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 				})
 			})
 			tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, TLS: mode, TLSConfig: &tls.Config{RootCAs: pool},
-				User: "me", Password: "secret"})
+				User: "me", Password: credential.Literal("secret")})
 			if err := tg.Check(context.Background()); err != nil {
 				t.Fatalf("Check: %v", err)
 			}
@@ -771,7 +748,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 func TestSMTPInsecureAuth(t *testing.T) {
 	l := newPipeListener()
 	m := startMTA(t, l, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: "secret"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: credential.Literal("secret")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	if !errors.Is(err, deliver.ErrInsecureAuth) || !deliver.IsTemporary(err) {
 		t.Fatalf("Begin: %v, want ErrInsecureAuth", err)

@@ -3,8 +3,6 @@ package fetch
 import (
 	"errors"
 	"strings"
-
-	"popsync/deliver"
 )
 
 // ErrDelivery is matched by errors.Is for every poll error that a delivery
@@ -48,7 +46,7 @@ type MessageEvent struct {
 }
 
 // onMessage reports ev to Options.OnMessage, if set.
-func (p *pollRun) onMessage(m serverMsg, size int64, targets []deliver.Target, result string, err error) {
+func (p *pollRun) onMessage(m serverMsg, size int64, targets []target, result string, err error) {
 	if p.o.OnMessage == nil {
 		return
 	}

@@ -9,6 +9,7 @@ import (
 
 	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 )
 
 // TestOnMessageReportsEveryMessage checks the per-message hook behind
@@ -72,7 +73,7 @@ func TestTargetFailureIsErrDelivery(t *testing.T) {
 		t.Fatalf("poll error %v: want ErrDelivery wrapping the disk error", r.Err)
 	}
 	e2 := newEnv(t, pop3test.SampleMessages(5, 4), pop3test.Config{})
-	e2.acct.Password = "wrong"
+	e2.acct.Password = credential.Literal("wrong")
 	if r := e2.poll(); r.Err == nil || errors.Is(r.Err, fetch.ErrDelivery) {
 		t.Fatalf("login failure %v counted as a delivery failure", r.Err)
 	}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"popsync/configs"
-	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
 	"popsync/state"
 )
@@ -32,7 +31,7 @@ func TestImportedNeverFetchedNorDeleted(t *testing.T) {
 			for _, m := range old {
 				recs = append(recs, state.Record{UIDL: m.UID, DeliveredAt: now.Add(-365 * 24 * time.Hour)})
 			}
-			if _, err := e.store.MarkImported(t.Context(), fetch.Identity(e.acct), recs); err != nil {
+			if _, err := e.store.MarkImported(t.Context(), e.acct.Identity(), recs); err != nil {
 				t.Fatal(err)
 			}
 			r := e.mustPoll()

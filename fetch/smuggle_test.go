@@ -117,7 +117,7 @@ func (e *env) wantUnderOwnUIDL(u *uidlTarget, msgs []pop3test.Message) {
 // absent.
 func (e *env) wantSeen(delivered []string, absent []string) {
 	e.t.Helper()
-	known, err := e.store.Known(e.t.Context(), fetch.Identity(e.acct), append(append([]string{}, delivered...), absent...))
+	known, err := state.Known(e.t.Context(), e.store, e.acct.Identity(), append(append([]string{}, delivered...), absent...))
 	if err != nil {
 		e.t.Fatal(err)
 	}

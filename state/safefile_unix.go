@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+
+	"popsync/internal/osfile"
 )
 
 // Files in the state folder are opened as if someone else might have
@@ -48,7 +50,7 @@ func checkDir(dir, what string, fi fs.FileInfo) error {
 		}
 		return &stateError{
 			msg: fmt.Sprintf("%s %s is writable by others (mode %04o): anyone who can write there can plant a link that makes popsync overwrite their choice of your files; run: chmod go-w %s",
-				what, dir, shown, shellQuote(dir)),
+				what, dir, shown, osfile.ShellQuote(dir)),
 			kind: ErrUnsafe,
 		}
 	}
@@ -64,7 +66,7 @@ func checkOwner(p, what string, fi fs.FileInfo) error {
 	if uid := os.Geteuid(); int(st.Uid) != uid {
 		return &stateError{
 			msg: fmt.Sprintf("%s %s is owned by uid %d, not by the user running popsync (uid %d); run: chown %d %s, or use a [state] path of your own",
-				what, p, st.Uid, uid, uid, shellQuote(p)),
+				what, p, st.Uid, uid, uid, osfile.ShellQuote(p)),
 			kind: ErrUnsafe,
 		}
 	}
@@ -106,7 +108,7 @@ func noLink(p, what string) error {
 }
 
 func symlinkError(p, what string) error {
-	fix := "remove the link (rm " + shellQuote(p) + "); popsync makes what it needs"
+	fix := "remove the link (rm " + osfile.ShellQuote(p) + "); popsync makes what it needs"
 	if what == "state file" {
 		fix = "set [state] path to the file the link points to, or remove the link"
 	}
@@ -150,7 +152,7 @@ func checkLockFile(p, what string, fi fs.FileInfo) error {
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
 		return &stateError{
-			msg:  fmt.Sprintf("%s %s has %d hard links: another name for it may be someone else's file; remove it (rm %s), popsync makes a new one", what, p, st.Nlink, shellQuote(p)),
+			msg:  fmt.Sprintf("%s %s has %d hard links: another name for it may be someone else's file; remove it (rm %s), popsync makes a new one", what, p, st.Nlink, osfile.ShellQuote(p)),
 			kind: ErrUnsafe,
 		}
 	}

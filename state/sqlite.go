@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/mattn/go-sqlite3"
+
+	"popsync/internal/osfile"
 )
 
 // sqliteAppID marks popsync state files in the SQLite header (PRAGMA
@@ -248,21 +250,9 @@ func prepareFile(abs string) error {
 	if created {
 		// Make the new directory entry durable before SQLite commits into
 		// the file.
-		if err := syncDir(dir); err != nil {
-			return fmt.Errorf("creating state file %s: %w", abs, err)
+		if err := osfile.SyncDir(dir); err != nil {
+			return fmt.Errorf("creating state file %s: syncing folder %s: %w", abs, dir, err)
 		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing folder %s: %w", dir, err)
 	}
 	return nil
 }
@@ -445,7 +435,7 @@ func (s *SQLite) Close() error {
 	}
 	s.mu.Unlock()
 	for _, l := range locks {
-		l.release()
+		l.End(lostLease(l.a, "the state store was closed"))
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing state file %s: %w", s.path, err)

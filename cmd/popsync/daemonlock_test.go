@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"popsync/configs"
 	"popsync/state"
 )
 
@@ -17,6 +18,7 @@ import (
 func TestDaemonLockRefusesLinks(t *testing.T) {
 	dir := t.TempDir()
 	statePath := filepath.Join(dir, "state.db")
+	st := configs.State{Path: statePath, Dir: dir, Name: "state.db"}
 	target := filepath.Join(t.TempDir(), "victim")
 	const content = "not popsync's\n"
 	if err := os.WriteFile(target, []byte(content), 0o644); err != nil {
@@ -25,7 +27,7 @@ func TestDaemonLockRefusesLinks(t *testing.T) {
 	if err := os.Symlink(target, statePath+daemonLockSuffix); err != nil {
 		t.Fatal(err)
 	}
-	l, err := lockDaemon(statePath)
+	l, err := lockDaemon(st)
 	if err == nil {
 		l.release()
 		t.Fatal("lockDaemon took a lock through a symbolic link")
@@ -41,7 +43,7 @@ func TestDaemonLockRefusesLinks(t *testing.T) {
 	if err := os.Chmod(dir, 0o775); err != nil {
 		t.Fatal(err)
 	}
-	_, err = lockDaemon(statePath)
+	_, err = lockDaemon(st)
 	if !errors.Is(err, state.ErrUnsafe) || !strings.Contains(err.Error(), dir+" is writable by others") || !strings.Contains(err.Error(), "chmod go-w") {
 		t.Errorf("group-writable state folder: %v", err)
 	}
@@ -52,7 +54,7 @@ func TestDaemonLockRefusesLinks(t *testing.T) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	l, err = lockDaemon(statePath)
+	l, err = lockDaemon(st)
 	if err != nil {
 		t.Fatalf("a safe folder: %v", err)
 	}

@@ -1,7 +1,8 @@
-// Command popsync fetches mail from POP3 accounts into Maildirs, exactly
-// once. This file is the command line only: the command table, global
-// flags, signals and the one switch from error to exit status. The work
-// is done by the fetch, deliver, state and configs packages.
+// Command popsync fetches mail from POP3 accounts into Maildirs, MTAs,
+// MDAs and IMAP mailboxes, exactly once. This file is the command line
+// only: the command table, global flags, signals and the one switch from
+// error to exit status. The work is done by the fetch, schedule, deliver,
+// state and configs packages.
 package main
 
 //go:generate sh -c "awk '/^## Configuration reference/{p=1} /^## Running as a service/{p=0} p' ../../README.md > configref.md"

@@ -24,18 +24,23 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/internal/metrics"
+	"popsync/internal/osfile"
+	"popsync/schedule"
 	"popsync/state"
 )
 
-// Files the daemon keeps next to the state database.
+// Files the daemon keeps beside the store (configs.State.LocalFile).
 const (
-	// daemonLockSuffix names the lock that allows one daemon per state
-	// file: <state>.daemon.lock, holding an flock and the holder's pid.
+	// daemonLockSuffix names the lock that allows one daemon per store:
+	// it holds an flock and the holder's pid.
 	daemonLockSuffix = ".daemon.lock"
 	// planSuffix names the file with the next poll times that `popsync
-	// status` shows: <state>.schedule.json.
+	// status` shows.
 	planSuffix = ".schedule.json"
 )
+
+// planPath is the daemon's schedule file of the state st.
+func planPath(st configs.State) string { return st.LocalFile(planSuffix) }
 
 // Timeouts of the metrics server and its scrapes.
 const (
@@ -84,7 +89,7 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	if err != nil {
 		return err
 	}
-	lock, err := lockDaemon(cfg.State.Path)
+	lock, err := lockDaemon(cfg.State)
 	if err != nil && !errors.Is(err, errDaemonRunning) {
 		err = &stateError{err}
 	}
@@ -98,17 +103,17 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	}
 	defer st.Close()
 
-	d := &daemon{log: log, store: st, planPath: cfg.State.Path + planSuffix, reg: metrics.NewRegistry()}
+	d := &daemon{log: log, store: st, planPath: planPath(cfg.State), reg: metrics.NewRegistry()}
 	d.cfg.Store(cfg)
 	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace != traceOff, TraceAuth: c.trace == traceAuth,
 		QuietFailures: true, QuarantineDir: quarantineDir(cfg)}
 	if c.verbose {
 		poll.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
 	}
-	d.sched, err = fetch.NewScheduler(fetch.SchedulerOptions{
+	d.sched, err = schedule.New(schedule.Options{
 		Poll:    poll.PollReport,
 		Logger:  log,
-		Metrics: fetch.NewMetrics(d.reg),
+		Metrics: schedule.NewMetrics(d.reg),
 		OnPlan:  d.writePlan,
 	}, settings(cfg))
 	if err != nil {
@@ -148,8 +153,8 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 }
 
 // settings are the parts of a config the scheduler takes.
-func settings(cfg *configs.Config) fetch.Settings {
-	return fetch.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
+func settings(cfg *configs.Config) schedule.Settings {
+	return schedule.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
 		ShutdownGrace: cfg.Daemon.ShutdownGrace.D()}
 }
 
@@ -158,7 +163,7 @@ type daemon struct {
 	log      *slog.Logger
 	cfg      atomic.Pointer[configs.Config] // the running config; replaced by a good reload
 	store    state.Store
-	sched    *fetch.Scheduler
+	sched    *schedule.Scheduler
 	reg      *metrics.Registry
 	reloads  *metrics.Vec
 	planPath string
@@ -218,10 +223,10 @@ func (d *daemon) reload() {
 		d.log.Error("reloading the config failed; keeping the running config", "config", old.Path, "problems", len(lines))
 		return
 	}
-	if cfg.State.Path != old.State.Path {
+	if cfg.State != old.State {
 		d.log.Warn("[state] path changed: the daemon keeps using the old one until it is restarted",
 			"running", old.State.Path, "new", cfg.State.Path)
-		cfg.State.Path = old.State.Path
+		cfg.State = old.State
 	}
 	if cfg.Daemon.Metrics != old.Daemon.Metrics {
 		d.log.Warn("[daemon] metrics changed: takes effect when the daemon is restarted",
@@ -265,7 +270,7 @@ func (d *daemon) seenSamples() []metrics.Sample {
 	cfg := d.cfg.Load()
 	out := make([]metrics.Sample, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
-		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[fetch.Identity(a).Canonical()])})
+		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[a.Identity()])})
 	}
 	return out
 }
@@ -319,18 +324,18 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok\n")
 }
 
-// planFile is the content of <state>.schedule.json.
+// planFile is the content of the schedule file (planPath).
 type planFile struct {
-	PID      int                 `json:"pid"`
-	Written  time.Time           `json:"written"`
-	Accounts []fetch.PlannedPoll `json:"accounts"`
+	PID      int                    `json:"pid"`
+	Written  time.Time              `json:"written"`
+	Accounts []schedule.PlannedPoll `json:"accounts"`
 }
 
 // writePlan replaces the plan file. The file is a hint for `status`, not
 // state: it is renamed into place so a reader never sees half of it, but
 // not fsynced, and a failure to write it is logged once and otherwise
 // ignored.
-func (d *daemon) writePlan(plan []fetch.PlannedPoll) {
+func (d *daemon) writePlan(plan []schedule.PlannedPoll) {
 	err := writeFileAtomic(d.planPath, planFile{PID: os.Getpid(), Written: time.Now().UTC(), Accounts: plan})
 	switch {
 	case err != nil && err.Error() != d.planErr:
@@ -364,18 +369,18 @@ func writeFileAtomic(path string, v any) error {
 	return nil
 }
 
-// daemonPlan returns the plan of the daemon running on the state file at
-// statePath, by account name; nil when no daemon runs there.
-func daemonPlan(statePath string) map[string]fetch.PlannedPoll {
-	b, err := os.ReadFile(statePath + planSuffix)
+// daemonPlan returns the plan of the daemon running on the state st, by
+// account name; nil when no daemon runs there.
+func daemonPlan(st configs.State) map[string]schedule.PlannedPoll {
+	b, err := os.ReadFile(planPath(st))
 	if err != nil {
 		return nil
 	}
 	var pf planFile
-	if json.Unmarshal(b, &pf) != nil || !processAlive(pf.PID) {
+	if json.Unmarshal(b, &pf) != nil || !osfile.ProcessAlive(pf.PID) {
 		return nil // left behind by a daemon that was killed
 	}
-	out := make(map[string]fetch.PlannedPoll, len(pf.Accounts))
+	out := make(map[string]schedule.PlannedPoll, len(pf.Accounts))
 	for _, p := range pf.Accounts {
 		out[p.Account] = p
 	}
@@ -383,7 +388,7 @@ func daemonPlan(statePath string) map[string]fetch.PlannedPoll {
 }
 
 // planned returns the daemon's plan for account, nil without a daemon.
-func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPoll {
+func planned(plan map[string]schedule.PlannedPoll, account string) *schedule.PlannedPoll {
 	if p, ok := plan[account]; ok {
 		return &p
 	}
@@ -391,7 +396,7 @@ func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPo
 }
 
 // nextPollText is the NEXT POLL column of `popsync status`.
-func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
+func nextPollText(plan map[string]schedule.PlannedPoll, account string) string {
 	p, ok := plan[account]
 	switch {
 	case plan == nil:
@@ -404,19 +409,10 @@ func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
 		return "never"
 	}
 	s := when(p.Next)
-	if p.Reason == fetch.ReasonBackoff || p.Reason == fetch.ReasonLoginDelay {
+	if p.Reason == schedule.ReasonBackoff || p.Reason == schedule.ReasonLoginDelay {
 		s += " (" + p.Reason + ")"
 	}
 	return s
-}
-
-// processAlive reports whether a process with this pid exists.
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 // daemonLock is the held lock of one daemon on one state file.
@@ -424,12 +420,12 @@ type daemonLock struct {
 	f *os.File
 }
 
-// lockDaemon takes <statePath>.daemon.lock, or says who holds it. The lock
-// is an flock(2): the kernel drops it when the process dies, however it
-// dies, so it cannot go stale. The pid in the file is only for the message
-// a second daemon prints.
-func lockDaemon(statePath string) (*daemonLock, error) {
-	path := statePath + daemonLockSuffix
+// lockDaemon takes the daemon lock in the state folder, or says who holds
+// it. The lock is an flock(2): the kernel drops it when the process dies,
+// however it dies, so it cannot go stale. The pid in the file is only for
+// the message a second daemon prints.
+func lockDaemon(st configs.State) (*daemonLock, error) {
+	statePath, path := st.Path, st.LocalFile(daemonLockSuffix)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the state folder: %w", err)
 	}
@@ -441,19 +437,11 @@ func lockDaemon(statePath string) (*daemonLock, error) {
 	if err != nil {
 		return nil, err
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if errors.Is(err, unix.EWOULDBLOCK) {
+	held, err := osfile.TryLock(f)
+	if err == nil && !held {
 		holder := "another process"
-		if b, rerr := io.ReadAll(io.LimitReader(f, 64)); rerr == nil {
-			line, _, _ := strings.Cut(string(b), "\n")
-			if pid, perr := strconv.Atoi(strings.TrimPrefix(line, "pid ")); perr == nil && pid > 0 {
-				holder = "pid " + strconv.Itoa(pid)
-			}
+		if pid := osfile.Holder(f); pid != 0 {
+			holder = "pid " + strconv.Itoa(pid)
 		}
 		f.Close()
 		return nil, &daemonRunningError{fmt.Sprintf("another popsync daemon (%s) is already running on the state file %s (lock file %s); stop it first, or give this one a config with another [state] path",
@@ -463,15 +451,13 @@ func lockDaemon(statePath string) (*daemonLock, error) {
 		f.Close()
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	osfile.WriteHolder(f)
 	return &daemonLock{f: f}, nil
 }
 
 // release drops the lock; the file stays (removing it would let two
 // daemons lock two different files of the same name).
 func (l *daemonLock) release() {
-	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	_ = osfile.Unlock(l.f)
 	l.f.Close()
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"popsync/configs"
 	"popsync/state"
 )
 
@@ -329,16 +330,13 @@ func (l *Loaded) corrupt(accts []*Account, err error) {
 	}
 }
 
-// Identity is the seen-set key popsync will use for a converted account
-// (fetch.Identity of the loaded config): host lower case, the port or its
-// default for the TLS mode, user.
+// Identity is the seen-set key popsync will use for a converted account:
+// configs.Account.Identity of the account the converted config loads as,
+// with the port or its default for the TLS mode.
 func Identity(a *Account) state.Account {
 	port := a.Port
 	if port == 0 {
-		port = 110
-		if a.TLS == "implicit" {
-			port = 995
-		}
+		port = configs.DefaultPort(a.TLS)
 	}
-	return state.Account{Host: strings.ToLower(a.Host), Port: port, User: a.User}
+	return (&configs.Account{Host: a.Host, Port: port, User: a.User}).Identity()
 }
