@@ -2,7 +2,8 @@ package configs
 
 import (
 	"sort"
-	"strconv"
+
+	"popsync/state"
 )
 
 var (
@@ -117,7 +118,7 @@ func (d *decoder) rawAccount(x any, w where) *rawAccount {
 func (d *decoder) accounts(raws []*rawAccount, def *rawAccount) []*Account {
 	out := make([]*Account, 0, len(raws))
 	names := make(map[string]*Account)
-	idents := make(map[string]*Account)
+	idents := make(map[state.Account]*Account)
 	for _, r := range raws {
 		a, identOK := d.merge(r, def)
 		if r.name.set && !r.name.bad {
@@ -127,12 +128,12 @@ func (d *decoder) accounts(raws []*rawAccount, def *rawAccount) []*Account {
 				names[a.Name] = a
 			}
 		}
-		// The seen-set is keyed by (host, port, user): two accounts with the
-		// same identity would each think the other's mail was theirs.
+		// The seen-set is keyed by the identity: two accounts with the same
+		// one would each think the other's mail was theirs.
 		if identOK {
-			id := a.Host + "\x00" + strconv.Itoa(a.Port) + "\x00" + a.User
+			id := a.Identity()
 			if prev, dup := idents[id]; dup {
-				d.problem(r.w, "has the same host, port and user as account %q (line %d): the two would share one seen-set", prev.Name, prev.Line)
+				d.problem(r.w, "has the same host, port and user as account %q (line %d), %s: the two would share one seen-set", prev.Name, prev.Line, id)
 			} else {
 				idents[id] = a
 			}

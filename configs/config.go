@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"popsync/state"
 )
 
 // Config is a loaded, validated configuration with every default filled in
@@ -23,6 +25,21 @@ type Config struct {
 // State configures the seen-set store.
 type State struct {
 	Path string // SQLite database file
+	// Dir holds popsync's own local files that are not the store: the
+	// daemon lock and schedule of `popsync run` and the default quarantine
+	// Maildirs. Name tells the files of one store from another's in Dir.
+	// For SQLite they are the folder and the name of Path; a store that
+	// is no local file (a database server) still has both.
+	Dir, Name string
+}
+
+// LocalFile returns the path of the store's own local file that ends in
+// suffix: Dir/Name + suffix.
+func (s State) LocalFile(suffix string) string { return filepath.Join(s.Dir, s.Name+suffix) }
+
+// sqliteState is the State of the SQLite file at path.
+func sqliteState(path string) State {
+	return State{Path: path, Dir: filepath.Dir(path), Name: filepath.Base(path)}
 }
 
 // Daemon configures `popsync run`.
@@ -97,6 +114,19 @@ type Account struct {
 
 // Addr returns "host:port", with brackets around an IPv6 host.
 func (a *Account) Addr() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
+
+// Identity returns the key of the account's seen-set, in the canonical form
+// every Store keys by (state.Account.Canonical: host lower-cased, without a
+// trailing dot) and with the port always explicit, whether the config wrote
+// it or took the default of its tls mode. Renaming an account keeps its
+// identity; changing host, port or user starts a new seen-set.
+//
+// It is the one place an identity is made from a config: the duplicate check
+// of Load, the poll, the daemon's reload, status, metrics and the lock names
+// all use it, so no two of them can disagree about which mailbox is which.
+func (a *Account) Identity() state.Account {
+	return state.Account{Host: a.Host, Port: a.Port, User: a.User}.Canonical()
+}
 
 // Delivery kinds, as returned by Deliver.Kind.
 const (

@@ -87,8 +87,8 @@ func TestDefaults(t *testing.T) {
 	if c.Path != "/etc/popsync/config.toml" {
 		t.Errorf("Path = %q", c.Path)
 	}
-	if c.State.Path != "/home/me/.local/state/popsync/state.db" {
-		t.Errorf("State.Path = %q", c.State.Path)
+	if want := (State{Path: "/home/me/.local/state/popsync/state.db", Dir: "/home/me/.local/state/popsync", Name: "state.db"}); c.State != want {
+		t.Errorf("State = %+v, want %+v", c.State, want)
 	}
 	wantDaemon := Daemon{MaxParallel: 8, ShutdownGrace: Duration(30 * time.Second)}
 	if c.Daemon != wantDaemon {
@@ -202,8 +202,11 @@ max_parallel = 2
 shutdown_grace = "0"
 metrics = ":9465"
 `+validAccount)
-	if c.State.Path != "/etc/popsync/db/state.db" {
-		t.Errorf("State.Path = %q", c.State.Path)
+	if want := (State{Path: "/etc/popsync/db/state.db", Dir: "/etc/popsync/db", Name: "state.db"}); c.State != want {
+		t.Errorf("State = %+v, want %+v", c.State, want)
+	}
+	if got := c.State.LocalFile(".daemon.lock"); got != "/etc/popsync/db/state.db.daemon.lock" {
+		t.Errorf("LocalFile = %q", got)
 	}
 	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465"}) {
 		t.Errorf("Daemon = %+v", c.Daemon)
@@ -426,6 +429,8 @@ func TestValidation(t *testing.T) {
 
 		{"identity shared", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"POP.example.net\"\nport = 995\nuser = \"me\"\n" + pw + dl,
 			[]want{{8, "again", "", `same host, port and user as account "home" (line 1)`}}},
+		{"identity shared through a trailing dot", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"pop.example.net.\"\nuser = \"me\"\n" + pw + dl,
+			[]want{{8, "again", "", `same host, port and user as account "home" (line 1), me@pop.example.net:995`}}},
 		{"same host and user, other port", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"pop.example.net\"\nport = 110\ntls = \"starttls\"\nuser = \"me\"\n" + pw + dl, nil},
 
 		{"unknown top-level key", "max_parallel = 3\n" + head + pw + dl,

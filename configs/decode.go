@@ -120,7 +120,7 @@ func (d *decoder) decode(data []byte) *Config {
 	var root where
 	cfg := &Config{
 		Path:   d.abs,
-		State:  State{Path: DefaultStatePath()},
+		State:  sqliteState(DefaultStatePath()),
 		Daemon: Daemon{MaxParallel: DefaultMaxParallel, ShutdownGrace: DefaultShutdownGrace},
 	}
 	d.fields(tree, root, map[string]func(any, where){
@@ -128,6 +128,7 @@ func (d *decoder) decode(data []byte) *Config {
 			d.fields(x, w, map[string]func(any, where){
 				"path": func(x any, w where) { cfg.State.Path = or(get(d.path, x, w), cfg.State.Path) },
 			})
+			cfg.State = sqliteState(cfg.State.Path)
 		},
 		"daemon": func(x any, w where) {
 			dm := &cfg.Daemon

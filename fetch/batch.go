@@ -115,6 +115,9 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 		if cm.failed.Load() {
 			return errCommitFailed
 		}
+		if err := p.held(); err != nil {
+			return err
+		}
 		m := byID[id]
 		if err != nil {
 			// RFC 1939 §5: -ERR to RETR, e.g. the message vanished under
@@ -281,6 +284,9 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	}
 	abort()
 	if len(confirmed) > 0 {
+		if err := p.held(); err != nil {
+			return st, false, err
+		}
 		if err := p.o.Store.AddIntents(context.WithoutCancel(ctx), p.id, confirmed); err != nil {
 			return st, false, fmt.Errorf("recording partial delivery of %s: %w", m.key, err)
 		}
@@ -375,6 +381,11 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 			}
 		}
 	}
+	// Nothing is published or recorded without the account's lease.
+	if err := p.held(); err != nil {
+		abortAll()
+		return err
+	}
 	if len(intents) > 0 {
 		if err := p.o.Store.AddIntents(ctx, p.id, intents); err != nil {
 			abortAll()
@@ -394,6 +405,11 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 	recs := make([]state.Record, len(batch))
 	for i, st := range batch {
 		recs[i] = state.Record{UIDL: st.m.key, State: s.state, Size: st.size, FirstSeen: now, DeliveredAt: now, Note: st.note}
+	}
+	// Published, not recorded: the open intents let whoever holds the
+	// lease next record them.
+	if err := p.held(); err != nil {
+		return err
 	}
 	if err := p.o.Store.MarkDelivered(ctx, p.id, recs); err != nil {
 		// Published but not recorded: the open intents make the next poll
@@ -500,6 +516,9 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 				p.log.Warn("removing leftovers of interrupted deliveries", "target", t.String(), "error", err.Error())
 			}
 		}
+	}
+	if err := p.held(); err != nil {
+		return err
 	}
 	if len(recs) > 0 {
 		if err := p.o.Store.MarkDelivered(ctx, p.id, recs); err != nil {

@@ -17,6 +17,7 @@ import (
 	"popsync/fetch/internal/hostile"
 	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/state"
 )
 
 // hostileCase is one attack and what the poll of the attacked account
@@ -179,12 +180,12 @@ func runHostile(t *testing.T, tc hostileCase, seed int64) {
 			t.Fatalf("%s/ of the attacked account's Maildir holds %d files", sub, len(ents))
 		}
 	}
-	id := fetch.Identity(bad)
+	id := bad.Identity()
 	keys := append([]string{"good-1", "good-3"}, sc.UIDs...)
 	for i := range 3 {
 		keys = append(keys, fmt.Sprintf("uid-%d", i+1))
 	}
-	known, err := good.store.Known(t.Context(), id, keys)
+	known, err := state.Known(t.Context(), good.store, id, keys)
 	if err != nil || len(known) != 0 {
 		t.Fatalf("seen-set of the attacked account: %v, %v", known, err)
 	}

@@ -132,21 +132,6 @@ func (o *Options) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// Identity is the seen-set key of an account: renaming it in the config
-// does not refetch its mail.
-func Identity(a *configs.Account) state.Account {
-	return state.Account{Host: strings.ToLower(a.Host), Port: a.Port, User: a.User}
-}
-
-// seenReader is a Store that can read an account's records ahead of the
-// server's list, and then reconcile them with it into a slice aligned with
-// that list (state.SQLite): the read overlaps the login, and for a large
-// mailbox a slice is cheaper than a map, for the store and for plan.
-type seenReader interface {
-	ReadSeen(ctx context.Context, a state.Account) (*state.Seen, error)
-	ReconcileSeen(ctx context.Context, seen *state.Seen, uidls []string, now time.Time, grace time.Duration) ([]state.Record, error)
-}
-
 // login connects and logs in.
 func (p *pollRun) login(ctx context.Context) (*pop3.Client, error) {
 	a := p.a
@@ -167,24 +152,32 @@ func (p *pollRun) login(ctx context.Context) (*pop3.Client, error) {
 
 // prepareLocal is the local work of a poll before it lists the server's
 // messages: deliveries an earlier poll left unresolved, stale temporary
-// files, and, from a seenReader, the account's records.
-func (p *pollRun) prepareLocal(ctx context.Context) (*state.Seen, error) {
-	if p.o.DryRun {
-		return nil, nil
+// files (neither in a dry run), and the account's seen-set.
+func (p *pollRun) prepareLocal(ctx context.Context) (state.SeenSet, error) {
+	if !p.o.DryRun {
+		if err := p.resolveIntents(ctx); err != nil {
+			return nil, fmt.Errorf("resolving deliveries interrupted earlier: %w", err)
+		}
+		p.removeStale(ctx)
 	}
-	if err := p.resolveIntents(ctx); err != nil {
-		return nil, fmt.Errorf("resolving deliveries interrupted earlier: %w", err)
-	}
-	p.removeStale(ctx)
-	sr, ok := p.o.Store.(seenReader)
-	if !ok {
-		return nil, nil
-	}
-	seen, err := sr.ReadSeen(ctx, p.id)
+	seen, err := p.o.Store.ReadSeen(ctx, p.id)
 	if err != nil {
 		return nil, fmt.Errorf("reading seen-set: %w", err)
 	}
 	return seen, nil
+}
+
+// held returns an error wrapping state.ErrLeaseLost once the account's
+// lease ended: from then on the poll commits nothing (no record, no DELE,
+// no QUIT) and its caller drops the connection without QUIT.
+func (p *pollRun) held() error {
+	if p.lease == nil {
+		return nil
+	}
+	if err := p.lease.Err(); err != nil {
+		return fmt.Errorf("stopping before committing anything more: %w", err)
+	}
+	return nil
 }
 
 // serverMsg is one message as the server lists it, with the key it has in
@@ -200,6 +193,7 @@ type pollRun struct {
 	o       *Options
 	a       *configs.Account
 	id      state.Account
+	lease   state.Lease // the account's; nil for Check, which commits nothing
 	log     *slog.Logger
 	targets []deliver.Target
 	res     *Result
@@ -214,7 +208,7 @@ type pollRun struct {
 func (o *Options) Poll(ctx context.Context, a *configs.Account) (res Result) {
 	start := o.now()
 	res.Account = a.Name
-	p := &pollRun{o: o, a: a, id: Identity(a), res: &res,
+	p := &pollRun{o: o, a: a, id: a.Identity(), res: &res,
 		log: o.logger().With("account", a.Name)}
 	defer func() {
 		if r := recover(); r != nil {
@@ -268,14 +262,15 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 
 func (p *pollRun) run(ctx context.Context) error {
 	o, a := p.o, p.a
-	unlock, err := o.Store.LockAccount(ctx, p.id)
+	lease, err := o.Store.LockAccount(ctx, p.id)
 	if err != nil {
 		if errors.Is(err, state.ErrLocked) {
 			return fmt.Errorf("%w (%s)", ErrAccountBusy, p.id)
 		}
 		return fmt.Errorf("locking account: %w", err)
 	}
-	defer unlock()
+	defer lease.Release()
+	p.lease = lease
 
 	if err := p.openTargets(); err != nil {
 		return err
@@ -333,20 +328,11 @@ func (p *pollRun) run(ctx context.Context) error {
 	}
 	// known[i] is the record of msgs[i]; State 0 where there is none.
 	var known []state.Record
-	if seen != nil {
-		known, err = o.Store.(seenReader).ReconcileSeen(ctx, seen, keys, now, grace)
+	if o.DryRun {
+		// Reconcile writes (gone marks, pruning); a dry run must not.
+		known = seen.Lookup(keys)
 	} else {
-		var m map[string]state.Record
-		if o.DryRun {
-			// Reconcile writes (gone marks, pruning); a dry run must not.
-			m, err = o.Store.Known(ctx, p.id, keys)
-		} else {
-			m, err = o.Store.Reconcile(ctx, p.id, keys, now, grace)
-		}
-		known = make([]state.Record, len(keys))
-		for i, k := range keys {
-			known[i] = m[k]
-		}
+		known, err = seen.Reconcile(ctx, keys, now, grace)
 	}
 	if err != nil {
 		return fmt.Errorf("reading seen-set: %w", err)
@@ -378,6 +364,9 @@ func (p *pollRun) run(ctx context.Context) error {
 		return nil
 	}
 	if len(skipped) > 0 {
+		if err := p.held(); err != nil {
+			return err
+		}
 		recs := make([]state.Record, len(skipped))
 		for i, m := range skipped {
 			recs[i] = state.Record{UIDL: m.key, State: state.Skipped, Size: m.size, FirstSeen: now,
@@ -590,39 +579,42 @@ func (p *pollRun) digestKeys(ctx context.Context, c *pop3.Client, msgs []serverM
 }
 
 // plan splits the server's messages into those to fetch, those newly
-// found too big, and those to DELE now.
+// found too big, and those to DELE now. Each record state has its rule
+// here; a state without one is never fetched again and never deleted.
 func (p *pollRun) plan(msgs []serverMsg, known []state.Record, now time.Time) (fetchList, skipped, dele []serverMsg) {
 	a := p.a
 	max := int64(a.MaxSize)
 	for i, m := range msgs {
 		r := &known[i]
-		ok := r.State != 0
-		if ok && r.State == state.Skipped && !strings.HasPrefix(r.Note, rejectedNote) && (max == 0 || m.size <= max) {
-			ok = false // max_size was raised since: fetch it now
-		}
-		if !ok {
-			if max > 0 && m.size > max {
-				skipped = append(skipped, m)
-				continue
+		fetch := false
+		switch r.State {
+		case 0:
+			fetch = true
+		case state.Skipped:
+			// max_size was raised since: fetch it now. A rejected
+			// message is not retried that way.
+			fetch = !strings.HasPrefix(r.Note, rejectedNote) && (max == 0 || m.size <= max)
+		case state.Delivered:
+			switch {
+			case !a.Keep:
+				dele = append(dele, m)
+			case a.DeleteAfter > 0 && now.Sub(r.DeliveredAt) >= time.Duration(a.DeleteAfter):
+				dele = append(dele, m)
 			}
-			if a.FetchLimit > 0 && len(fetchList) >= a.FetchLimit {
-				continue
+		case state.Quarantined:
+			if p.deletesRejected() {
+				dele = append(dele, m)
 			}
-			fetchList = append(fetchList, m)
-			continue
 		}
-		if r.State == state.Quarantined && p.deletesRejected() {
-			dele = append(dele, m)
-			continue
-		}
-		if r.State != state.Delivered {
+		if !fetch {
 			continue
 		}
 		switch {
-		case !a.Keep:
-			dele = append(dele, m)
-		case a.DeleteAfter > 0 && now.Sub(r.DeliveredAt) >= time.Duration(a.DeleteAfter):
-			dele = append(dele, m)
+		case max > 0 && m.size > max:
+			skipped = append(skipped, m)
+		case a.FetchLimit > 0 && len(fetchList) >= a.FetchLimit:
+		default:
+			fetchList = append(fetchList, m)
 		}
 	}
 	return fetchList, skipped, dele
@@ -634,6 +626,9 @@ func (p *pollRun) plan(msgs []serverMsg, known []state.Record, now time.Time) (f
 func (p *pollRun) deleteAll(ctx context.Context, c *pop3.Client, msgs []serverMsg) error {
 	var ok []string
 	if len(msgs) > 0 {
+		if err := p.held(); err != nil {
+			return err
+		}
 		ids := make([]int, len(msgs))
 		for i, m := range msgs {
 			ids[i] = m.id
@@ -649,6 +644,12 @@ func (p *pollRun) deleteAll(ctx context.Context, c *pop3.Client, msgs []serverMs
 			}
 			ok = append(ok, msgs[i].key)
 		}
+	}
+	// QUIT commits the DELEs: not by a poller that lost the account,
+	// whose caller then drops the connection, so the server deletes
+	// nothing.
+	if err := p.held(); err != nil {
+		return err
 	}
 	if err := c.Quit(ctx); err != nil {
 		return fmt.Errorf("closing the session (deletions not committed): %w", err)
@@ -693,6 +694,9 @@ func (p *pollRun) handleRejected(ctx context.Context, c *pop3.Client) ([]serverM
 		deleteAfter[r.m.key] = r.onReject == onRejectDelete
 	}
 	if len(kept) > 0 {
+		if err := p.held(); err != nil {
+			return nil, err
+		}
 		if err := p.o.Store.MarkSkipped(ctx, p.id, kept); err != nil {
 			return nil, fmt.Errorf("recording rejected messages: %w", err)
 		}

@@ -403,7 +403,7 @@ func TestInterruptedAfterPublishIsNotFetchedAgain(t *testing.T) {
 		t.Fatalf("second poll fetched again: %+v", r)
 	}
 	e.wantExactlyOnce(msgs)
-	in, err := e.store.Intents(t.Context(), fetch.Identity(e.acct))
+	in, err := e.store.Intents(t.Context(), e.acct.Identity())
 	if err != nil || len(in) != 0 {
 		t.Fatalf("intents left: %v, %v", in, err)
 	}
@@ -474,7 +474,7 @@ func TestInterruptedBeforePublishIsFetchedAgain(t *testing.T) {
 
 func TestAccountPolledByOneProcessAtATime(t *testing.T) {
 	e := newEnv(t, pop3test.SampleMessages(3, 10), pop3test.Config{})
-	unlock, err := e.store.LockAccount(t.Context(), fetch.Identity(e.acct))
+	lease, err := e.store.LockAccount(t.Context(), e.acct.Identity())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +485,7 @@ func TestAccountPolledByOneProcessAtATime(t *testing.T) {
 	if e.srv.Stats().Sessions != 0 {
 		t.Fatal("a locked account was still contacted")
 	}
-	unlock()
+	lease.Release()
 	e.mustPoll()
 }
 

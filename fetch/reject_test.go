@@ -152,7 +152,7 @@ func TestPermanentRejectionIsQuarantinedAndKept(t *testing.T) {
 	if n := countFiles(t, q); n != 1 {
 		t.Fatalf("quarantine holds %d messages, want 1", n)
 	}
-	known, err := e.store.Known(t.Context(), fetch.Identity(e.acct), []string{msgs[1].UID})
+	known, err := state.Known(t.Context(), e.store, e.acct.Identity(), []string{msgs[1].UID})
 	if err != nil || known[msgs[1].UID].State != state.Quarantined {
 		t.Fatalf("seen-set: %+v, %v", known, err)
 	}
@@ -221,7 +221,7 @@ func TestRetryDoesNotDeliverTwiceToTargetsThatConfirmed(t *testing.T) {
 		}
 	}
 	e.wantExactlyOnce(msgs)
-	in, err := e.store.Intents(t.Context(), fetch.Identity(e.acct))
+	in, err := e.store.Intents(t.Context(), e.acct.Identity())
 	if err != nil || len(in) != 0 {
 		t.Fatalf("intents left: %v %v", in, err)
 	}

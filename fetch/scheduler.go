@@ -700,7 +700,7 @@ func (s *Scheduler) apply(set Settings, now time.Time) error {
 		old := e.acct
 		e.acct = a
 		changed = append(changed, a.Name)
-		if Identity(old) != Identity(a) {
+		if old.Identity() != a.Identity() {
 			// Another mailbox: the old one's failures say nothing of it.
 			e.failures, e.reported = 0, false
 			e.retryAt, e.notBefore = time.Time{}, time.Time{}

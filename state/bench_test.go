@@ -88,7 +88,7 @@ func BenchmarkReconcile100k(b *testing.B) {
 			cpu := startCPU()
 			for b.Loop() {
 				now = now.Add(time.Minute)
-				m, err := s.Reconcile(b.Context(), acct, uidls, now, 30*24*time.Hour)
+				m, err := state.Reconcile(b.Context(), s, acct, uidls, now, 30*24*time.Hour)
 				if err != nil || len(m) != n {
 					b.Fatalf("Reconcile: %d known, %v", len(m), err)
 				}
@@ -103,7 +103,7 @@ func BenchmarkReconcile100k(b *testing.B) {
 			cpu := startCPU()
 			for b.Loop() {
 				now = now.Add(time.Minute)
-				m, err := s.Reconcile(b.Context(), acct, uidls, now, 30*24*time.Hour)
+				m, err := state.Reconcile(b.Context(), s, acct, uidls, now, 30*24*time.Hour)
 				if err != nil || len(m) != 1 {
 					b.Fatalf("Reconcile: %d known, %v", len(m), err)
 				}
@@ -120,7 +120,7 @@ func BenchmarkReconcile100k(b *testing.B) {
 			cpu := startCPU()
 			for b.Loop() {
 				now = now.Add(time.Minute)
-				if _, err := s.Reconcile(b.Context(), acct, lists[i%2], now, 30*24*time.Hour); err != nil {
+				if _, err := state.Reconcile(b.Context(), s, acct, lists[i%2], now, 30*24*time.Hour); err != nil {
 					b.Fatal(err)
 				}
 				i++

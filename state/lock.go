@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // lockFileName names the lock file of a (canonical): the first 16 hex digits
@@ -22,24 +21,25 @@ func lockFileName(a Account) string {
 	return hex.EncodeToString(sum[:])[:16] + ".lock"
 }
 
-// accountLock is one held account lock: an open lock file carrying an
-// exclusive flock(2).
+// accountLock is one held account lease: an open lock file carrying an
+// exclusive flock(2). It is never lost while the process lives; closing
+// the Store ends it as lost.
 type accountLock struct {
-	s    *SQLite
-	f    *os.File
-	once sync.Once
+	*LeaseState
+	s *SQLite
+	f *os.File
+	a Account
 }
 
-func (l *accountLock) release() {
-	l.once.Do(func() {
-		l.s.mu.Lock()
-		delete(l.s.locks, l)
-		l.s.mu.Unlock()
-		// Closing the only descriptor of the open file description drops
-		// the flock; unlocking first is explicit about it.
-		_ = unlockFile(l.f)
-		l.f.Close()
-	})
+// unlock drops the flock; LeaseState runs it once.
+func (l *accountLock) unlock() {
+	l.s.mu.Lock()
+	delete(l.s.locks, l)
+	l.s.mu.Unlock()
+	// Closing the only descriptor of the open file description drops
+	// the flock; unlocking first is explicit about it.
+	_ = unlockFile(l.f)
+	l.f.Close()
 }
 
 // LockAccount implements Store with flock(2) on <db>.locks/<hash>.lock.
@@ -50,8 +50,8 @@ func (l *accountLock) release() {
 // the process dies: the lock cannot go stale. The file is opened close-on-exec
 // (os.OpenFile always is), so MDA children do not inherit it. Lock files on
 // network file systems are only as good as the server's flock support.
-func (s *SQLite) LockAccount(ctx context.Context, a Account) (unlock func(), err error) {
-	a, err = canonical(a)
+func (s *SQLite) LockAccount(ctx context.Context, a Account) (Lease, error) {
+	a, err := CanonicalAccount(a)
 	if err != nil {
 		return nil, fmt.Errorf("locking account: %w", err)
 	}
@@ -92,9 +92,10 @@ func (s *SQLite) LockAccount(ctx context.Context, a Account) (unlock func(), err
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d\naccount %s\n", os.Getpid(), a)), 0)
 	}
-	l := &accountLock{s: s, f: f}
+	l := &accountLock{s: s, f: f, a: a}
+	l.LeaseState = NewLeaseState(l.unlock)
 	s.locks[l] = struct{}{}
-	return l.release, nil
+	return l, nil
 }
 
 // lockHolder returns the pid written in a lock file, 0 if unknown.

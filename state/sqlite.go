@@ -416,7 +416,7 @@ func (s *SQLite) Close() error {
 	}
 	s.mu.Unlock()
 	for _, l := range locks {
-		l.release()
+		l.End(lostLease(l.a, "the state store was closed"))
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing state file %s: %w", s.path, err)

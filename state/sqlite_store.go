@@ -77,53 +77,9 @@ func accountID(ctx context.Context, tx *sql.Tx, a Account, create bool) (int64, 
 	return id, nil
 }
 
-func checkUIDLs(uidls []string) error {
-	for i, u := range uidls {
-		if u == "" {
-			return fmt.Errorf("UIDL #%d is empty", i+1)
-		}
-	}
-	return nil
-}
-
-// canonical validates a and returns its canonical form.
-func canonical(a Account) (Account, error) {
-	if err := a.Validate(); err != nil {
-		return a, err
-	}
-	return a.Canonical(), nil
-}
-
-// Reconcile implements Store with ReconcileList.
-func (s *SQLite) Reconcile(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) (map[string]Record, error) {
-	recs, err := s.ReconcileList(ctx, a, uidls, now, grace)
-	if err != nil {
-		return nil, err
-	}
-	known := make(map[string]Record)
-	for _, r := range recs {
-		if r.State != 0 {
-			known[r.UIDL] = r
-		}
-	}
-	return known, nil
-}
-
-// ReconcileList is Reconcile with the records in a slice aligned with
-// uidls: recs[i] is the record of uidls[i], or the zero Record (State 0)
-// when uidls[i] is not known. A caller that walks the server's list in
-// order needs no map of 100,000 records, which costs more than reading
-// them. It is ReadSeen and ReconcileSeen at once.
-func (s *SQLite) ReconcileList(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) ([]Record, error) {
-	seen, err := s.ReadSeen(ctx, a)
-	if err != nil {
-		return nil, err
-	}
-	return s.ReconcileSeen(ctx, seen, uidls, now, grace)
-}
-
-// Seen is an account's records as ReadSeen read them, for ReconcileSeen.
-type Seen struct {
+// sqliteSeen is the SeenSet of ReadSeen.
+type sqliteSeen struct {
+	s    *SQLite
 	a    Account
 	id   int64  // the account's row id; 0 when it has no records
 	text []byte // the records, as recordsQuery gives them; never modified
@@ -134,12 +90,12 @@ type Seen struct {
 	index map[string]int32
 }
 
-// seenRec is a Record in 48 octets: its UIDL stays in Seen.text.
+// seenRec is a Record in 48 octets: its UIDL stays in sqliteSeen.text.
 type seenRec struct {
 	size, first        int64
 	delivered, deleted int64 // noTime when NULL
-	uoff, ulen         int32 // the UIDL in Seen.text
-	note               int32 // index into Seen.notes; -1 for none
+	uoff, ulen         int32 // the UIDL in sqliteSeen.text
+	note               int32 // index into sqliteSeen.notes; -1 for none
 	state              uint8
 	gone               bool
 }
@@ -154,20 +110,15 @@ func unixTime(us int64) time.Time {
 	return time.UnixMicro(us)
 }
 
-// ReadSeen reads the account's records for a later ReconcileSeen, so that
-// a poll can read its seen-set while it waits for the server to log it in.
-// ReconcileSeen is only right if nothing else writes the account's
-// records in between: the caller holds LockAccount over both.
-//
-// The records are read in one statement (see recordsQuery), decoded into
-// 48 octets each and indexed by UIDL; the UIDLs stay in the statement's
-// text.
-func (s *SQLite) ReadSeen(ctx context.Context, a Account) (*Seen, error) {
-	a, err := canonical(a)
+// ReadSeen implements Store. The records are read in one statement (see
+// recordsQuery), decoded into 48 octets each and indexed by UIDL; the
+// UIDLs stay in the statement's text.
+func (s *SQLite) ReadSeen(ctx context.Context, a Account) (SeenSet, error) {
+	a, err := CanonicalAccount(a)
 	if err != nil {
 		return nil, fmt.Errorf("reading seen-set: %w", err)
 	}
-	seen := &Seen{a: a}
+	seen := &sqliteSeen{s: s, a: a}
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		id, err := accountID(ctx, tx, a, false)
 		if err != nil || id == 0 {
@@ -214,20 +165,39 @@ func (s *SQLite) ReadSeen(ctx context.Context, a Account) (*Seen, error) {
 	return seen, nil
 }
 
-// ReconcileSeen is ReconcileList on records read by ReadSeen: it compares
-// them with the server's list in memory; only records whose "gone" mark
-// changes are written, by batched UPDATE ... IN statements, and the prune
-// is one DELETE on a partial index.
-func (s *SQLite) ReconcileSeen(ctx context.Context, seen *Seen, uidls []string, now time.Time, grace time.Duration) ([]Record, error) {
-	a := seen.a
-	switch {
-	case now.IsZero():
-		return nil, fmt.Errorf("reconciling %s: zero time", a)
-	case grace < 0:
-		return nil, fmt.Errorf("reconciling %s: negative grace period %v", a, grace)
+// Account implements SeenSet.
+func (seen *sqliteSeen) Account() Account { return seen.a }
+
+// record returns the record at k with its UIDL u.
+func (seen *sqliteSeen) record(k int32, u string) Record {
+	sr := &seen.recs[k]
+	r := Record{UIDL: u, State: MsgState(sr.state), Size: sr.size, FirstSeen: time.UnixMicro(sr.first),
+		DeliveredAt: unixTime(sr.delivered), DeletedAt: unixTime(sr.deleted)}
+	if sr.note >= 0 {
+		r.Note = seen.notes[sr.note]
 	}
-	if err := checkUIDLs(uidls); err != nil {
-		return nil, fmt.Errorf("reconciling %s: %w", a, err)
+	return r
+}
+
+// Lookup implements SeenSet.
+func (seen *sqliteSeen) Lookup(uidls []string) []Record {
+	recs := make([]Record, len(uidls))
+	for i, u := range uidls {
+		if k, ok := seen.index[u]; ok {
+			recs[i] = seen.record(k, u)
+		}
+	}
+	return recs
+}
+
+// Reconcile implements SeenSet: it compares the records with the server's
+// list in memory; only records whose "gone" mark changes are written, by
+// batched UPDATE ... IN statements, and the prune is one DELETE on a
+// partial index.
+func (seen *sqliteSeen) Reconcile(ctx context.Context, uidls []string, now time.Time, grace time.Duration) ([]Record, error) {
+	a := seen.a
+	if err := CheckReconcile(a, uidls, now, grace); err != nil {
+		return nil, err
 	}
 	recs := make([]Record, len(uidls))
 	if seen.id == 0 {
@@ -240,17 +210,11 @@ func (s *SQLite) ReconcileSeen(ctx context.Context, seen *Seen, uidls []string, 
 		if !ok {
 			continue
 		}
-		sr := &seen.recs[k]
-		if sr.gone && !listed[k] {
+		if seen.recs[k].gone && !listed[k] {
 			back = append(back, u)
 		}
 		listed[k] = true
-		r := Record{UIDL: u, State: MsgState(sr.state), Size: sr.size, FirstSeen: time.UnixMicro(sr.first),
-			DeliveredAt: unixTime(sr.delivered), DeletedAt: unixTime(sr.deleted)}
-		if sr.note >= 0 {
-			r.Note = seen.notes[sr.note]
-		}
-		recs[i] = r
+		recs[i] = seen.record(k, u)
 	}
 	for k, l := range listed {
 		if sr := &seen.recs[k]; !l && !sr.gone {
@@ -258,7 +222,7 @@ func (s *SQLite) ReconcileSeen(ctx context.Context, seen *Seen, uidls []string, 
 		}
 	}
 	id := seen.id
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
+	err := seen.s.withTx(ctx, func(tx *sql.Tx) error {
 		if err := setGone(ctx, tx, id, gone, now.UnixMicro()); err != nil {
 			return fmt.Errorf("marking gone UIDLs: %w", err)
 		}
@@ -381,49 +345,6 @@ func parseInt(b []byte) (int64, bool) {
 	return v, true
 }
 
-// Known implements Store: one read of the account's records, no writes.
-func (s *SQLite) Known(ctx context.Context, a Account, uidls []string) (map[string]Record, error) {
-	a, err := canonical(a)
-	if err != nil {
-		return nil, fmt.Errorf("reading seen-set: %w", err)
-	}
-	if s.isClosed() {
-		return nil, ErrClosed
-	}
-	want := make(map[string]struct{}, len(uidls))
-	for _, u := range uidls {
-		want[u] = struct{}{}
-	}
-	known := make(map[string]Record)
-	rows, err := s.db.QueryContext(ctx,
-		`SELECT m.uidl, m.state, m.size, m.first_seen, m.delivered_at, m.deleted_at, m.note
-		FROM message m JOIN account a ON a.id = m.account_id
-		WHERE a.host = ? AND a.port = ? AND a.username = ?`, a.Host, a.Port, a.User)
-	if err != nil {
-		return nil, fmt.Errorf("reading seen-set of %s: %w", a, classify(err))
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r Record
-		var first int64
-		var delivered, deleted sql.NullInt64
-		if err := rows.Scan(&r.UIDL, &r.State, &r.Size, &first, &delivered, &deleted, &r.Note); err != nil {
-			return nil, fmt.Errorf("reading seen-set of %s: %w", a, classify(err))
-		}
-		if _, ok := want[r.UIDL]; !ok {
-			continue
-		}
-		r.FirstSeen = time.UnixMicro(first)
-		r.DeliveredAt = goTime(delivered)
-		r.DeletedAt = goTime(deleted)
-		known[r.UIDL] = r
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading seen-set of %s: %w", a, classify(err))
-	}
-	return known, nil
-}
-
 // setGone sets gone_since of the given UIDLs, many per statement.
 func setGone(ctx context.Context, tx *sql.Tx, id int64, uidls []string, since any) error {
 	return execRows(ctx, tx, len(uidls), reconcileChunk, func(n int) string {
@@ -487,24 +408,13 @@ func valueRows(n, cols int) string {
 
 // AddIntents implements Store.
 func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
-	a, err := canonical(a)
+	a, in, err := PrepareIntents(a, in, time.Now())
 	if err != nil {
-		return fmt.Errorf("adding intents: %w", err)
-	}
-	for i, it := range in {
-		switch {
-		case it.UIDL == "":
-			return fmt.Errorf("adding intents for %s: intent #%d has no UIDL", a, i+1)
-		case it.Token == "":
-			return fmt.Errorf("adding intents for %s: intent for UIDL %q has no token", a, it.UIDL)
-		case it.Target < 0:
-			return fmt.Errorf("adding intents for %s: intent for UIDL %q has negative target %d", a, it.UIDL, it.Target)
-		}
+		return err
 	}
 	if len(in) == 0 {
 		return nil
 	}
-	now := time.Now()
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		id, err := accountID(ctx, tx, a, true)
 		if err != nil {
@@ -517,11 +427,7 @@ func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
 				token = excluded.token, size = excluded.size, created = excluded.created`
 		}, func(args []any, i int) []any {
 			it := in[i]
-			created := it.Created
-			if created.IsZero() {
-				created = now
-			}
-			return append(args, id, it.UIDL, it.Target, it.Token, it.Size, created.UnixMicro())
+			return append(args, id, it.UIDL, it.Target, it.Token, it.Size, it.Created.UnixMicro())
 		})
 	})
 	if err != nil {
@@ -532,7 +438,7 @@ func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
 
 // Intents implements Store.
 func (s *SQLite) Intents(ctx context.Context, a Account) ([]Intent, error) {
-	a, err := canonical(a)
+	a, err := CanonicalAccount(a)
 	if err != nil {
 		return nil, fmt.Errorf("listing intents: %w", err)
 	}
@@ -566,7 +472,7 @@ func (s *SQLite) Intents(ctx context.Context, a Account) ([]Intent, error) {
 
 // DropIntents implements Store.
 func (s *SQLite) DropIntents(ctx context.Context, a Account, uidls []string) error {
-	a, err := canonical(a)
+	a, err := CanonicalAccount(a)
 	if err != nil {
 		return fmt.Errorf("dropping intents: %w", err)
 	}
@@ -603,22 +509,13 @@ func deleteIntents(ctx context.Context, tx *sql.Tx, id int64, uidls []string) er
 
 // MarkDelivered implements Store.
 func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) error {
-	a, err := canonical(a)
+	a, recs, err := PrepareDelivered(a, recs, time.Now())
 	if err != nil {
-		return fmt.Errorf("marking delivered: %w", err)
-	}
-	for i, r := range recs {
-		switch {
-		case r.UIDL == "":
-			return fmt.Errorf("marking delivered for %s: record #%d has no UIDL", a, i+1)
-		case r.State != Delivered && r.State != Quarantined:
-			return fmt.Errorf("marking delivered for %s: UIDL %q has state %v, want delivered or quarantined", a, r.UIDL, r.State)
-		}
+		return err
 	}
 	if len(recs) == 0 {
 		return nil
 	}
-	now := time.Now()
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		id, err := accountID(ctx, tx, a, true)
 		if err != nil {
@@ -637,16 +534,8 @@ func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) er
 				note = excluded.note`
 		}, func(args []any, i int) []any {
 			r := recs[i]
-			delivered := r.DeliveredAt
-			if delivered.IsZero() {
-				delivered = now
-			}
-			first := r.FirstSeen
-			if first.IsZero() {
-				first = delivered
-			}
-			return append(args, id, r.UIDL, int(r.State), r.Size, first.UnixMicro(),
-				delivered.UnixMicro(), dbTime(r.DeletedAt), r.Note)
+			return append(args, id, r.UIDL, int(r.State), r.Size, r.FirstSeen.UnixMicro(),
+				r.DeliveredAt.UnixMicro(), dbTime(r.DeletedAt), r.Note)
 		})
 		if err != nil {
 			return fmt.Errorf("recording deliveries: %w", err)
@@ -665,22 +554,13 @@ func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) er
 
 // MarkSkipped implements Store.
 func (s *SQLite) MarkSkipped(ctx context.Context, a Account, recs []Record) error {
-	a, err := canonical(a)
+	a, recs, err := PrepareSkipped(a, recs, time.Now())
 	if err != nil {
-		return fmt.Errorf("marking skipped: %w", err)
-	}
-	for i, r := range recs {
-		switch {
-		case r.UIDL == "":
-			return fmt.Errorf("marking skipped for %s: record #%d has no UIDL", a, i+1)
-		case r.State != 0 && r.State != Skipped:
-			return fmt.Errorf("marking skipped for %s: UIDL %q has state %v", a, r.UIDL, r.State)
-		}
+		return err
 	}
 	if len(recs) == 0 {
 		return nil
 	}
-	now := time.Now()
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		id, err := accountID(ctx, tx, a, true)
 		if err != nil {
@@ -702,11 +582,7 @@ func (s *SQLite) MarkSkipped(ctx context.Context, a Account, recs []Record) erro
 		}
 		defer st.Close()
 		for _, r := range recs {
-			first := r.FirstSeen
-			if first.IsZero() {
-				first = now
-			}
-			if _, err := st.ExecContext(ctx, id, r.UIDL, int(Skipped), r.Size, first.UnixMicro(), r.Note); err != nil {
+			if _, err := st.ExecContext(ctx, id, r.UIDL, int(r.State), r.Size, r.FirstSeen.UnixMicro(), r.Note); err != nil {
 				return fmt.Errorf("recording skip of UIDL %q: %w", r.UIDL, err)
 			}
 		}
@@ -720,15 +596,12 @@ func (s *SQLite) MarkSkipped(ctx context.Context, a Account, recs []Record) erro
 
 // MarkDeleted implements Store.
 func (s *SQLite) MarkDeleted(ctx context.Context, a Account, uidls []string, at time.Time) error {
-	a, err := canonical(a)
+	a, at, err := PrepareDeleted(a, at, time.Now())
 	if err != nil {
-		return fmt.Errorf("marking deleted: %w", err)
+		return err
 	}
 	if len(uidls) == 0 {
 		return nil
-	}
-	if at.IsZero() {
-		at = time.Now()
 	}
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		id, err := accountID(ctx, tx, a, false)
@@ -752,16 +625,11 @@ func (s *SQLite) MarkDeleted(ctx context.Context, a Account, uidls []string, at 
 
 // RecordPoll implements Store.
 func (s *SQLite) RecordPoll(ctx context.Context, p Poll) error {
-	a, err := canonical(p.Account)
+	p, err := PreparePoll(p)
 	if err != nil {
-		return fmt.Errorf("recording poll %q: %w", p.Name, err)
+		return err
 	}
-	switch {
-	case p.Name == "":
-		return fmt.Errorf("recording poll of %s: no account name", a)
-	case p.Start.IsZero():
-		return fmt.Errorf("recording poll of %s: no start time", a)
-	}
+	a := p.Account
 	start := p.Start.UnixMicro()
 	ok := p.Err == ""
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
@@ -818,7 +686,7 @@ func (s *SQLite) RecordPoll(ctx context.Context, p Poll) error {
 
 // Polls implements Store.
 func (s *SQLite) Polls(ctx context.Context, a Account, limit int) ([]Poll, error) {
-	a, err := canonical(a)
+	a, err := CanonicalAccount(a)
 	if err != nil {
 		return nil, fmt.Errorf("listing polls: %w", err)
 	}

@@ -30,6 +30,11 @@ var (
 	// ErrLocked: LockAccount found the account held by another poller (this
 	// process or another one).
 	ErrLocked = errors.New("account is locked by another poll")
+	// ErrLeaseLost: an account's Lease ended before the poller released
+	// it; whatever the poller has not committed yet must not be.
+	ErrLeaseLost = errors.New("account lease lost")
+	// ErrLeaseReleased: the Lease was released by its holder.
+	ErrLeaseReleased = errors.New("account lease released")
 	// ErrNewerSchema: the state file was written by a newer popsync; it is
 	// left untouched.
 	ErrNewerSchema = errors.New("state file has a newer schema")
@@ -99,6 +104,12 @@ const (
 	// MarkDelivered if it is delivered later.
 	Skipped MsgState = 3
 )
+
+// recordedByMarkDelivered reports whether Store.MarkDelivered records
+// messages in state s: the states of a message that is handled for good.
+func (s MsgState) recordedByMarkDelivered() bool {
+	return s == Delivered || s == Quarantined
+}
 
 // String returns the lower-case name of s.
 func (s MsgState) String() string {
@@ -171,17 +182,11 @@ type AccountStatus struct {
 // nothing. Accounts are keyed by their Canonical form. Blocking methods honour
 // ctx.
 type Store interface {
-	// Reconcile takes the server's current UIDL list. In one transaction it
-	// marks known UIDLs absent from the list as gone (since now, unless they
-	// already are), clears "gone" for present ones, deletes records gone for
-	// longer than grace (gone since before now-grace), and returns the
-	// records of the present UIDLs that are known, Skipped ones included,
-	// keyed by UIDL. Duplicate UIDLs in the list are tolerated.
-	Reconcile(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) (map[string]Record, error)
-
-	// Known returns the records of the given UIDLs that the seen-set
-	// holds, like Reconcile but writing nothing (for a dry run).
-	Known(ctx context.Context, a Account, uidls []string) (map[string]Record, error)
+	// ReadSeen reads the account's seen-set for a SeenSet.Reconcile (or
+	// Lookup) with the server's list. An account without records gives an
+	// empty set. The caller holds the account's lease until it has
+	// reconciled. See also the package functions Reconcile and Known.
+	ReadSeen(ctx context.Context, a Account) (SeenSet, error)
 
 	// AddIntents records delivery intents, replacing an existing intent for
 	// the same UIDL and target. A zero Created means now.
@@ -216,14 +221,14 @@ type Store interface {
 	Status(ctx context.Context) ([]AccountStatus, error)
 
 	// LockAccount makes sure two pollers (goroutines or processes) never poll
-	// the same account at once. It returns an error wrapping ErrLocked at
-	// once, without waiting, if another holder has the account. The lock
-	// cannot go stale: it is released when unlock is called, when the Store
-	// is closed, or when the process dies. unlock may be called more than
-	// once.
-	LockAccount(ctx context.Context, a Account) (unlock func(), err error)
+	// the same account at once: it returns a held Lease, or an error
+	// wrapping ErrLocked at once, without waiting, if another holder has
+	// the account. A lease cannot go stale: it ends with Release, when the
+	// Store is closed (then it is lost), when the process dies, or, for a
+	// backend whose leases expire, when it cannot be renewed (lost).
+	LockAccount(ctx context.Context, a Account) (Lease, error)
 
-	// Close releases held account locks and closes the store. Calling it
-	// again returns nil.
+	// Close ends held leases and closes the store. Calling it again
+	// returns nil.
 	Close() error
 }

@@ -73,9 +73,9 @@ func (c *common) load() (*configs.Config, error) {
 }
 
 // quarantineDir is where rejected messages go when a deliver entry names
-// no quarantine: next to the state file.
+// no quarantine: in the state folder.
 func quarantineDir(cfg *configs.Config) string {
-	return filepath.Join(filepath.Dir(cfg.State.Path), "quarantine")
+	return filepath.Join(cfg.State.Dir, "quarantine")
 }
 
 func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
@@ -255,9 +255,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return exitWith(exitState, err)
 	}
-	byName := make(map[string]state.AccountStatus, len(all))
+	// The store keys by identity: an account renamed in the config keeps
+	// its history, and two names never share one.
+	byID := make(map[state.Account]state.AccountStatus, len(all))
 	for _, s := range all {
-		byName[s.Name] = s
+		byID[s.Account.Canonical()] = s
 	}
 	type row struct {
 		Account     string             `json:"account"`
@@ -270,10 +272,10 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Pending     int                `json:"pending"`
 		Daemon      *fetch.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
 	}
-	plan := daemonPlan(cfg.State.Path)
+	plan := daemonPlan(cfg.State)
 	rows := make([]row, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
-		s := byName[a.Name]
+		s := byID[a.Identity()]
 		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
 			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
 			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})

@@ -27,15 +27,18 @@ import (
 	"popsync/state"
 )
 
-// Files the daemon keeps next to the state database.
+// Files the daemon keeps beside the store (configs.State.LocalFile).
 const (
-	// daemonLockSuffix names the lock that allows one daemon per state
-	// file: <state>.daemon.lock, holding an flock and the holder's pid.
+	// daemonLockSuffix names the lock that allows one daemon per store:
+	// it holds an flock and the holder's pid.
 	daemonLockSuffix = ".daemon.lock"
 	// planSuffix names the file with the next poll times that `popsync
-	// status` shows: <state>.schedule.json.
+	// status` shows.
 	planSuffix = ".schedule.json"
 )
+
+// planPath is the daemon's schedule file of the state st.
+func planPath(st configs.State) string { return st.LocalFile(planSuffix) }
 
 // Timeouts of the metrics server and its scrapes.
 const (
@@ -70,7 +73,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	lock, err := lockDaemon(cfg.State.Path)
+	lock, err := lockDaemon(cfg.State)
 	if err != nil {
 		return exitWith(exitState, err)
 	}
@@ -81,7 +84,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer st.Close()
 
-	d := &daemon{log: log, store: st, planPath: cfg.State.Path + planSuffix, reg: metrics.NewRegistry()}
+	d := &daemon{log: log, store: st, planPath: planPath(cfg.State), reg: metrics.NewRegistry()}
 	d.cfg.Store(cfg)
 	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth,
 		QuietFailures: true, QuarantineDir: quarantineDir(cfg)}
@@ -198,10 +201,10 @@ func (d *daemon) reload() {
 		d.log.Error("reloading the config failed; keeping the running config", "config", old.Path, "problems", len(lines))
 		return
 	}
-	if cfg.State.Path != old.State.Path {
+	if cfg.State != old.State {
 		d.log.Warn("[state] path changed: the daemon keeps using the old one until it is restarted",
 			"running", old.State.Path, "new", cfg.State.Path)
-		cfg.State.Path = old.State.Path
+		cfg.State = old.State
 	}
 	if cfg.Daemon.Metrics != old.Daemon.Metrics {
 		d.log.Warn("[daemon] metrics changed: takes effect when the daemon is restarted",
@@ -245,7 +248,7 @@ func (d *daemon) seenSamples() []metrics.Sample {
 	cfg := d.cfg.Load()
 	out := make([]metrics.Sample, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
-		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[fetch.Identity(a).Canonical()])})
+		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[a.Identity()])})
 	}
 	return out
 }
@@ -299,7 +302,7 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok\n")
 }
 
-// planFile is the content of <state>.schedule.json.
+// planFile is the content of the schedule file (planPath).
 type planFile struct {
 	PID      int                 `json:"pid"`
 	Written  time.Time           `json:"written"`
@@ -344,10 +347,10 @@ func writeFileAtomic(path string, v any) error {
 	return nil
 }
 
-// daemonPlan returns the plan of the daemon running on the state file at
-// statePath, by account name; nil when no daemon runs there.
-func daemonPlan(statePath string) map[string]fetch.PlannedPoll {
-	b, err := os.ReadFile(statePath + planSuffix)
+// daemonPlan returns the plan of the daemon running on the state st, by
+// account name; nil when no daemon runs there.
+func daemonPlan(st configs.State) map[string]fetch.PlannedPoll {
+	b, err := os.ReadFile(planPath(st))
 	if err != nil {
 		return nil
 	}
@@ -404,12 +407,12 @@ type daemonLock struct {
 	f *os.File
 }
 
-// lockDaemon takes <statePath>.daemon.lock, or says who holds it. The lock
-// is an flock(2): the kernel drops it when the process dies, however it
-// dies, so it cannot go stale. The pid in the file is only for the message
-// a second daemon prints.
-func lockDaemon(statePath string) (*daemonLock, error) {
-	path := statePath + daemonLockSuffix
+// lockDaemon takes the daemon lock in the state folder, or says who holds
+// it. The lock is an flock(2): the kernel drops it when the process dies,
+// however it dies, so it cannot go stale. The pid in the file is only for
+// the message a second daemon prints.
+func lockDaemon(st configs.State) (*daemonLock, error) {
+	statePath, path := st.Path, st.LocalFile(daemonLockSuffix)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the state folder: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"popsync/configs"
 	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/realtest"
@@ -243,18 +244,19 @@ func checkOnce(t *testing.T, maildir string, msgs [][]byte) {
 
 func TestDaemonLock(t *testing.T) {
 	statePath := filepath.Join(t.TempDir(), "sub", "state.db")
-	l1, err := lockDaemon(statePath)
+	st := configs.State{Path: statePath, Dir: filepath.Dir(statePath), Name: "state.db"}
+	l1, err := lockDaemon(st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// flock conflicts between two open files of one process too.
-	_, err = lockDaemon(statePath)
-	want := fmt.Sprintf("another popsync daemon (pid %d) is already running on the state file %s (lock file %s.daemon.lock)", os.Getpid(), statePath, statePath)
+	_, err = lockDaemon(st)
+	want := fmt.Sprintf("another popsync daemon (pid %d) is already running on the state file %s (lock file %s)", os.Getpid(), statePath, statePath+".daemon.lock")
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("second lock: %v\nwant it to contain: %s", err, want)
 	}
 	l1.release()
-	l2, err := lockDaemon(statePath)
+	l2, err := lockDaemon(st)
 	if err != nil {
 		t.Fatalf("lock after release: %v", err)
 	}
@@ -263,7 +265,8 @@ func TestDaemonLock(t *testing.T) {
 
 func TestDaemonPlanFile(t *testing.T) {
 	statePath := filepath.Join(t.TempDir(), "state.db")
-	if daemonPlan(statePath) != nil {
+	st := configs.State{Path: statePath, Dir: filepath.Dir(statePath), Name: "state.db"}
+	if daemonPlan(st) != nil {
 		t.Error("plan without a file")
 	}
 	next := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -272,10 +275,10 @@ func TestDaemonPlanFile(t *testing.T) {
 		{Account: "b", Schedule: "@hourly", Running: true},
 		{Account: "c", Schedule: "@every 5m", Next: next, Reason: fetch.ReasonBackoff, Failures: 3},
 	}
-	if err := writeFileAtomic(statePath+planSuffix, planFile{PID: os.Getpid(), Accounts: plan}); err != nil {
+	if err := writeFileAtomic(planPath(st), planFile{PID: os.Getpid(), Accounts: plan}); err != nil {
 		t.Fatal(err)
 	}
-	got := daemonPlan(statePath)
+	got := daemonPlan(st)
 	if len(got) != 3 || !got["a"].Next.Equal(next) || !got["b"].Running || got["c"].Failures != 3 {
 		t.Errorf("plan read back: %+v", got)
 	}
@@ -299,13 +302,13 @@ func TestDaemonPlanFile(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFileAtomic(statePath+planSuffix, planFile{PID: cmd.Process.Pid, Accounts: plan}); err != nil {
+	if err := writeFileAtomic(planPath(st), planFile{PID: cmd.Process.Pid, Accounts: plan}); err != nil {
 		t.Fatal(err)
 	}
 	if processAlive(cmd.Process.Pid) {
 		t.Skip("the pid was reused already")
 	}
-	if p := daemonPlan(statePath); p != nil {
+	if p := daemonPlan(st); p != nil {
 		t.Errorf("plan of a dead daemon: %+v", p)
 	}
 }
@@ -474,7 +477,7 @@ func TestRunDaemonInProcess(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(p.dir, "state.db"+planSuffix)); !os.IsNotExist(err) {
 		t.Errorf("plan file left behind: %v", err)
 	}
-	l, err := lockDaemon(filepath.Join(p.dir, "state.db"))
+	l, err := lockDaemon(configs.State{Path: filepath.Join(p.dir, "state.db"), Dir: p.dir, Name: "state.db"})
 	if err != nil {
 		t.Errorf("daemon lock not released: %v", err)
 	} else {

@@ -333,11 +333,11 @@ func TestHelperHoldLock(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		unlock, err := st.LockAccount(ctx, state.Account{Host: "127.0.0.1", Port: 1, User: stateUser})
+		lease, err := st.LockAccount(ctx, state.Account{Host: "127.0.0.1", Port: 1, User: stateUser})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer unlock()
+		defer lease.Release()
 	}
 	fmt.Println("HELD")
 	os.Stdin.Read(make([]byte, 1))

@@ -38,6 +38,8 @@ func RunSuite(t *testing.T, open func(t *testing.T) state.Store) {
 		{"ReconcileByteExactUIDLs", testReconcileByteExactUIDLs},
 		{"ReconcileInvalid", testReconcileInvalid},
 		{"KnownWritesNothing", testKnownWritesNothing},
+		{"ReadSeenAligned", testReadSeenAligned},
+		{"ReadSeenUnknownAccount", testReadSeenUnknownAccount},
 		{"Intents", testIntents},
 		{"IntentsClearedByMarkDelivered", testIntentsClearedByMarkDelivered},
 		{"IntentsInvalid", testIntentsInvalid},
@@ -95,7 +97,7 @@ func deliver(t *testing.T, s state.Store, a state.Account, at time.Time, uidls .
 
 func reconcile(t *testing.T, s state.Store, a state.Account, now time.Time, uidls ...string) map[string]state.Record {
 	t.Helper()
-	m, err := s.Reconcile(t.Context(), a, uidls, now, grace)
+	m, err := state.Reconcile(t.Context(), s, a, uidls, now, grace)
 	if err != nil {
 		t.Fatalf("Reconcile(%s, %q, %v): %v", a, uidls, now, err)
 	}
@@ -161,20 +163,94 @@ func testReconcileKnown(t *testing.T, s state.Store) {
 func testKnownWritesNothing(t *testing.T, s state.Store) {
 	ctx := t.Context()
 	deliver(t, s, acct, t0, "a", "b", "c")
-	m, err := s.Known(ctx, acct, []string{"a", "c", "d"})
+	m, err := state.Known(ctx, s, acct, []string{"a", "c", "d"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantKnown(t, m, "a", "c")
-	if got, err := s.Known(ctx, other, []string{"a"}); err != nil || len(got) != 0 {
+	if got, err := state.Known(ctx, s, other, []string{"a"}); err != nil || len(got) != 0 {
 		t.Fatalf("Known(other) = %v, %v; want nothing", got, err)
 	}
 	// Known with b absent must not start b's grace period: after a long
 	// time, a reconcile that lists b again still finds it.
-	if _, err := s.Known(ctx, acct, []string{"a"}); err != nil {
+	if _, err := state.Known(ctx, s, acct, []string{"a"}); err != nil {
 		t.Fatal(err)
 	}
 	wantKnown(t, reconcile(t, s, acct, t0.Add(10*grace), "a", "b", "c"), "a", "b", "c")
+}
+
+// testReadSeenAligned: the SeenSet of ReadSeen answers Lookup and
+// Reconcile with one record per listed UIDL, in the list's order, the zero
+// Record where the UIDL is unknown; Lookup writes nothing, Reconcile marks
+// and prunes like the package function.
+func testReadSeenAligned(t *testing.T, s state.Store) {
+	ctx := t.Context()
+	deliver(t, s, acct, t0, "a", "c")
+	if err := s.MarkSkipped(ctx, acct, []state.Record{{UIDL: "b", Size: 9, FirstSeen: t0, Note: "too big"}}); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, s, other, t0, "x")
+	seen, err := s.ReadSeen(ctx, state.Account{Host: "POP.Example.NET.", Port: acct.Port, User: acct.User})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen.Account() != acct {
+		t.Errorf("SeenSet.Account() = %v, want the canonical %v", seen.Account(), acct)
+	}
+	list := []string{"x", "b", "a", "new", "a"}
+	check := func(what string, got []state.Record) {
+		t.Helper()
+		if len(got) != len(list) {
+			t.Fatalf("%s: %d records for %d UIDLs", what, len(got), len(list))
+		}
+		checkRecord(t, got[0], state.Record{})
+		checkRecord(t, got[1], state.Record{UIDL: "b", State: state.Skipped, Size: 9, FirstSeen: t0, Note: "too big"})
+		checkRecord(t, got[2], delivered("a", t0))
+		checkRecord(t, got[3], state.Record{})
+		checkRecord(t, got[4], delivered("a", t0))
+	}
+	check("Lookup", seen.Lookup(list))
+	// Lookup marked nothing gone: c survives a reconcile far in the future.
+	wantKnown(t, reconcile(t, s, acct, t0.Add(10*grace), "a", "b", "c"), "a", "b", "c")
+
+	seen, err = s.ReadSeen(ctx, acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := seen.Reconcile(ctx, list, t0.Add(11*grace), grace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Reconcile", got)
+	// c was marked gone by that Reconcile and is pruned after the grace.
+	wantKnown(t, reconcile(t, s, acct, t0.Add(12*grace+time.Second), "a", "b"), "a", "b")
+	wantKnown(t, reconcile(t, s, acct, t0.Add(12*grace+2*time.Second), "a", "b", "c"), "a", "b")
+	if _, err := seen.Reconcile(ctx, []string{""}, t0, grace); err == nil {
+		t.Error("SeenSet.Reconcile with an empty UIDL: no error")
+	}
+	if _, err := seen.Reconcile(ctx, nil, time.Time{}, grace); err == nil {
+		t.Error("SeenSet.Reconcile at the zero time: no error")
+	}
+}
+
+// testReadSeenUnknownAccount: an account without records has an empty
+// set, and reconciling it writes nothing that Status would show.
+func testReadSeenUnknownAccount(t *testing.T, s state.Store) {
+	ctx := t.Context()
+	seen, err := s.ReadSeen(ctx, acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range seen.Lookup([]string{"a", "b"}) {
+		checkRecord(t, r, state.Record{})
+	}
+	got, err := seen.Reconcile(ctx, []string{"a"}, t0, grace)
+	if err != nil || len(got) != 1 || got[0].State != 0 {
+		t.Fatalf("Reconcile of an empty set = %+v, %v", got, err)
+	}
+	if st, err := s.Status(ctx); err != nil || len(st) != 0 {
+		t.Errorf("Status = %+v, %v; want nothing", st, err)
+	}
 }
 
 func testReconcileGoneAndPrune(t *testing.T, s state.Store) {
@@ -199,27 +275,27 @@ func testReconcileGoneAndPrune(t *testing.T, s state.Store) {
 func testReconcileZeroGrace(t *testing.T, s state.Store) {
 	ctx := t.Context()
 	deliver(t, s, acct, t0, "a", "b")
-	m, err := s.Reconcile(ctx, acct, []string{"a"}, t0, 0)
+	m, err := state.Reconcile(ctx, s, acct, []string{"a"}, t0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantKnown(t, m, "a")
 	// Gone since t0, not yet longer than 0 at t0: b survives its first absence.
-	if m, err = s.Reconcile(ctx, acct, []string{"a", "b"}, t0, 0); err != nil {
+	if m, err = state.Reconcile(ctx, s, acct, []string{"a", "b"}, t0, 0); err != nil {
 		t.Fatal(err)
 	}
 	wantKnown(t, m, "a", "b")
-	if _, err = s.Reconcile(ctx, acct, []string{"a"}, t0.Add(time.Second), 0); err != nil {
+	if _, err = state.Reconcile(ctx, s, acct, []string{"a"}, t0.Add(time.Second), 0); err != nil {
 		t.Fatal(err)
 	}
-	if m, err = s.Reconcile(ctx, acct, []string{"a", "b"}, t0.Add(2*time.Second), 0); err != nil {
+	if m, err = state.Reconcile(ctx, s, acct, []string{"a", "b"}, t0.Add(2*time.Second), 0); err != nil {
 		t.Fatal(err)
 	}
 	wantKnown(t, m, "a", "b")
-	if _, err = s.Reconcile(ctx, acct, nil, t0.Add(3*time.Second), 0); err != nil {
+	if _, err = state.Reconcile(ctx, s, acct, nil, t0.Add(3*time.Second), 0); err != nil {
 		t.Fatal(err)
 	}
-	if m, err = s.Reconcile(ctx, acct, nil, t0.Add(4*time.Second), 0); err != nil {
+	if m, err = state.Reconcile(ctx, s, acct, nil, t0.Add(4*time.Second), 0); err != nil {
 		t.Fatal(err)
 	}
 	wantKnown(t, m)
@@ -303,13 +379,13 @@ func testReconcileByteExactUIDLs(t *testing.T, s state.Store) {
 
 func testReconcileInvalid(t *testing.T, s state.Store) {
 	ctx := t.Context()
-	if _, err := s.Reconcile(ctx, acct, []string{"a"}, t0, -time.Second); err == nil {
+	if _, err := state.Reconcile(ctx, s, acct, []string{"a"}, t0, -time.Second); err == nil {
 		t.Error("Reconcile with negative grace: no error")
 	}
-	if _, err := s.Reconcile(ctx, acct, []string{"a", ""}, t0, grace); err == nil {
+	if _, err := state.Reconcile(ctx, s, acct, []string{"a", ""}, t0, grace); err == nil {
 		t.Error("Reconcile with an empty UIDL: no error")
 	}
-	if _, err := s.Reconcile(ctx, acct, []string{"a"}, time.Time{}, grace); err == nil {
+	if _, err := state.Reconcile(ctx, s, acct, []string{"a"}, time.Time{}, grace); err == nil {
 		t.Error("Reconcile at the zero time: no error")
 	}
 }
@@ -666,7 +742,7 @@ func testStatus(t *testing.T, s state.Store) {
 
 func testLockAccount(t *testing.T, s state.Store) {
 	ctx := t.Context()
-	unlock, err := s.LockAccount(ctx, acct)
+	lease, err := s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,18 +754,37 @@ func testLockAccount(t *testing.T, s state.Store) {
 	if _, err := s.LockAccount(ctx, shouty); !errors.Is(err, state.ErrLocked) {
 		t.Fatalf("LockAccount of the same identity in capitals: err = %v, want ErrLocked", err)
 	}
-	unlockOther, err := s.LockAccount(ctx, other)
+	leaseOther, err := s.LockAccount(ctx, other)
 	if err != nil {
 		t.Fatalf("LockAccount of another account: %v", err)
 	}
-	unlock()
-	unlock() // harmless
-	unlock2, err := s.LockAccount(ctx, acct)
+	if err := lease.Err(); err != nil {
+		t.Fatalf("held lease: Err() = %v", err)
+	}
+	select {
+	case <-lease.Done():
+		t.Fatal("held lease: Done is closed")
+	default:
+	}
+	lease.Release()
+	lease.Release() // harmless
+	select {
+	case <-lease.Done():
+	default:
+		t.Fatal("released lease: Done is not closed")
+	}
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseReleased) || errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("released lease: Err() = %v, want ErrLeaseReleased", err)
+	}
+	if err := leaseOther.Err(); err != nil {
+		t.Fatalf("releasing one lease ended another: %v", err)
+	}
+	lease2, err := s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatalf("LockAccount after unlock: %v", err)
 	}
-	unlock2()
-	unlockOther()
+	lease2.Release()
+	leaseOther.Release()
 }
 
 func testLockAccountRace(t *testing.T, s state.Store) {
@@ -700,15 +795,15 @@ func testLockAccountRace(t *testing.T, s state.Store) {
 		start    = make(chan struct{})
 		results  = make(chan error, n)
 		unlockMu sync.Mutex
-		unlocks  []func()
+		leases   []state.Lease
 	)
 	for range n {
 		wg.Go(func() {
 			<-start
-			unlock, err := s.LockAccount(ctx, acct)
+			lease, err := s.LockAccount(ctx, acct)
 			if err == nil {
 				unlockMu.Lock()
-				unlocks = append(unlocks, unlock)
+				leases = append(leases, lease)
 				unlockMu.Unlock()
 			}
 			results <- err
@@ -729,8 +824,8 @@ func testLockAccountRace(t *testing.T, s state.Store) {
 	if won != 1 {
 		t.Errorf("%d of %d concurrent LockAccount calls got the lock, want 1", won, n)
 	}
-	for _, u := range unlocks {
-		u()
+	for _, l := range leases {
+		l.Release()
 	}
 }
 
@@ -743,7 +838,8 @@ func testInvalidAccount(t *testing.T, s state.Store) {
 		{Host: "h", Port: 995, User: ""},
 	} {
 		calls := map[string]error{}
-		_, calls["Reconcile"] = s.Reconcile(ctx, a, []string{"x"}, t0, grace)
+		_, calls["Reconcile"] = state.Reconcile(ctx, s, a, []string{"x"}, t0, grace)
+		_, calls["ReadSeen"] = s.ReadSeen(ctx, a)
 		calls["AddIntents"] = s.AddIntents(ctx, a, []state.Intent{{UIDL: "x", Token: "t"}})
 		_, calls["Intents"] = s.Intents(ctx, a)
 		calls["DropIntents"] = s.DropIntents(ctx, a, []string{"x"})
@@ -769,7 +865,8 @@ func testCanceledContext(t *testing.T, s state.Store) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	calls := map[string]error{}
-	_, calls["Reconcile"] = s.Reconcile(ctx, acct, []string{"x"}, t0, grace)
+	_, calls["Reconcile"] = state.Reconcile(ctx, s, acct, []string{"x"}, t0, grace)
+	_, calls["ReadSeen"] = s.ReadSeen(ctx, acct)
 	calls["AddIntents"] = s.AddIntents(ctx, acct, []state.Intent{{UIDL: "x", Token: "t"}})
 	_, calls["Intents"] = s.Intents(ctx, acct)
 	calls["MarkDelivered"] = s.MarkDelivered(ctx, acct, []state.Record{delivered("x", t0)})
@@ -787,16 +884,30 @@ func testCanceledContext(t *testing.T, s state.Store) {
 func testClosed(t *testing.T, s state.Store) {
 	ctx := t.Context()
 	deliver(t, s, acct, t0, "a")
-	unlock, err := s.LockAccount(ctx, acct)
+	lease, err := s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	unlock() // after Close: harmless
+	// Closing the store under a held lease loses it: a poller that still
+	// runs must not commit anything.
+	select {
+	case <-lease.Done():
+	default:
+		t.Fatal("lease of a closed store: Done is not closed")
+	}
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("lease of a closed store: Err() = %v, want ErrLeaseLost", err)
+	}
+	lease.Release() // after Close: harmless
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("Release after the loss changed Err() to %v", err)
+	}
 	calls := map[string]error{}
-	_, calls["Reconcile"] = s.Reconcile(ctx, acct, []string{"a"}, t0, grace)
+	_, calls["Reconcile"] = state.Reconcile(ctx, s, acct, []string{"a"}, t0, grace)
+	_, calls["ReadSeen"] = s.ReadSeen(ctx, acct)
 	_, calls["Intents"] = s.Intents(ctx, acct)
 	calls["MarkDelivered"] = s.MarkDelivered(ctx, acct, []state.Record{delivered("x", t0)})
 	_, calls["Status"] = s.Status(ctx)
@@ -843,11 +954,11 @@ func testConcurrentAccounts(t *testing.T, s state.Store) {
 }
 
 func pollLoop(ctx context.Context, s state.Store, a state.Account, rounds, batch int) error {
-	unlock, err := s.LockAccount(ctx, a)
+	lease, err := s.LockAccount(ctx, a)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lease.Release()
 	var onServer []string
 	for r := range rounds {
 		now := t0.Add(time.Duration(r) * time.Minute)
@@ -859,7 +970,7 @@ func pollLoop(ctx context.Context, s state.Store, a state.Account, rounds, batch
 			in = append(in, state.Intent{UIDL: u, Token: "tok-" + u, Created: now})
 			recs = append(recs, delivered(u, now))
 		}
-		known, err := s.Reconcile(ctx, a, onServer, now, grace)
+		known, err := state.Reconcile(ctx, s, a, onServer, now, grace)
 		if err != nil {
 			return err
 		}
