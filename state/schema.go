@@ -14,6 +14,7 @@ type migration func(ctx context.Context, tx *sql.Tx) error
 // migration is never edited, and PRAGMA user_version counts how many ran.
 var schemaMigrations = []migration{
 	migrate1,
+	migrateTokens, // tokens.go
 }
 
 // migrate1 creates the tables.
