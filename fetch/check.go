@@ -15,6 +15,7 @@ type CheckOptions struct {
 	Trace     bool
 	TraceAuth bool
 	Dial      func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error)
+	Tokens    *Tokens // for accounts with [account.oauth2]
 }
 
 // CheckResult is what `popsync check --connect` reports of one account.
@@ -50,8 +51,8 @@ func Check(ctx context.Context, a *configs.Account, o CheckOptions) (r CheckResu
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &pollRun{o: &Options{Dial: o.Dial, Trace: o.Trace, TraceAuth: o.TraceAuth}, a: a, log: log.With("account", a.Name)}
-	secret, err := a.Secret(ctx)
+	p := &pollRun{o: &Options{Dial: o.Dial, Trace: o.Trace, TraceAuth: o.TraceAuth, Tokens: o.Tokens}, a: a, log: log.With("account", a.Name)}
+	secret, err := p.secret(ctx)
 	if err != nil {
 		r.Err = err
 		return r

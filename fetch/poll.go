@@ -90,6 +90,9 @@ type Options struct {
 	// QuietFailures logs a failed poll at Warn instead of Error, for a
 	// caller (the daemon's scheduler) that reports failure streaks itself.
 	QuietFailures bool
+	// Tokens hands out the access tokens of accounts with [account.oauth2]
+	// (oauth2.go); such accounts fail without it.
+	Tokens *Tokens
 	// QuarantineDir holds the default quarantine Maildirs, one per account
 	// (QuarantineDir/NAME), for messages a target refuses for good and
 	// whose deliver entry names no quarantine of its own.
@@ -135,6 +138,9 @@ func (o *Options) logger() *slog.Logger {
 // login connects and logs in.
 func (p *pollRun) login(ctx context.Context) (*pop3.Client, error) {
 	a := p.a
+	if a.OAuth2 != nil {
+		return p.loginOAuth2(ctx)
+	}
 	secret, err := a.Secret(ctx)
 	if err != nil {
 		return nil, err
@@ -262,6 +268,9 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 
 func (p *pollRun) run(ctx context.Context) error {
 	o, a := p.o, p.a
+	if err := p.oauth2Ready(ctx); err != nil {
+		return err
+	}
 	lease, err := o.Store.LockAccount(ctx, p.id)
 	if err != nil {
 		if errors.Is(err, state.ErrLocked) {

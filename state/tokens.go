@@ -100,14 +100,15 @@ func (t TokenTable) Delete(ctx context.Context, key string) error {
 }
 
 // MarkLoginNeeded records that the stored grant no longer works, with the
-// reason (which must hold no secret). A key without a token needs no mark:
-// its absence says as much.
-func (t TokenTable) MarkLoginNeeded(ctx context.Context, key, reason string) error {
+// reason (which must hold no secret), if the stored refresh token is still
+// refreshToken: a login that saved a new one since keeps working. A key
+// without a token needs no mark: its absence says as much.
+func (t TokenTable) MarkLoginNeeded(ctx context.Context, key, refreshToken, reason string) error {
 	if reason == "" {
 		reason = "login needed"
 	}
 	err := t.s.withTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE oauth_token SET login_needed = ? WHERE key = ?`, reason, key)
+		_, err := tx.ExecContext(ctx, `UPDATE oauth_token SET login_needed = ? WHERE key = ? AND refresh_token = ?`, reason, key, refreshToken)
 		return err
 	})
 	if err != nil {

@@ -61,7 +61,14 @@ func TestTokenTableInfo(t *testing.T) {
 	if err != nil || !info.Stored || !info.RefreshToken || info.LoginNeeded || !info.Expiry.Equal(exp) {
 		t.Fatalf("saved token: %+v, %v", info, err)
 	}
-	if err := tt.MarkLoginNeeded(ctx, "k", "invalid_grant"); err != nil {
+	// A mark for a refresh token that was replaced meanwhile is dropped.
+	if err := tt.MarkLoginNeeded(ctx, "k", "rt-older", "invalid_grant"); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ = tt.Info(ctx, "k"); info.LoginNeeded {
+		t.Fatalf("marked through a stale refresh token: %+v", info)
+	}
+	if err := tt.MarkLoginNeeded(ctx, "k", "rt", "invalid_grant"); err != nil {
 		t.Fatal(err)
 	}
 	if info, _ = tt.Info(ctx, "k"); !info.LoginNeeded || info.NeededBecause != "invalid_grant" {

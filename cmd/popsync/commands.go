@@ -161,7 +161,7 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer st.Close()
 	o := &fetch.Options{Store: st, Logger: log, DryRun: *dryRun, Trace: c.trace, TraceAuth: c.traceAuth,
-		QuarantineDir: quarantineDir(cfg)}
+		QuarantineDir: quarantineDir(cfg), Tokens: newTokens(st, log)}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		o.Progress = newProgress(f).update
 	}
@@ -207,9 +207,20 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return nil
 	}
+	var tokens *fetch.Tokens
+	for _, a := range sel {
+		if a.OAuth2 != nil && tokens == nil {
+			st, err := openStore(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			tokens = newTokens(st, log)
+		}
+	}
 	failed := 0
 	for _, a := range sel {
-		r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: c.trace, TraceAuth: c.traceAuth})
+		r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: c.trace, TraceAuth: c.traceAuth, Tokens: tokens})
 		if r.Err != nil && r.Count == 0 && len(r.Targets) == 0 {
 			failed++
 			fmt.Fprintf(stdout, "  %s: FAILED: %v\n", a.Name, r.Err)
@@ -271,6 +282,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Seen        int                `json:"seen"`
 		Pending     int                `json:"pending"`
 		Daemon      *fetch.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+		OAuth2      *tokenStatus       `json:"oauth2,omitempty"` // login.go
 	}
 	plan := daemonPlan(cfg.State)
 	rows := make([]row, 0, len(cfg.Accounts))
@@ -279,6 +291,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
 			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
 			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})
+		if rows[len(rows)-1].OAuth2, err = oauth2Status(ctx, st, a); err != nil {
+			return exitWith(exitState, err)
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -286,10 +301,10 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tLAST ERROR")
+	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),
-			when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.LastError)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),
+			when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.OAuth2.text(r.Account), r.LastError)
 	}
 	return tw.Flush()
 }

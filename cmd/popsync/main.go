@@ -46,6 +46,8 @@ var commands = []command{
 	{"run", "the daemon: poll every account on its schedule until stopped", cmdRun},
 	{"check", "validate the config; with --connect, log in to each account", cmdCheck},
 	{"status", "show per-account state: last poll, last error, seen, pending", cmdStatus},
+	{"login", "OAuth2: log in to an account and store its token", cmdLogin},
+	{"logout", "OAuth2: forget an account's stored token", cmdLogout},
 	{"demo", "try popsync against a built-in POP3 server, into ./demo", cmdDemo},
 	{"version", "print version and build information", cmdVersion},
 }

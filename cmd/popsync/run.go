@@ -87,7 +87,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	d := &daemon{log: log, store: st, planPath: planPath(cfg.State), reg: metrics.NewRegistry()}
 	d.cfg.Store(cfg)
 	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth,
-		QuietFailures: true, QuarantineDir: quarantineDir(cfg)}
+		QuietFailures: true, QuarantineDir: quarantineDir(cfg), Tokens: newTokens(st, log)}
 	d.sched, err = fetch.NewScheduler(fetch.SchedulerOptions{
 		Poll:    poll.PollReport,
 		Logger:  log,

@@ -1,0 +1,261 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"sync"
+	"time"
+
+	"popsync/configs"
+	"popsync/fetch/pop3"
+	"popsync/internal/credential/oauth"
+	"popsync/state"
+)
+
+// OAuth 2.0 accounts log in with an access token instead of a password.
+// Tokens hands them out: one oauth.Client and oauth.Source per account for
+// the whole process, so `popsync run`'s polls and any other caller share
+// one refresh per account (the oauth package serializes refreshes per store
+// and key; one Source per account also keeps one Client per config).
+
+// TokenStore is what polls need of the token store: the oauth.TokenStore,
+// plus a mark that the grant is gone, so that an account that needs
+// `popsync login` stops asking the token endpoint. state.TokenTable is one.
+type TokenStore interface {
+	oauth.TokenStore
+	// Info describes the stored token without its secrets.
+	Info(ctx context.Context, key string) (state.TokenInfo, error)
+	// MarkLoginNeeded marks the token of key as needing a login, if its
+	// refresh token is still refreshToken (a login that saved a new one
+	// meanwhile is not undone).
+	MarkLoginNeeded(ctx context.Context, key, refreshToken, reason string) error
+}
+
+// Tokens hands out the access tokens of OAuth 2.0 accounts. Make one per
+// process with NewTokens and share it (Options.Tokens, CheckOptions.Tokens);
+// it is safe for concurrent use.
+type Tokens struct {
+	store TokenStore
+	http  *http.Client
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	sources map[string]*accountSource // by token key
+}
+
+type accountSource struct {
+	cfg configs.OAuth2 // the config the Source was made from
+	src *oauth.Source
+}
+
+// DefaultTokenHTTPTimeout bounds every request to a token endpoint: a slow
+// endpoint is a temporary failure, not a hung poll.
+const DefaultTokenHTTPTimeout = 30 * time.Second
+
+// NewTokens returns the Tokens of store. hc makes the HTTP requests; nil
+// means a client with DefaultTokenHTTPTimeout. Its Timeout must be set.
+func NewTokens(store TokenStore, hc *http.Client, log *slog.Logger) *Tokens {
+	if hc == nil {
+		hc = &http.Client{Timeout: DefaultTokenHTTPTimeout}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Tokens{store: store, http: hc, log: log, sources: make(map[string]*accountSource)}
+}
+
+// Store returns the token store.
+func (t *Tokens) Store() TokenStore { return t.store }
+
+// Client returns an oauth.Client for a's [account.oauth2], for the logins
+// of `popsync login`.
+func (t *Tokens) Client(a *configs.Account) (*oauth.Client, error) {
+	if a.OAuth2 == nil {
+		return nil, fmt.Errorf("account %q has no [account.oauth2] table", a.Name)
+	}
+	c, err := oauth.New(a.OAuth2.Config(a.Name), oauth.Options{HTTPClient: t.http, Store: t.store, Logger: t.log.With("account", a.Name)})
+	if err != nil {
+		return nil, fmt.Errorf("account %q: %w", a.Name, err)
+	}
+	return c, nil
+}
+
+// Source returns the account's token source: the same one for every call
+// with the same token key and oauth2 config (a reload that changes the
+// config gets a new one).
+func (t *Tokens) Source(a *configs.Account) (*oauth.Source, error) {
+	key := a.TokenKey()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.sources[key]; ok && reflect.DeepEqual(s.cfg, *a.OAuth2) {
+		return s.src, nil
+	}
+	c, err := t.Client(a)
+	if err != nil {
+		return nil, err
+	}
+	src, err := c.Source(key, a.Name)
+	if err != nil {
+		return nil, err
+	}
+	t.sources[key] = &accountSource{cfg: *a.OAuth2, src: src}
+	return src, nil
+}
+
+// ready fails with a *oauth.LoginNeededError, without a request to the
+// token endpoint, when the account's grant is known to be gone.
+func (t *Tokens) ready(ctx context.Context, a *configs.Account) error {
+	info, err := t.store.Info(ctx, a.TokenKey())
+	if err != nil {
+		return err
+	}
+	if info.LoginNeeded {
+		return &oauth.LoginNeededError{Name: a.Name, Reason: info.NeededBecause}
+	}
+	return nil
+}
+
+// accessToken returns a token to log in with (refreshed and saved first
+// when it expires within oauth.RefreshMargin). When the grant turns out to
+// be gone, the account is marked so that later polls do not ask again.
+func (t *Tokens) accessToken(ctx context.Context, a *configs.Account) (string, *oauth.Source, error) {
+	if err := t.ready(ctx, a); err != nil {
+		return "", nil, err
+	}
+	src, err := t.Source(a)
+	if err != nil {
+		return "", nil, err
+	}
+	before, _ := t.store.Load(ctx, a.TokenKey())
+	tok, err := src.AccessToken(ctx)
+	var ln *oauth.LoginNeededError
+	if errors.As(err, &ln) {
+		// Marked in its own context: the poll's may be ending, and the
+		// mark is what keeps the next polls from asking again.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if merr := t.store.MarkLoginNeeded(mctx, a.TokenKey(), before.RefreshToken, ln.Reason); merr != nil {
+			t.log.Warn("recording that the account needs `popsync login`", "account", a.Name, "error", merr.Error())
+		}
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return tok, src, nil
+}
+
+// loginRejected reports whether err is the server refusing the token
+// itself (RFC 3206 §4 [AUTH], or a bare -ERR to AUTH), not a temporary
+// refusal such as IN-USE or SYS/TEMP.
+func loginRejected(err error) bool {
+	var pe *pop3.Error
+	return errors.As(err, &pe) && pe.Command == "AUTH" && !pe.Temporary() && !codeIs(pe.Code, "LOGIN-DELAY")
+}
+
+// loginOAuth2 connects and logs in with the account's access token. A
+// token the server refuses although it looked valid (revoked, or the
+// clocks disagree) is invalidated, refreshed once, and tried once more on
+// a new connection.
+func (p *pollRun) loginOAuth2(ctx context.Context) (*pop3.Client, error) {
+	a := p.a
+	if p.o.Tokens == nil {
+		return nil, fmt.Errorf("account %q uses [account.oauth2], but no token store is open", a.Name)
+	}
+	tok, src, err := p.o.Tokens.accessToken(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		c, err := p.dial(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to %s: %w", a.Addr(), err)
+		}
+		err = c.Auth(ctx, a.Auth, a.User, tok)
+		if err == nil {
+			return c, nil
+		}
+		c.Close()
+		if attempt > 0 || !loginRejected(err) {
+			return nil, fmt.Errorf("logging in to %s as %s with an oauth2 token: %w", a.Addr(), a.User, err)
+		}
+		p.log.Info("the server refused the oauth2 access token; refreshing it once", "error", err.Error())
+		src.Invalidate(tok)
+		var terr error
+		if tok, _, terr = p.o.Tokens.accessToken(ctx, a); terr != nil {
+			return nil, terr
+		}
+	}
+}
+
+// oauth2Ready is the first step of a poll of an OAuth 2.0 account: an
+// account that needs `popsync login` fails at once, before it locks,
+// opens targets or reads its seen-set.
+func (p *pollRun) oauth2Ready(ctx context.Context) error {
+	if p.a.OAuth2 == nil || p.o.Tokens == nil {
+		return nil
+	}
+	return p.o.Tokens.ready(ctx, p.a)
+}
+
+// secret returns what a single login sends: the password, or for an
+// OAuth 2.0 account its access token (without the retry of loginOAuth2).
+func (p *pollRun) secret(ctx context.Context) (string, error) {
+	if p.a.OAuth2 == nil {
+		return p.a.Secret(ctx)
+	}
+	if p.o.Tokens == nil {
+		return "", fmt.Errorf("account %q uses [account.oauth2], but no token store is open", p.a.Name)
+	}
+	tok, _, err := p.o.Tokens.accessToken(ctx, p.a)
+	return tok, err
+}
+
+// LoginResult is what TryLogin found.
+type LoginResult struct {
+	Mechanism string
+	Count     int
+	Size      int64
+}
+
+// TryLogin logs in to a as a poll would (for an OAuth 2.0 account: with
+// the stored token, refreshed if needed, retried once if refused), counts
+// the messages and logs out. It changes nothing on the server or in the
+// seen-set; `popsync login` runs it after storing a new token.
+func (o *Options) TryLogin(ctx context.Context, a *configs.Account) (LoginResult, error) {
+	p := &pollRun{o: o, a: a, id: a.Identity(), log: o.logger().With("account", a.Name)}
+	c, err := p.login(ctx)
+	if err != nil {
+		return LoginResult{}, err
+	}
+	defer c.Close()
+	r := LoginResult{Mechanism: a.Auth}
+	if r.Count, r.Size, err = c.Stat(ctx); err != nil {
+		return r, fmt.Errorf("STAT: %w", err)
+	}
+	if err := c.Quit(ctx); err != nil {
+		return r, fmt.Errorf("QUIT: %w", err)
+	}
+	return r, nil
+}
+
+// classifyOAuth2 sorts the failures of getting a token: a gone grant needs
+// a login; a token endpoint that is down, slow or rate limiting is
+// temporary (backoff, like a POP3 server that is down); any other OAuth
+// error answer (invalid_client, invalid_scope) needs a config fix.
+func classifyOAuth2(err error) (outcome string, ok bool) {
+	var te *oauth.TemporaryError
+	var se *oauth.ServerError
+	switch {
+	case errors.Is(err, oauth.ErrLoginNeeded):
+		return OutcomeLoginNeeded, true
+	case errors.As(err, &te):
+		return OutcomeError, true
+	case errors.As(err, &se), errors.Is(err, oauth.ErrBadConfig):
+		return OutcomeAuth, true
+	}
+	return "", false
+}
