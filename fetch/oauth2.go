@@ -77,7 +77,7 @@ func (t *Tokens) Client(a *configs.Account) (*oauth.Client, error) {
 	if a.OAuth2 == nil {
 		return nil, fmt.Errorf("account %q has no [account.oauth2] table", a.Name)
 	}
-	c, err := oauth.New(a.OAuth2.Config(a.Name), oauth.Options{HTTPClient: t.http, Store: t.store, Logger: t.log.With("account", a.Name)})
+	c, err := oauth.New(a.OAuth2.Config(a.Name), oauth.Options{HTTPClient: t.http, Store: t.store, Logger: t.log})
 	if err != nil {
 		return nil, fmt.Errorf("account %q: %w", a.Name, err)
 	}
