@@ -591,14 +591,16 @@ func TestOAuth2KillNine(t *testing.T) {
 	e.s.DelayTokenRequests(delay)
 
 	want := make(map[string]bool)
-	refill := func(seed int64) {
-		msgs := datasOf(pop3test.SampleMessages(5, seed))
+	refills := 0
+	refill := func() {
+		refills++
+		msgs := datasOf(pop3test.SampleMessages(5, int64(1000+refills)))
 		for _, m := range msgs {
 			want[lfMessage(m)] = true
 		}
 		e.d.Deliver(t, msgs...)
 	}
-	refill(1)
+	refill()
 	// One uninterrupted run sets the span the kills are spread over.
 	begin := time.Now()
 	if r := e.popsync(t, "fetch", "-c", e.cfg, "--account", "work"); r.code != 0 {
@@ -610,10 +612,14 @@ func TestOAuth2KillNine(t *testing.T) {
 	t.Logf("one run %v; seed %d", span, seed)
 
 	killed, completed := 0, 0
+	// stretch widens the span after each kill and is reset by a run that
+	// completes, so that the kills reach the end of a run on a loaded
+	// machine too (as in crashRuns).
+	stretch := 1.0
 	deadline := time.Now().Add(10 * time.Minute)
 	for killed < kills && time.Now().Before(deadline) {
-		if killed%10 == 0 {
-			refill(int64(10 + killed))
+		if killed/10 >= refills {
+			refill() // more mail every ten kills
 		}
 		cmd := exec.Command(daemonBinary(t), "fetch", "-c", e.cfg, "--account", "work")
 		var errb bytes.Buffer
@@ -623,11 +629,12 @@ func TestOAuth2KillNine(t *testing.T) {
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		timer := time.NewTimer(time.Duration(rng.Int64N(int64(span) + 1)))
+		timer := time.NewTimer(time.Duration(rng.Int64N(int64(stretch*float64(span)) + 1)))
 		select {
 		case err := <-exited:
 			timer.Stop()
 			completed++
+			stretch = 1
 			if err != nil {
 				t.Fatalf("an uninterrupted run failed: %v\n%s", err, errb.String())
 			}
@@ -635,6 +642,7 @@ func TestOAuth2KillNine(t *testing.T) {
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-exited
 			killed++
+			stretch = min(stretch*1.05, 20)
 		}
 		e.record(errb.Bytes())
 		if strings.Contains(errb.String(), "login needed") {
