@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 
+	"popsync/internal/credential"
 	"popsync/internal/credential/oauth"
 )
 
@@ -27,57 +27,11 @@ type OAuth2 struct {
 	// Custom endpoints (provider = "custom" only).
 	AuthURL, TokenURL, DeviceAuthURL string
 
-	// ClientSecret is where a confidential client's secret comes from; the
-	// zero value is a public client (no secret), which is what Microsoft's
-	// and Google's desktop registrations are.
-	ClientSecret SecretSource
-}
-
-// SecretSource names where a secret comes from: at most one of Value, File,
-// Command and Env is set. Reveal reads it.
-type SecretSource struct {
-	Value          Secret   // literal in the config file
-	File           string   // first line of this file, which must be 0600 or stricter
-	Command        []string // first line of this command's stdout
-	Env            string   // this environment variable
-	CommandTimeout Duration // bounds Command; 0 means DefaultPasswordCommandTimeout
-}
-
-// IsZero reports whether no source is named.
-func (s SecretSource) IsZero() bool {
-	return s.Value == "" && s.File == "" && len(s.Command) == 0 && s.Env == ""
-}
-
-// Reveal reads the secret. key names the config key group in errors
-// ("client_secret"); errors never contain the secret.
-func (s SecretSource) Reveal(ctx context.Context, key string) (string, error) {
-	switch {
-	case s.Value != "":
-		return s.Value.Reveal(), nil
-	case s.File != "":
-		v, err := readPasswordFile(s.File)
-		if err != nil {
-			return "", fmt.Errorf("%s_file: %w", key, err)
-		}
-		return v, nil
-	case len(s.Command) > 0:
-		timeout := s.CommandTimeout.D()
-		if timeout <= 0 {
-			timeout = DefaultPasswordCommandTimeout
-		}
-		v, err := runPasswordCommand(ctx, s.Command, timeout)
-		if err != nil {
-			return "", fmt.Errorf("%s_command: %w", key, err)
-		}
-		return v, nil
-	case s.Env != "":
-		v, ok := os.LookupEnv(s.Env)
-		if !ok || v == "" {
-			return "", fmt.Errorf("%s_env: environment variable %s is not set or empty", key, s.Env)
-		}
-		return v, nil
-	}
-	return "", nil
+	// ClientSecret is where a confidential client's secret comes from
+	// (keys client_secret, _file, _command, _env); the zero value is a
+	// public client (no secret), which is what Microsoft's and Google's
+	// desktop registrations are.
+	ClientSecret credential.Source
 }
 
 // Config returns the oauth.Config of o. Its ClientSecret reads the secret
@@ -91,9 +45,9 @@ func (o *OAuth2) Config(account string) oauth.Config {
 	if !o.ClientSecret.IsZero() {
 		src := o.ClientSecret
 		c.ClientSecret = func(ctx context.Context) (string, error) {
-			v, err := src.Reveal(ctx, "client_secret")
+			v, err := src.Secret(ctx)
 			if err != nil {
-				return "", fmt.Errorf("account %q: %w: %w", account, ErrSecretUnavailable, err)
+				return "", fmt.Errorf("account %q: %w", account, err)
 			}
 			return v, nil
 		}
@@ -184,12 +138,13 @@ func (r *rawOAuth2) build(d *decoder, tw where) *OAuth2 {
 		AuthURL:       or(r.authURL, ""),
 		TokenURL:      or(r.tokenURL, ""),
 		DeviceAuthURL: or(r.deviceURL, ""),
-		ClientSecret: SecretSource{
-			Value:          or(r.secret, ""),
-			File:           or(r.secretFile, ""),
-			Command:        or(r.secretCommand, nil),
-			Env:            or(r.secretEnv, ""),
-			CommandTimeout: or(r.secretCommandTimeout, 0),
+		ClientSecret: credential.Source{
+			Key:     "client_secret",
+			Literal: or(r.secret, ""),
+			File:    or(r.secretFile, ""),
+			Command: or(r.secretCommand, nil),
+			Env:     or(r.secretEnv, ""),
+			Timeout: or(r.secretCommandTimeout, 0).D(),
 		},
 	}
 	type given struct {
@@ -297,7 +252,7 @@ func (d *decoder) oauth2Auth(a *Account, r, def *rawAccount) {
 			d.problem(p.w, "cannot be combined with [account.oauth2]: the account logs in with an OAuth 2.0 token (`popsync login %s`)", a.Name)
 		}
 	}
-	a.Password, a.PasswordFile, a.PasswordCommand, a.PasswordEnv, a.PasswordCommandTimeout = "", "", nil, "", 0
+	a.Password = credential.Source{}
 	auth := pick(r.auth, def.auth)
 	switch a.Auth {
 	case AuthAuto:

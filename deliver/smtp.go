@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"popsync/internal/credential"
 )
 
 // TLS modes of an SMTP target (the config key smtp_tls).
@@ -53,7 +55,10 @@ type SMTPOptions struct {
 	From string
 	// User and Password, when User is set, authenticate with AUTH PLAIN
 	// (RFC 4616), only over TLS or to a loopback or Unix socket address.
-	User, Password string
+	// The password is got for each new session; one the server refuses
+	// (RFC 4954 §6: 535) is invalidated.
+	User     string
+	Password credential.Credential
 	// CommandTimeout bounds the dial and the wait for each reply;
 	// default DefaultCommandTimeout.
 	CommandTimeout time.Duration
@@ -84,14 +89,17 @@ type SMTPOptions struct {
 // The envelope sender comes from the message's first Return-Path field
 // ("<>" stays the null sender), else From: the delivery holds back the
 // header section (at most MaxHeader bytes) before it sends MAIL FROM, and
-// streams the rest. Bare LF becomes CRLF and lines are dot-stuffed on the
-// wire (RFC 5321 §4.5.2). BODY=8BITMIME is declared when the server offers
+// streams the rest. A bare CR and a bare LF each become CRLF before lines
+// are dot-stuffed on the wire (RFC 5321 §2.3.8, §4.5.2), so no byte of
+// the message can end DATA early on a server that splits lines at CR or
+// at LF alone. BODY=8BITMIME is declared when the server offers
 // it (RFC 6152), SMTPUTF8 when it offers it and the envelope or the header
 // section needs it (RFC 6531). A message larger than the server's SIZE
 // (RFC 1870) is refused without being sent.
 //
 // Errors are *DeliveryError; see there for what is temporary.
 type SMTP struct {
+	Confirming
 	opts          SMTPOptions
 	lmtp          bool
 	name          string // for String and errors
@@ -123,6 +131,9 @@ func newSMTP(opts SMTPOptions, lmtp bool) (*SMTP, error) {
 	t := &SMTP{opts: opts, lmtp: lmtp, name: kind + " " + opts.Addr, live: make(map[*smtpDelivery]struct{})}
 	bad := func(format string, args ...any) (*SMTP, error) {
 		return nil, fmt.Errorf("%s: %s", t.name, fmt.Sprintf(format, args...))
+	}
+	if opts.User != "" && opts.Password == nil {
+		return bad("AUTH user %q without a password", opts.User)
 	}
 	t.network, t.addr = "tcp", opts.Addr
 	host := ""
@@ -281,6 +292,7 @@ func (t *SMTP) connect(ctx context.Context) (*smtpSession, error) {
 
 func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error) {
 	var c *smtp.Client
+	var guard *tlsGuard // watches the STARTTLS upgrade
 	newClient := smtp.NewClient
 	if t.lmtp {
 		newClient = smtp.NewClientLMTP
@@ -300,8 +312,12 @@ func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error)
 		// under TLS, as RFC 3207 §4.2 makes the client forget what it
 		// learnt before.
 		var err error
-		c, err = smtp.NewClientStartTLS(conn, t.tlsConfig)
+		guard = &tlsGuard{Conn: conn}
+		c, err = smtp.NewClientStartTLS(guard, t.tlsConfig)
 		if err != nil {
+			if gerr := guard.verdict(); gerr != nil {
+				err = gerr
+			}
 			return nil, t.failure(StageHello, fmt.Errorf("STARTTLS: %w", err))
 		}
 	default:
@@ -309,8 +325,15 @@ func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error)
 	}
 	c.CommandTimeout = t.opts.CommandTimeout
 	c.SubmissionTimeout = t.opts.DataTimeout
+	// After STARTTLS the handshake runs here, at the first write under
+	// TLS: the guard has judged what was read before it.
 	if err := c.Hello(t.helo); err != nil {
 		c.Close()
+		if guard != nil {
+			if gerr := guard.verdict(); gerr != nil {
+				err = fmt.Errorf("STARTTLS: %w", gerr)
+			}
+		}
 		return nil, t.failure(StageHello, err)
 	}
 	if t.opts.User != "" {
@@ -323,7 +346,19 @@ func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error)
 			c.Close()
 			return nil, t.failure(StageAuth, ErrNoAuth)
 		}
-		if err := c.Auth(sasl.NewPlainClient("", t.opts.User, t.opts.Password)); err != nil {
+		pw, err := t.opts.Password.Secret(ctx)
+		if err != nil {
+			// Not the message's fault, nor for good: it stays on the
+			// server for the next poll.
+			c.Close()
+			return nil, &DeliveryError{Target: t.name, Stage: StageAuth, Temporary: true,
+				Err: fmt.Errorf("getting the AUTH password: %w", err)}
+		}
+		if err := c.Auth(sasl.NewPlainClient("", t.opts.User, pw)); err != nil {
+			var se *smtp.SMTPError
+			if errors.As(err, &se) && se.Code == 535 {
+				t.opts.Password.Invalidate(pw)
+			}
 			c.Close()
 			return nil, t.failure(StageAuth, err)
 		}
@@ -488,20 +523,6 @@ func (t *SMTP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 	return d, nil
 }
 
-// Prepare does nothing: a delivered message was confirmed in Close.
-func (t *SMTP) Prepare(ctx context.Context, ds []Delivery) error { return nil }
-
-// Publish does nothing: a delivered message was confirmed in Close.
-func (t *SMTP) Publish(ctx context.Context, ds []Delivery) error { return nil }
-
-// Delivered knows no tokens: it reports nothing.
-func (t *SMTP) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
-	return map[string]bool{}, nil
-}
-
-// Cleanup has nothing to clean up.
-func (t *SMTP) Cleanup(ctx context.Context, tokens []string) error { return nil }
-
 // Close aborts the deliveries still open (their servers see the
 // connection drop before the final dot and deliver nothing), quits the
 // idle sessions and refuses further deliveries.
@@ -550,14 +571,15 @@ type smtpDelivery struct {
 
 	hdr headerBuf
 	dw  *smtp.DataCommand // non-nil once DATA was accepted
-	n   int64             // message bytes after bare LF became CRLF
+	w   crlfWriter        // in front of dw: bare CR becomes CRLF
+	n   int64             // message bytes after bare CR and bare LF became CRLF
 	cr  bool              // the last byte counted was CR
 }
 
 func (d *smtpDelivery) Token() string { return "" }
 
 // Size counts the bytes of the message as it goes on the wire, before
-// dot-stuffing: bare LF counts as CRLF.
+// dot-stuffing: a bare LF or bare CR counts as the CRLF it becomes.
 func (d *smtpDelivery) Size() int64 { return d.n }
 
 func (d *smtpDelivery) Write(p []byte) (int, error) {
@@ -587,32 +609,50 @@ func (d *smtpDelivery) Write(p []byte) (int, error) {
 		rest = p[k:]
 	}
 	if len(rest) > 0 {
-		if _, err := d.dw.Write(rest); err != nil {
+		if _, err := d.w.Write(rest); err != nil {
 			return 0, d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
 		}
 	}
 	return len(p), nil
 }
 
-// count adds p to the size, counting a bare LF as the CRLF it becomes.
+// count adds p to the size, counting a bare LF or a bare CR as the CRLF
+// it becomes. A CR that ends p is counted as bare by the next count that
+// does not start with LF, or by countEnd.
 func (d *smtpDelivery) count(p []byte) {
 	if len(p) == 0 {
 		return
 	}
 	d.n += int64(len(p))
 	prevCR := d.cr
+	if prevCR && p[0] != '\n' {
+		d.n++
+	}
 	for off := 0; off < len(p); {
-		i := bytes.IndexByte(p[off:], '\n')
+		i := bytes.IndexAny(p[off:], "\r\n")
 		if i < 0 {
 			break
 		}
 		i += off
-		if i > 0 && p[i-1] != '\r' || i == 0 && !prevCR {
+		switch {
+		case p[i] == '\n':
+			if i > 0 && p[i-1] != '\r' || i == 0 && !prevCR {
+				d.n++
+			}
+		case i+1 < len(p) && p[i+1] != '\n':
 			d.n++
 		}
 		off = i + 1
 	}
 	d.cr = p[len(p)-1] == '\r'
+}
+
+// countEnd counts a CR that ended the message as the CRLF it becomes.
+func (d *smtpDelivery) countEnd() {
+	if d.cr {
+		d.n++
+		d.cr = false
+	}
 }
 
 // start opens the mail transaction once the header section is known: MAIL
@@ -664,8 +704,9 @@ func (d *smtpDelivery) start(ended bool) error {
 		return d.fail(t.failure(StageData, ctxErr(d.ctx, err)), broken(err))
 	}
 	d.dw = dw
+	d.w = crlfWriter{w: dw}
 	s.conn.dataPhase(time.Now().Add(t.opts.DataTimeout))
-	if _, err := dw.Write(d.hdr.buf); err != nil {
+	if _, err := d.w.Write(d.hdr.buf); err != nil {
 		return d.fail(t.failure(StageData, ctxErr(d.ctx, err)), true)
 	}
 	d.hdr.release()
@@ -692,6 +733,10 @@ func (d *smtpDelivery) Close() error {
 	// connection yet: never send the final dot then.
 	if err := d.ctx.Err(); err != nil {
 		return d.fail(d.t.failure(StageData, err), true)
+	}
+	d.countEnd()
+	if err := d.w.Flush(); err != nil {
+		return d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
 	}
 	if d.t.lmtp {
 		resp, err := d.dw.CloseWithLMTPResponse()
@@ -838,4 +883,117 @@ func (c *timedConn) commandPhase() {
 	c.dataEnd = time.Time{}
 	c.mu.Unlock()
 	c.Conn.SetDeadline(time.Time{})
+}
+
+// tlsGuard watches a connection through the STARTTLS upgrade. The bytes
+// read between the STARTTLS command and the client's first write under
+// TLS (its ClientHello) must be exactly the server's 220 reply: anything
+// after it sat in go-smtp's plaintext read buffer, which it drops when it
+// switches to TLS, and a 220 that was read before the command was sent
+// was not an answer to it. Either is refused (ErrPlaintextInjection), as
+// the POP3 client refuses data after its STLS reply: RFC 3207 §4 has the
+// client discard what it learnt before TLS, and popsync does not let
+// such bytes pass unnoticed.
+type tlsGuard struct {
+	net.Conn
+
+	mu    sync.Mutex
+	state int    // guardIdle, guardArmed, guardDone
+	seen  []byte // read while armed, at most guardMax bytes
+	err   error
+}
+
+const (
+	guardIdle = iota
+	guardArmed
+	guardDone
+
+	guardMax = 4 << 10
+)
+
+var startTLSCmd = []byte("STARTTLS\r\n")
+
+func (g *tlsGuard) Read(p []byte) (int, error) {
+	n, err := g.Conn.Read(p)
+	g.mu.Lock()
+	if g.state == guardArmed && n > 0 {
+		if len(g.seen)+n > guardMax {
+			g.seen = append(g.seen, p[:guardMax-len(g.seen)]...)
+		} else {
+			g.seen = append(g.seen, p[:n]...)
+		}
+	}
+	g.mu.Unlock()
+	return n, err
+}
+
+func (g *tlsGuard) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	switch g.state {
+	case guardIdle:
+		if bytes.EqualFold(p, startTLSCmd) {
+			g.state, g.seen = guardArmed, nil
+		}
+	case guardArmed:
+		g.state = guardDone
+		if !onlyReply220(g.seen) {
+			g.err = fmt.Errorf("%w: read %q between the STARTTLS command and the TLS handshake, want only the 220 reply", ErrPlaintextInjection, clip(g.seen, 80))
+		}
+		g.seen = nil
+	}
+	err := g.err
+	g.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return g.Conn.Write(p)
+}
+
+// verdict returns ErrPlaintextInjection (wrapped) if the guard refused
+// the handshake.
+func (g *tlsGuard) verdict() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// onlyReply220 reports whether b is one complete 220 reply and nothing
+// else: lines "220-text" then "220 text" (or "220"), each ending in CRLF
+// (RFC 5321 §4.2.1).
+func onlyReply220(b []byte) bool {
+	if !bytes.HasSuffix(b, []byte("\r\n")) {
+		return false
+	}
+	lines := bytes.Split(b[:len(b)-2], []byte("\r\n"))
+	for i, l := range lines {
+		if len(l) < 3 || string(l[:3]) != "220" || bytes.ContainsAny(l, "\r\n") {
+			return false
+		}
+		last := i == len(lines)-1
+		switch {
+		case len(l) == 3:
+			if !last {
+				return false
+			}
+		case l[3] == '-':
+			if last {
+				return false
+			}
+		case l[3] == ' ':
+			if !last {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// clip shortens b for an error message.
+func clip(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
 }

@@ -26,6 +26,7 @@ import (
 
 	"popsync/deliver"
 	"popsync/deliver/delivertest"
+	"popsync/internal/credential"
 )
 
 // send delivers msg through tg in one Write and returns the first error of
@@ -236,15 +237,16 @@ func TestSMTPWire(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wantData := "Subject: dots\r\n\r\n.\r\n..two\r\n.x\r\nbare LF line\r\nlone\rCR\r\nno final newline\r\n"
+	// A bare CR becomes CRLF, as a bare LF does.
+	wantData := "Subject: dots\r\n\r\n.\r\n..two\r\n.x\r\nbare LF line\r\nlone\r\nCR\r\nno final newline\r\n"
 	if got := m.messages(); len(got) != 1 || string(got[0]) != wantData {
 		t.Fatalf("server got %q\nwant %q", got, wantData)
 	}
 	if d.Size() != int64(len(wantData)-2) {
-		t.Errorf("Size() = %d, want %d (bare LF counted as CRLF)", d.Size(), len(wantData)-2)
+		t.Errorf("Size() = %d, want %d (bare LF and bare CR counted as CRLF)", d.Size(), len(wantData)-2)
 	}
 	wire := m.transcript()
-	wantWire := "Subject: dots\r\n\r\n..\r\n...two\r\n..x\r\nbare LF line\r\nlone\rCR\r\nno final newline\r\n.\r\n"
+	wantWire := "Subject: dots\r\n\r\n..\r\n...two\r\n..x\r\nbare LF line\r\nlone\r\nCR\r\nno final newline\r\n.\r\n"
 	if !strings.Contains(wire, wantWire) {
 		t.Errorf("wire lacks the dot-stuffed data %q:\n%s", wantWire, wire)
 	}
@@ -546,7 +548,7 @@ func TestSMTPRefused(t *testing.T) {
 // a target-wide temporary failure, not a verdict on the message.
 func TestSMTPNoAuthOffered(t *testing.T) {
 	m := newTCPMTA(t, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: "p"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: credential.Literal("p")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	var de *deliver.DeliveryError
 	if !errors.As(err, &de) || !de.Temporary || de.Stage != deliver.StageAuth || !errors.Is(err, deliver.ErrNoAuth) {
@@ -743,7 +745,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 				})
 			})
 			tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, TLS: mode, TLSConfig: &tls.Config{RootCAs: pool},
-				User: "me", Password: "secret"})
+				User: "me", Password: credential.Literal("secret")})
 			if err := tg.Check(context.Background()); err != nil {
 				t.Fatalf("Check: %v", err)
 			}
@@ -770,7 +772,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 func TestSMTPInsecureAuth(t *testing.T) {
 	l := newPipeListener()
 	m := startMTA(t, l, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: "secret"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: credential.Literal("secret")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	if !errors.Is(err, deliver.ErrInsecureAuth) || !deliver.IsTemporary(err) {
 		t.Fatalf("Begin: %v, want ErrInsecureAuth", err)

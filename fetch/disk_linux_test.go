@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"popsync/configs"
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/realtest"
 	"popsync/state"
@@ -90,7 +91,7 @@ func TestFullFilesystem(t *testing.T) {
 	e := newEnv(t, msgs, pop3test.Config{})
 	mnt := tmpfs(t, 512<<10)
 	e.maildir = filepath.Join(mnt, "Maildir")
-	e.acct.Deliver[0].Maildir = e.maildir
+	e.acct.Deliver[0].Target = &configs.MaildirTarget{Path: e.maildir}
 	e.acct.Keep = false
 
 	r := e.poll()
@@ -137,7 +138,7 @@ func TestReadOnlyMaildir(t *testing.T) {
 		// root ignores permission bits: make the file system read-only.
 		mnt := tmpfs(t, 16<<20)
 		e.maildir = filepath.Join(mnt, "Maildir")
-		e.acct.Deliver[0].Maildir = e.maildir
+		e.acct.Deliver[0].Target = &configs.MaildirTarget{Path: e.maildir}
 		for _, sub := range []string{"tmp", "new", "cur"} {
 			if err := os.MkdirAll(filepath.Join(e.maildir, sub), 0o700); err != nil {
 				t.Fatal(err)

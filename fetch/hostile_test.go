@@ -17,6 +17,7 @@ import (
 	"popsync/fetch/internal/hostile"
 	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 	"popsync/state"
 )
 
@@ -139,9 +140,9 @@ func runHostile(t *testing.T, tc hostileCase, seed int64) {
 	maildir := filepath.Join(t.TempDir(), "Hostile")
 	bad := &configs.Account{
 		Name: "hostile", Host: "127.0.0.1", Port: port, TLS: configs.TLSNone, User: testUser,
-		Password: configs.Secret(testPass), Auth: configs.AuthUser, Keep: false,
+		Password: credential.Literal(testPass), Auth: configs.AuthUser, Keep: false,
 		Timeout: configs.Duration(hostileTimeout), AddReceived: true,
-		Deliver: []configs.Deliver{{Maildir: maildir}},
+		Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: maildir}}},
 	}
 	if tc.setup != nil {
 		tc.setup(bad)

@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
 	"popsync/configs"
 	"popsync/fetch/pop3"
+	"popsync/internal/credential"
 	"popsync/internal/credential/oauth"
 	"popsync/state"
 )
@@ -36,8 +38,9 @@ type TokenStore interface {
 }
 
 // Tokens hands out the access tokens of OAuth 2.0 accounts. Make one per
-// process with NewTokens and share it (Options.Tokens, CheckOptions.Tokens);
-// it is safe for concurrent use.
+// process with NewTokens and share it (Options.Credential and
+// CheckOptions.Credential are its Credential method); it is safe for
+// concurrent use.
 type Tokens struct {
 	store TokenStore
 	http  *http.Client
@@ -56,7 +59,8 @@ type accountSource struct {
 // endpoint is a temporary failure, not a hung poll.
 const DefaultTokenHTTPTimeout = 30 * time.Second
 
-// NewTokens returns the Tokens of store. hc makes the HTTP requests; nil
+// NewTokens returns the Tokens of store; its Credential method is the
+// Options.Credential of a process that polls OAuth 2.0 accounts. hc makes the HTTP requests; nil
 // means a client with DefaultTokenHTTPTimeout. Its Timeout must be set.
 func NewTokens(store TokenStore, hc *http.Client, log *slog.Logger) *Tokens {
 	if hc == nil {
@@ -119,19 +123,39 @@ func (t *Tokens) ready(ctx context.Context, a *configs.Account) error {
 	return nil
 }
 
-// accessToken returns a token to log in with (refreshed and saved first
-// when it expires within oauth.RefreshMargin). When the grant turns out to
-// be gone, the account is marked so that later polls do not ask again.
-func (t *Tokens) accessToken(ctx context.Context, a *configs.Account) (string, *oauth.Source, error) {
-	if err := t.ready(ctx, a); err != nil {
-		return "", nil, err
+// Credential returns what account a logs in with: for an account with
+// [account.oauth2] its access token through the account's Source, else
+// its password source. It is Options.Credential and
+// CheckOptions.Credential of a process that has a token store.
+func (t *Tokens) Credential(a *configs.Account) (credential.Credential, error) {
+	if a.OAuth2 == nil {
+		return a.Password, nil
 	}
 	src, err := t.Source(a)
 	if err != nil {
-		return "", nil, err
+		return nil, err
+	}
+	return &tokenCredential{t: t, a: a, src: src}, nil
+}
+
+// tokenCredential is the Credential of an OAuth 2.0 account.
+type tokenCredential struct {
+	t   *Tokens
+	a   *configs.Account
+	src *oauth.Source
+}
+
+// Secret returns an access token to log in with (refreshed and saved
+// first when it expires within oauth.RefreshMargin). When the grant turns
+// out to be gone, the account is marked so that later polls do not ask
+// the token endpoint again.
+func (c *tokenCredential) Secret(ctx context.Context) (string, error) {
+	t, a := c.t, c.a
+	if err := t.ready(ctx, a); err != nil {
+		return "", err
 	}
 	before, _ := t.store.Load(ctx, a.TokenKey())
-	tok, err := src.AccessToken(ctx)
+	tok, err := c.src.AccessToken(ctx)
 	var ln *oauth.LoginNeededError
 	if errors.As(err, &ln) {
 		// Marked in its own context: the poll's may be ending, and the
@@ -142,11 +166,21 @@ func (t *Tokens) accessToken(ctx context.Context, a *configs.Account) (string, *
 			t.log.Warn("recording that the account needs `popsync login`", "account", a.Name, "error", merr.Error())
 		}
 	}
-	if err != nil {
-		return "", nil, err
-	}
-	return tok, src, nil
+	return tok, err
 }
+
+// Invalidate implements credential.Credential: the next Secret refreshes.
+func (c *tokenCredential) Invalidate(secret string) { c.src.Invalidate(secret) }
+
+// retryOnce marks a Credential whose refused secret is worth one more
+// login after Invalidate: an OAuth 2.0 access token, which the refresh
+// replaces. A password would only be refused again.
+func (c *tokenCredential) retryOnce() {}
+
+// ready is the first step of a poll: an account that needs `popsync
+// login` fails at once, before it locks, opens targets or reads its
+// seen-set.
+func (c *tokenCredential) ready(ctx context.Context) error { return c.t.ready(ctx, c.a) }
 
 // loginRejected reports whether err is the server refusing the token
 // itself (RFC 3206 §4 [AUTH], or a bare -ERR to AUTH), not a temporary
@@ -156,16 +190,19 @@ func loginRejected(err error) bool {
 	return errors.As(err, &pe) && pe.Command == "AUTH" && !pe.Temporary() && !codeIs(pe.Code, "LOGIN-DELAY")
 }
 
+// codeIs reports whether a response code is want or below it (RFC 2449
+// §8: codes are hierarchical, "/"-separated).
+func codeIs(code, want string) bool {
+	return code == want || strings.HasPrefix(code, want+"/")
+}
+
 // loginOAuth2 connects and logs in with the account's access token. A
 // token the server refuses although it looked valid (revoked, or the
 // clocks disagree) is invalidated, refreshed once, and tried once more on
 // a new connection.
 func (p *pollRun) loginOAuth2(ctx context.Context) (*pop3.Client, error) {
 	a := p.a
-	if p.o.Tokens == nil {
-		return nil, fmt.Errorf("account %q uses [account.oauth2], but no token store is open", a.Name)
-	}
-	tok, src, err := p.o.Tokens.accessToken(ctx, a)
+	tok, cred, err := p.o.secret(ctx, a)
 	if err != nil {
 		return nil, err
 	}
@@ -179,39 +216,34 @@ func (p *pollRun) loginOAuth2(ctx context.Context) (*pop3.Client, error) {
 			return c, nil
 		}
 		c.Close()
-		if attempt > 0 || !loginRejected(err) {
+		rejected := loginRejected(err)
+		if rejected {
+			cred.Invalidate(tok)
+		}
+		if _, retry := cred.(interface{ retryOnce() }); attempt > 0 || !rejected || !retry {
 			return nil, fmt.Errorf("logging in to %s as %s with an oauth2 token: %w", a.Addr(), a.User, err)
 		}
 		p.log.Info("the server refused the oauth2 access token; refreshing it once", "error", err.Error())
-		src.Invalidate(tok)
-		var terr error
-		if tok, _, terr = p.o.Tokens.accessToken(ctx, a); terr != nil {
-			return nil, terr
+		if tok, _, err = p.o.secret(ctx, a); err != nil {
+			return nil, err
 		}
 	}
 }
 
-// oauth2Ready is the first step of a poll of an OAuth 2.0 account: an
-// account that needs `popsync login` fails at once, before it locks,
-// opens targets or reads its seen-set.
+// oauth2Ready fails a poll of an OAuth 2.0 account that needs `popsync
+// login` before it does anything else.
 func (p *pollRun) oauth2Ready(ctx context.Context) error {
-	if p.a.OAuth2 == nil || p.o.Tokens == nil {
+	if p.a.OAuth2 == nil {
 		return nil
 	}
-	return p.o.Tokens.ready(ctx, p.a)
-}
-
-// secret returns what a single login sends: the password, or for an
-// OAuth 2.0 account its access token (without the retry of loginOAuth2).
-func (p *pollRun) secret(ctx context.Context) (string, error) {
-	if p.a.OAuth2 == nil {
-		return p.a.Secret(ctx)
+	cred, err := p.o.credential(p.a)
+	if err != nil {
+		return fmt.Errorf("account %q: %w", p.a.Name, err)
 	}
-	if p.o.Tokens == nil {
-		return "", fmt.Errorf("account %q uses [account.oauth2], but no token store is open", p.a.Name)
+	if r, ok := cred.(interface{ ready(context.Context) error }); ok {
+		return r.ready(ctx)
 	}
-	tok, _, err := p.o.Tokens.accessToken(ctx, p.a)
-	return tok, err
+	return nil
 }
 
 // LoginResult is what TryLogin found.
@@ -240,22 +272,4 @@ func (o *Options) TryLogin(ctx context.Context, a *configs.Account) (LoginResult
 		return r, fmt.Errorf("QUIT: %w", err)
 	}
 	return r, nil
-}
-
-// classifyOAuth2 sorts the failures of getting a token: a gone grant needs
-// a login; a token endpoint that is down, slow or rate limiting is
-// temporary (backoff, like a POP3 server that is down); any other OAuth
-// error answer (invalid_client, invalid_scope) needs a config fix.
-func classifyOAuth2(err error) (outcome string, ok bool) {
-	var te *oauth.TemporaryError
-	var se *oauth.ServerError
-	switch {
-	case errors.Is(err, oauth.ErrLoginNeeded):
-		return OutcomeLoginNeeded, true
-	case errors.As(err, &te):
-		return OutcomeError, true
-	case errors.As(err, &se), errors.Is(err, oauth.ErrBadConfig):
-		return OutcomeAuth, true
-	}
-	return "", false
 }

@@ -17,6 +17,7 @@ import (
 	"popsync/deliver"
 	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 	"popsync/state"
 )
 
@@ -60,9 +61,9 @@ func newEnv(t *testing.T, msgs []pop3test.Message, cfg pop3test.Config) *env {
 	e := &env{t: t, srv: srv, msgs: msgs, store: st, dir: dir, maildir: maildir,
 		acct: &configs.Account{
 			Name: "test", Host: host, Port: p, TLS: configs.TLSNone, User: testUser,
-			Password: configs.Secret(testPass), Auth: configs.AuthAuto, Keep: true,
+			Password: credential.Literal(testPass), Auth: configs.AuthAuto, Keep: true,
 			Timeout: configs.Duration(10 * time.Second), AddReceived: true,
-			Deliver: []configs.Deliver{{Maildir: maildir}},
+			Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: maildir}}},
 		},
 	}
 	e.opts = &fetch.Options{Store: st, Hostname: "client.test", BatchSize: 7}

@@ -34,10 +34,12 @@ func PrepareIntents(a Account, in []Intent, now time.Time) (Account, []Intent, e
 		switch {
 		case it.UIDL == "":
 			return a, nil, fmt.Errorf("adding intents for %s: intent #%d has no UIDL", a, i+1)
-		case it.Token == "":
+		case it.Token == "" && !it.Confirmed:
 			return a, nil, fmt.Errorf("adding intents for %s: intent for UIDL %q has no token", a, it.UIDL)
-		case it.Target < 0:
-			return a, nil, fmt.Errorf("adding intents for %s: intent for UIDL %q has negative target %d", a, it.UIDL, it.Target)
+		case it.Token != "" && it.Confirmed:
+			return a, nil, fmt.Errorf("adding intents for %s: confirmed intent for UIDL %q has a token", a, it.UIDL)
+		case it.Target == "":
+			return a, nil, fmt.Errorf("adding intents for %s: intent for UIDL %q has no target", a, it.UIDL)
 		}
 		if it.Created.IsZero() {
 			it.Created = now

@@ -145,7 +145,7 @@ func BenchmarkMarkDelivered500(b *testing.B) {
 				for i := range recs {
 					u := fmt.Sprintf("b%d-%d", batch, i)
 					recs[i] = state.Record{UIDL: u, State: state.Delivered, Size: 20000, FirstSeen: t0, DeliveredAt: t0}
-					in[i] = state.Intent{UIDL: u, Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
+					in[i] = state.Intent{UIDL: u, Target: "maildir:x", Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
 				}
 				if err := s.AddIntents(b.Context(), acct, in); err != nil {
 					b.Fatal(err)
@@ -188,7 +188,7 @@ func BenchmarkAddIntents500(b *testing.B) {
 				in := make([]state.Intent, 500)
 				for i := range in {
 					u := fmt.Sprintf("b%d-%d", batch, i)
-					in[i] = state.Intent{UIDL: u, Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
+					in[i] = state.Intent{UIDL: u, Target: "maildir:x", Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
 				}
 				batch++
 				if err := s.AddIntents(b.Context(), acct, in); err != nil {

@@ -10,7 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
+
+	"popsync/internal/osfile"
 )
 
 // lockFileName names the lock file of a (canonical): the first 16 hex digits
@@ -38,7 +39,7 @@ func (l *accountLock) unlock() {
 	l.s.mu.Unlock()
 	// Closing the only descriptor of the open file description drops
 	// the flock; unlocking first is explicit about it.
-	_ = unlockFile(l.f)
+	_ = osfile.Unlock(l.f)
 	l.f.Close()
 }
 
@@ -64,50 +65,37 @@ func (s *SQLite) LockAccount(ctx context.Context, a Account) (Lease, error) {
 		return nil, fmt.Errorf("locking %s: %w", a, ErrClosed)
 	}
 	p := filepath.Join(s.lockDir, lockFileName(a))
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if _, err := checkLockDir(s.lockDir); err != nil {
+		return nil, fmt.Errorf("locking %s: %w", a, err)
+	}
+	f, err := OpenLockFile(p, "account lock file")
 	if errors.Is(err, fs.ErrNotExist) {
 		// The lock folder was removed behind our back.
 		if err = os.Mkdir(s.lockDir, 0o700); err == nil || errors.Is(err, fs.ErrExist) {
-			f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+			if _, err = checkLockDir(s.lockDir); err == nil {
+				f, err = OpenLockFile(p, "account lock file")
+			}
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("locking %s: %w", a, fileErr(err))
+		return nil, fmt.Errorf("locking %s: %w", a, err)
 	}
-	held, err := tryLockFile(f)
+	held, err := osfile.TryLock(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("locking %s with %s: %w", a, p, err)
 	}
 	if !held {
-		f.Close()
 		holder := "another poll"
-		if pid := lockHolder(p); pid != 0 {
+		if pid := osfile.Holder(f); pid != 0 {
 			holder = "process " + strconv.Itoa(pid)
 		}
+		f.Close()
 		return nil, fmt.Errorf("locking %s: held by %s (lock file %s): %w", a, holder, p, ErrLocked)
 	}
-	// Who holds the lock, for the error message of the next one who tries.
-	// The kernel lock is what counts; the contents are only a hint.
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d\naccount %s\n", os.Getpid(), a)), 0)
-	}
+	osfile.WriteHolder(f, "account "+a.String())
 	l := &accountLock{s: s, f: f, a: a}
 	l.LeaseState = NewLeaseState(l.unlock)
 	s.locks[l] = struct{}{}
 	return l, nil
-}
-
-// lockHolder returns the pid written in a lock file, 0 if unknown.
-func lockHolder(p string) int {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimPrefix(line, "pid "))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	return pid
 }

@@ -146,11 +146,11 @@ func TestBatchWritesAcrossStatements(t *testing.T) {
 	for i := range n {
 		u := fmt.Sprintf("u%03d", i)
 		all = append(all, u)
-		in = append(in, state.Intent{UIDL: u, Token: "tok-" + u, Size: int64(i), Created: t0})
+		in = append(in, state.Intent{UIDL: u, Target: "maildir:x", Token: "tok-" + u, Size: int64(i), Created: t0})
 		recs = append(recs, state.Record{UIDL: u, State: state.Delivered, Size: int64(i), FirstSeen: t0, DeliveredAt: t0})
 	}
 	// The same UIDL and target again: the later intent replaces it.
-	in = append(in, state.Intent{UIDL: "u007", Token: "tok-again", Size: 7, Created: t0})
+	in = append(in, state.Intent{UIDL: "u007", Target: "maildir:x", Token: "tok-again", Size: 7, Created: t0})
 	if err := s.AddIntents(ctx, acct, in); err != nil {
 		t.Fatal(err)
 	}

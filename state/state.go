@@ -46,6 +46,11 @@ var (
 	// ErrBusy: another writer held the database for longer than the busy
 	// timeout. Temporary; the operation may be retried.
 	ErrBusy = errors.New("state database is busy")
+	// ErrUnsafe: a file or folder of the state could be (or was) planted
+	// by someone else: a symbolic link where popsync writes, a folder
+	// others can write, a file or folder not owned by the user. Nothing
+	// was written through it.
+	ErrUnsafe = errors.New("state path is unsafe")
 	// ErrClosed: the Store was used after Close.
 	ErrClosed = errors.New("state store is closed")
 )
@@ -96,8 +101,8 @@ type MsgState int
 const (
 	// Delivered: every delivery target confirmed the message durably.
 	Delivered MsgState = 1
-	// Quarantined: handled without normal delivery (for example kept aside
-	// because it could not be parsed); not fetched again.
+	// Quarantined: refused for good by a delivery target and kept in the
+	// quarantine Maildir instead (on_reject); not fetched again.
 	Quarantined MsgState = 2
 	// Skipped: left on the server on purpose (for example larger than
 	// max_size); recorded so it is reported once, and upgraded by
@@ -136,16 +141,34 @@ type Record struct {
 	Note        string    // why it was skipped or quarantined
 }
 
-// Intent records a delivery about to be made durable: before the Maildir file
-// named Token is renamed into new/ for delivery target Target, so that after a
-// crash the fetcher can look for the file and decide delivered or not.
+// Intent records a delivery in flight to one target. Two kinds:
+//
+//   - Before a staging target (Maildir) publishes a message, an intent
+//     names where it will appear (Token, the Maildir file's unique name),
+//     so that after a crash the fetcher can look for it and decide
+//     delivered or not.
+//   - Confirmed: a confirming target (SMTP, LMTP, MDA) accepted a message
+//     whose delivery to another target failed; the retry skips this target
+//     instead of delivering twice. Token is then empty.
 type Intent struct {
-	UIDL    string
-	Target  int    // index of the delivery target in the account's config
-	Token   string // the Maildir file's unique name
-	Size    int64
-	Created time.Time
+	UIDL string
+	// Target is the stable ID of the delivery target, derived from the
+	// target's own settings (configs.Deliver.ID), not from its place in
+	// the config. Schema 1 stored indexes: they read as LegacyTarget(i).
+	Target    string
+	Token     string // the target's name for the delivery; "" when Confirmed
+	Confirmed bool
+	Size      int64
+	Created   time.Time
 }
+
+// QuarantineTarget is the Target of intents for the quarantine Maildir.
+const QuarantineTarget = "quarantine"
+
+// LegacyTarget is how an intent written by schema 1, which stored the
+// index of the target in the account's deliver list, reads today. The
+// fetcher maps it to the target at that index of the config it runs.
+func LegacyTarget(index int) string { return "index:" + strconv.Itoa(index) }
 
 // Poll is the outcome of one poll of one account.
 type Poll struct {

@@ -20,6 +20,8 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/fetch/pop3"
+	"popsync/internal/credential"
+	"popsync/schedule"
 	"popsync/state"
 )
 
@@ -161,7 +163,7 @@ func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer st.Close()
 	o := &fetch.Options{Store: st, Logger: log, DryRun: *dryRun, Trace: c.trace, TraceAuth: c.traceAuth,
-		QuarantineDir: quarantineDir(cfg), Tokens: newTokens(st, log)}
+		QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		o.Progress = newProgress(f).update
 	}
@@ -207,20 +209,21 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return nil
 	}
-	var tokens *fetch.Tokens
+	// OAuth 2.0 accounts log in with the token in the state store.
+	var cred func(*configs.Account) (credential.Credential, error)
 	for _, a := range sel {
-		if a.OAuth2 != nil && tokens == nil {
+		if a.OAuth2 != nil && cred == nil {
 			st, err := openStore(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			tokens = newTokens(st, log)
+			cred = newTokens(st, log).Credential
 		}
 	}
 	failed := 0
 	for _, a := range sel {
-		r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: c.trace, TraceAuth: c.traceAuth, Tokens: tokens})
+		r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: c.trace, TraceAuth: c.traceAuth, Credential: cred})
 		if r.Err != nil && r.Count == 0 && len(r.Targets) == 0 {
 			failed++
 			fmt.Fprintf(stdout, "  %s: FAILED: %v\n", a.Name, r.Err)
@@ -273,16 +276,16 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		byID[s.Account.Canonical()] = s
 	}
 	type row struct {
-		Account     string             `json:"account"`
-		Schedule    string             `json:"schedule"`
-		LastPoll    time.Time          `json:"last_poll,omitzero"`
-		LastSuccess time.Time          `json:"last_success,omitzero"`
-		LastError   string             `json:"last_error,omitempty"`
-		LastErrorAt time.Time          `json:"last_error_at,omitzero"`
-		Seen        int                `json:"seen"`
-		Pending     int                `json:"pending"`
-		Daemon      *fetch.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
-		OAuth2      *tokenStatus       `json:"oauth2,omitempty"` // login.go
+		Account     string                `json:"account"`
+		Schedule    string                `json:"schedule"`
+		LastPoll    time.Time             `json:"last_poll,omitzero"`
+		LastSuccess time.Time             `json:"last_success,omitzero"`
+		LastError   string                `json:"last_error,omitempty"`
+		LastErrorAt time.Time             `json:"last_error_at,omitzero"`
+		Seen        int                   `json:"seen"`
+		Pending     int                   `json:"pending"`
+		Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+		OAuth2      *tokenStatus          `json:"oauth2,omitempty"` // login.go
 	}
 	plan := daemonPlan(cfg.State)
 	rows := make([]row, 0, len(cfg.Accounts))

@@ -130,7 +130,7 @@ func cmdLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log.Info("oauth2 token stored", "account", a.Name, "refresh_token", tok.RefreshToken != "", "expiry", tok.Expiry)
 
-	o := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth, Tokens: tokens}
+	o := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth, Credential: tokens.Credential}
 	r, err := o.TryLogin(ctx, a)
 	if err != nil {
 		fmt.Fprintf(stdout, "%s: token stored, but logging in to %s failed: %v\n", a.Name, a.Addr(), err)

@@ -1,6 +1,7 @@
-// Command popsync fetches mail from POP3 accounts into Maildirs, exactly
-// once. This file is the command line only: flags, wiring and exit codes.
-// The work is done by the fetch, deliver, state and configs packages.
+// Command popsync fetches mail from POP3 accounts into Maildirs, MTAs and
+// MDAs, exactly once. This file is the command line only: flags, wiring and
+// exit codes. The work is done by the fetch, schedule, deliver, state and
+// configs packages.
 package main
 
 import (
@@ -14,7 +15,7 @@ import (
 	"syscall"
 )
 
-// Exit codes; the README's table is generated from the same meanings.
+// Exit codes, as the README's table lists them.
 const (
 	exitOK       = 0 // every account succeeded
 	exitAccounts = 1 // at least one account failed; the others were polled

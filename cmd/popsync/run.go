@@ -24,6 +24,8 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/internal/metrics"
+	"popsync/internal/osfile"
+	"popsync/schedule"
 	"popsync/state"
 )
 
@@ -87,11 +89,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	d := &daemon{log: log, store: st, planPath: planPath(cfg.State), reg: metrics.NewRegistry()}
 	d.cfg.Store(cfg)
 	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth,
-		QuietFailures: true, QuarantineDir: quarantineDir(cfg), Tokens: newTokens(st, log)}
-	d.sched, err = fetch.NewScheduler(fetch.SchedulerOptions{
+		QuietFailures: true, QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential}
+	d.sched, err = schedule.New(schedule.Options{
 		Poll:    poll.PollReport,
 		Logger:  log,
-		Metrics: fetch.NewMetrics(d.reg),
+		Metrics: schedule.NewMetrics(d.reg),
 		OnPlan:  d.writePlan,
 	}, settings(cfg))
 	if err != nil {
@@ -131,8 +133,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // settings are the parts of a config the scheduler takes.
-func settings(cfg *configs.Config) fetch.Settings {
-	return fetch.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
+func settings(cfg *configs.Config) schedule.Settings {
+	return schedule.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
 		ShutdownGrace: cfg.Daemon.ShutdownGrace.D()}
 }
 
@@ -141,7 +143,7 @@ type daemon struct {
 	log      *slog.Logger
 	cfg      atomic.Pointer[configs.Config] // the running config; replaced by a good reload
 	store    state.Store
-	sched    *fetch.Scheduler
+	sched    *schedule.Scheduler
 	reg      *metrics.Registry
 	reloads  *metrics.Vec
 	planPath string
@@ -304,16 +306,16 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 
 // planFile is the content of the schedule file (planPath).
 type planFile struct {
-	PID      int                 `json:"pid"`
-	Written  time.Time           `json:"written"`
-	Accounts []fetch.PlannedPoll `json:"accounts"`
+	PID      int                    `json:"pid"`
+	Written  time.Time              `json:"written"`
+	Accounts []schedule.PlannedPoll `json:"accounts"`
 }
 
 // writePlan replaces the plan file. The file is a hint for `status`, not
 // state: it is renamed into place so a reader never sees half of it, but
 // not fsynced, and a failure to write it is logged once and otherwise
 // ignored.
-func (d *daemon) writePlan(plan []fetch.PlannedPoll) {
+func (d *daemon) writePlan(plan []schedule.PlannedPoll) {
 	err := writeFileAtomic(d.planPath, planFile{PID: os.Getpid(), Written: time.Now().UTC(), Accounts: plan})
 	switch {
 	case err != nil && err.Error() != d.planErr:
@@ -349,16 +351,16 @@ func writeFileAtomic(path string, v any) error {
 
 // daemonPlan returns the plan of the daemon running on the state st, by
 // account name; nil when no daemon runs there.
-func daemonPlan(st configs.State) map[string]fetch.PlannedPoll {
+func daemonPlan(st configs.State) map[string]schedule.PlannedPoll {
 	b, err := os.ReadFile(planPath(st))
 	if err != nil {
 		return nil
 	}
 	var pf planFile
-	if json.Unmarshal(b, &pf) != nil || !processAlive(pf.PID) {
+	if json.Unmarshal(b, &pf) != nil || !osfile.ProcessAlive(pf.PID) {
 		return nil // left behind by a daemon that was killed
 	}
-	out := make(map[string]fetch.PlannedPoll, len(pf.Accounts))
+	out := make(map[string]schedule.PlannedPoll, len(pf.Accounts))
 	for _, p := range pf.Accounts {
 		out[p.Account] = p
 	}
@@ -366,7 +368,7 @@ func daemonPlan(st configs.State) map[string]fetch.PlannedPoll {
 }
 
 // planned returns the daemon's plan for account, nil without a daemon.
-func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPoll {
+func planned(plan map[string]schedule.PlannedPoll, account string) *schedule.PlannedPoll {
 	if p, ok := plan[account]; ok {
 		return &p
 	}
@@ -374,7 +376,7 @@ func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPo
 }
 
 // nextPollText is the NEXT POLL column of `popsync status`.
-func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
+func nextPollText(plan map[string]schedule.PlannedPoll, account string) string {
 	p, ok := plan[account]
 	switch {
 	case plan == nil:
@@ -387,19 +389,10 @@ func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
 		return "never"
 	}
 	s := when(p.Next)
-	if p.Reason == fetch.ReasonBackoff || p.Reason == fetch.ReasonLoginDelay {
+	if p.Reason == schedule.ReasonBackoff || p.Reason == schedule.ReasonLoginDelay {
 		s += " (" + p.Reason + ")"
 	}
 	return s
-}
-
-// processAlive reports whether a process with this pid exists.
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 // daemonLock is the held lock of one daemon on one state file.
@@ -416,23 +409,19 @@ func lockDaemon(st configs.State) (*daemonLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the state folder: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// The lock is truncated below: it must be no link to another file.
+	if err := state.CheckFolder(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	f, err := state.OpenLockFile(path, "daemon lock")
 	if err != nil {
-		return nil, fmt.Errorf("opening the daemon lock: %w", err)
+		return nil, err
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if errors.Is(err, unix.EWOULDBLOCK) {
+	held, err := osfile.TryLock(f)
+	if err == nil && !held {
 		holder := "another process"
-		if b, rerr := io.ReadAll(io.LimitReader(f, 64)); rerr == nil {
-			line, _, _ := strings.Cut(string(b), "\n")
-			if pid, perr := strconv.Atoi(strings.TrimPrefix(line, "pid ")); perr == nil && pid > 0 {
-				holder = "pid " + strconv.Itoa(pid)
-			}
+		if pid := osfile.Holder(f); pid != 0 {
+			holder = "pid " + strconv.Itoa(pid)
 		}
 		f.Close()
 		return nil, fmt.Errorf("another popsync daemon (%s) is already running on the state file %s (lock file %s); stop it first, or give this one a config with another [state] path",
@@ -442,15 +431,13 @@ func lockDaemon(st configs.State) (*daemonLock, error) {
 		f.Close()
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	osfile.WriteHolder(f)
 	return &daemonLock{f: f}, nil
 }
 
 // release drops the lock; the file stays (removing it would let two
 // daemons lock two different files of the same name).
 func (l *daemonLock) release() {
-	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	_ = osfile.Unlock(l.f)
 	l.f.Close()
 }

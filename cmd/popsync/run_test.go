@@ -20,9 +20,10 @@ import (
 	"time"
 
 	"popsync/configs"
-	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/osfile"
 	"popsync/internal/realtest"
+	"popsync/schedule"
 )
 
 // daemonWait bounds every wait for the daemon to log something.
@@ -270,10 +271,10 @@ func TestDaemonPlanFile(t *testing.T) {
 		t.Error("plan without a file")
 	}
 	next := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	plan := []fetch.PlannedPoll{
-		{Account: "a", Schedule: "@every 5m", Next: next, Reason: fetch.ReasonSchedule},
+	plan := []schedule.PlannedPoll{
+		{Account: "a", Schedule: "@every 5m", Next: next, Reason: schedule.ReasonSchedule},
 		{Account: "b", Schedule: "@hourly", Running: true},
-		{Account: "c", Schedule: "@every 5m", Next: next, Reason: fetch.ReasonBackoff, Failures: 3},
+		{Account: "c", Schedule: "@every 5m", Next: next, Reason: schedule.ReasonBackoff, Failures: 3},
 	}
 	if err := writeFileAtomic(planPath(st), planFile{PID: os.Getpid(), Accounts: plan}); err != nil {
 		t.Fatal(err)
@@ -305,7 +306,7 @@ func TestDaemonPlanFile(t *testing.T) {
 	if err := writeFileAtomic(planPath(st), planFile{PID: cmd.Process.Pid, Accounts: plan}); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(cmd.Process.Pid) {
+	if osfile.ProcessAlive(cmd.Process.Pid) {
 		t.Skip("the pid was reused already")
 	}
 	if p := daemonPlan(st); p != nil {
@@ -754,7 +755,7 @@ schedule = "@every 1s"
 	p3.log.wait(t, 0, "the rest of the messages", deliveredAtLeast("dove", len(all)-inMaildir))
 	checkOnce(t, maildir, all)
 	p3.signal(t, syscall.SIGTERM)
-	if code := p3.waitExit(t, grace+fetch.DefaultCancelWait+5*time.Second); code != 0 {
+	if code := p3.waitExit(t, grace+schedule.DefaultCancelWait+5*time.Second); code != 0 {
 		t.Errorf("last run: exit %d:\n%s", code, p3.log.text())
 	}
 	if n := d.Count(t); n != 0 {
@@ -786,13 +787,13 @@ func stopMidPoll(t *testing.T, p *daemonProc, from int, grace time.Duration) {
 	})
 	termAt := time.Now()
 	p.signal(t, syscall.SIGTERM)
-	if code := p.waitExit(t, grace+fetch.DefaultCancelWait+5*time.Second); code != 0 {
+	if code := p.waitExit(t, grace+schedule.DefaultCancelWait+5*time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM:\n%s", code, p.log.text())
 	}
 	took := time.Since(termAt)
 	t.Logf("stopped %v after SIGTERM (grace %v); polls cancelled: %v", took, grace,
 		strings.Contains(p.log.text(), "shutdown grace is over"))
-	if took > grace+fetch.DefaultCancelWait {
+	if took > grace+schedule.DefaultCancelWait {
 		t.Errorf("stopping took %v, grace is %v", took, grace)
 	}
 }

@@ -211,7 +211,7 @@ func TestStateFileReadOnly(t *testing.T) {
 	var dir string
 	if os.Getuid() == 0 {
 		dir = t.TempDir()
-		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", dir).CombinedOutput(); err != nil {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
 			if realtest.RequireReal() {
 				t.Fatalf("mount tmpfs: %v: %s", err, out)
 			}
@@ -233,6 +233,39 @@ func TestStateFileReadOnly(t *testing.T) {
 		t.Cleanup(func() { os.Chmod(dir, 0o700) })
 	}
 	e.wantRefused(t, "not writable")
+}
+
+// TestStateFolderUnsafe: `popsync fetch` with a state folder that others
+// can write, or a link in place of the state file, exits 4 naming the
+// path, the reason and the fix, and writes nothing through the link.
+func TestStateFolderUnsafe(t *testing.T) {
+	e := newStateEnv(t, t.TempDir(), 10)
+	if err := os.Chmod(e.dir, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, "state folder "+e.dir+" is writable by others (mode 0775)", "chmod go-w "+e.dir)
+	if err := os.Chmod(e.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	real := filepath.Join(t.TempDir(), "real.db")
+	if err := os.Rename(e.db, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, e.db); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, "is a symbolic link")
+	if after, _ := os.ReadFile(real); !bytes.Equal(before, after) {
+		t.Error("the link's target was changed")
+	}
+	if _, err := os.Stat(real + "-wal"); err == nil {
+		t.Error("a WAL was made next to the link's target")
+	}
 }
 
 // TestStateFileLockedByAnotherProcess holds the state file with an

@@ -43,6 +43,10 @@ type Client struct {
 	// -1 before one: RFC 1939 §4 locks the maildrop for the session, so
 	// no listing can be longer.
 	listed int
+	// lines is how this session's lines end: CRLF only (RFC 1939 §3),
+	// or, for a server whose own status lines end in bare LF, LF too.
+	// See lineMode.
+	lines lineMode
 
 	err     error // poison: the first I/O, parse or cancellation error
 	closed  bool
@@ -63,6 +67,25 @@ type command struct {
 }
 
 func newCmd(verb string) command { return command{verb: verb, a: -1, b: -1} }
+
+// lineMode says which octets end a line of the session.
+type lineMode int
+
+const (
+	// linesCRLF: only CRLF ends a line (RFC 1939 §3). A status or listing
+	// line with a bare LF is a protocol error; in a message body a bare
+	// LF is data, and so is a "." after it.
+	linesCRLF lineMode = iota
+	// linesDetect: the next status line decides between linesCRLF and
+	// linesLF. It is the mode for the greeting, and again for the first
+	// reply after the STLS handshake, so that nothing sent in the clear
+	// decides how the encrypted session is framed.
+	linesDetect
+	// linesLF: the server ended that status line in a bare LF, so it
+	// does not speak CRLF at all; LF or CRLF end every line, a "." line
+	// after either ends a body. Message bytes never choose this mode.
+	linesLF
+)
 
 // Dial connects to addr ("host:port") over TCP and runs NewClient. The host
 // part of addr is the default TLS server name.
@@ -118,6 +141,7 @@ func newClient(ctx context.Context, conn net.Conn, opts Options) (*Client, error
 		log:  o.Logger,
 
 		listed: -1,
+		lines:  linesDetect,
 	}
 	c.br = bufio.NewReaderSize(c.dc, readBufferSize)
 	c.bw = bufio.NewWriter(c.dc)
@@ -242,6 +266,9 @@ func (c *Client) startTLS(ctx context.Context, cfg *tls.Config) error {
 	if err := c.handshake(ctx, cfg); err != nil {
 		return err
 	}
+	// The greeting's line ending was seen in the clear: the first reply
+	// over TLS decides again.
+	c.lines = linesDetect
 	c.caps, c.capaOK = Capabilities{}, false
 	return c.capa(ctx)
 }
@@ -366,6 +393,11 @@ func (c *Client) poisonErr() error {
 // readLine reads one reply or listing line, up to MaxLineLength octets. The
 // returned slice points into the read buffer and is valid until the next
 // read. It does not poison; callers do.
+//
+// RFC 1939 §3: lines end in CRLF. A line that ends in a bare LF is refused
+// unless the session's own status lines end that way (see lineMode): none
+// of these lines carries message data, so a bare LF in one is never
+// meaningful, and reading on past it could let a listing end early.
 func (c *Client) readLine(ctx context.Context) ([]byte, error) {
 	line, err := c.br.ReadSlice('\n')
 	if err != nil {
@@ -379,6 +411,16 @@ func (c *Client) readLine(ctx context.Context) ([]byte, error) {
 	}
 	if len(line) > MaxLineLength {
 		return nil, fmt.Errorf("%w: %d octets, limit %d", ErrLineTooLong, len(line), MaxLineLength)
+	}
+	crlf := len(line) >= 2 && line[len(line)-2] == '\r'
+	switch {
+	case c.lines == linesDetect && crlf:
+		c.lines = linesCRLF
+	case c.lines == linesDetect:
+		c.lines = linesLF
+		c.tracef(ctx, "server ends its lines in bare LF; accepting LF line endings for this session")
+	case c.lines == linesCRLF && !crlf:
+		return nil, fmt.Errorf("%w: line %q ends in a bare LF, the session's lines end in CRLF", ErrProtocol, clip(trimEOL(line)))
 	}
 	line = trimEOL(line)
 	c.traceRecv(ctx, line)

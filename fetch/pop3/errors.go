@@ -57,6 +57,12 @@ var (
 	// longer than MaxDrain octets: instead of reading it, the client
 	// closed the connection and is poisoned.
 	ErrDrainLimit = errors.New("pop3: unread reply too long to discard")
+	// ErrSizeMismatch means a message retrieved with RetrEachListed was
+	// far shorter than LIST announced (see MinOctets), or its "+OK n
+	// octets" named another size than LIST. Either is a doubt about the
+	// server's framing: the client is poisoned, so QUIT is never sent and
+	// the server deletes nothing.
+	ErrSizeMismatch = errors.New("pop3: message size disagrees with LIST")
 	// ErrBodyClosed is returned when a message body is read after the
 	// client moved on to another command and drained it.
 	ErrBodyClosed = errors.New("pop3: message body no longer readable")

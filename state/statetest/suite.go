@@ -399,7 +399,7 @@ func checkIntents(t *testing.T, s state.Store, a state.Account, want ...state.In
 	ok := len(got) == len(want)
 	for i := 0; ok && i < len(got); i++ {
 		g, w := got[i], want[i]
-		ok = g.UIDL == w.UIDL && g.Target == w.Target && g.Token == w.Token && g.Size == w.Size &&
+		ok = g.UIDL == w.UIDL && g.Target == w.Target && g.Token == w.Token && g.Confirmed == w.Confirmed && g.Size == w.Size &&
 			(w.Created.IsZero() && !g.Created.IsZero() || g.Created.Equal(w.Created))
 	}
 	if !ok {
@@ -410,14 +410,15 @@ func checkIntents(t *testing.T, s state.Store, a state.Account, want ...state.In
 func testIntents(t *testing.T, s state.Store) {
 	ctx := t.Context()
 	checkIntents(t, s, acct)
-	i1 := state.Intent{UIDL: "u1", Target: 0, Token: "1740830400.M1P2Q3.host", Size: 10, Created: t0}
-	i1b := state.Intent{UIDL: "u1", Target: 2, Token: "1740830400.M1P2Q4.host", Size: 10, Created: t0}
-	i2 := state.Intent{UIDL: "u2", Target: 0, Token: "1740830401.M1P2Q5.host", Size: 20, Created: t0.Add(time.Second)}
-	i0 := state.Intent{UIDL: "u3", Target: 0, Token: "1740830399.M1P2Q6.host", Size: 30, Created: t0.Add(-time.Second)}
-	if err := s.AddIntents(ctx, acct, []state.Intent{i2, i1b, i1, i0}); err != nil {
+	i1 := state.Intent{UIDL: "u1", Target: "maildir:a", Token: "1740830400.M1P2Q3.host", Size: 10, Created: t0}
+	i1b := state.Intent{UIDL: "u1", Target: "maildir:b", Token: "1740830400.M1P2Q4.host", Size: 10, Created: t0}
+	i1c := state.Intent{UIDL: "u1", Target: "smtp:c", Confirmed: true, Size: 10, Created: t0}
+	i2 := state.Intent{UIDL: "u2", Target: "maildir:a", Token: "1740830401.M1P2Q5.host", Size: 20, Created: t0.Add(time.Second)}
+	i0 := state.Intent{UIDL: "u3", Target: state.QuarantineTarget, Token: "1740830399.M1P2Q6.host", Size: 30, Created: t0.Add(-time.Second)}
+	if err := s.AddIntents(ctx, acct, []state.Intent{i2, i1c, i1b, i1, i0}); err != nil {
 		t.Fatal(err)
 	}
-	checkIntents(t, s, acct, i0, i1, i1b, i2)
+	checkIntents(t, s, acct, i0, i1, i1b, i1c, i2)
 	checkIntents(t, s, other)
 
 	// Same UIDL and target again (a retry with a new file name): replaced.
@@ -425,7 +426,7 @@ func testIntents(t *testing.T, s state.Store) {
 	if err := s.AddIntents(ctx, acct, []state.Intent{i1}); err != nil {
 		t.Fatal(err)
 	}
-	checkIntents(t, s, acct, i0, i1, i1b, i2)
+	checkIntents(t, s, acct, i0, i1, i1b, i1c, i2)
 
 	// Dropping a UIDL drops all its targets; unknown UIDLs are no error.
 	if err := s.DropIntents(ctx, acct, []string{"u1", "nope"}); err != nil {
@@ -438,10 +439,10 @@ func testIntents(t *testing.T, s state.Store) {
 	checkIntents(t, s, acct, i0, i2)
 
 	// A zero Created is filled in.
-	if err := s.AddIntents(ctx, other, []state.Intent{{UIDL: "u9", Token: "tok", Size: 1}}); err != nil {
+	if err := s.AddIntents(ctx, other, []state.Intent{{UIDL: "u9", Target: "t", Token: "tok", Size: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	checkIntents(t, s, other, state.Intent{UIDL: "u9", Token: "tok", Size: 1})
+	checkIntents(t, s, other, state.Intent{UIDL: "u9", Target: "t", Token: "tok", Size: 1})
 
 	// Intents are not records.
 	wantKnown(t, reconcile(t, s, acct, t0, "u1", "u2", "u3"))
@@ -452,7 +453,7 @@ func testIntentsClearedByMarkDelivered(t *testing.T, s state.Store) {
 	var in []state.Intent
 	for i, u := range []string{"u1", "u2", "u3"} {
 		for target := range 2 {
-			in = append(in, state.Intent{UIDL: u, Target: target, Token: fmt.Sprintf("tok-%s-%d", u, target), Created: t0.Add(time.Duration(i) * time.Second)})
+			in = append(in, state.Intent{UIDL: u, Target: fmt.Sprintf("maildir:%d", target), Token: fmt.Sprintf("tok-%s-%d", u, target), Created: t0.Add(time.Duration(i) * time.Second)})
 		}
 	}
 	if err := s.AddIntents(ctx, acct, in); err != nil {
@@ -474,11 +475,12 @@ func testIntentsClearedByMarkDelivered(t *testing.T, s state.Store) {
 
 func testIntentsInvalid(t *testing.T, s state.Store) {
 	ctx := t.Context()
-	good := state.Intent{UIDL: "u1", Token: "tok", Created: t0}
+	good := state.Intent{UIDL: "u1", Target: "t", Token: "tok", Created: t0}
 	for _, bad := range []state.Intent{
-		{UIDL: "", Token: "tok"},
-		{UIDL: "u2", Token: ""},
-		{UIDL: "u2", Token: "tok", Target: -1},
+		{UIDL: "", Target: "t", Token: "tok"},
+		{UIDL: "u2", Target: "t", Token: ""},
+		{UIDL: "u2", Target: "", Token: "tok"},
+		{UIDL: "u2", Target: "t", Token: "tok", Confirmed: true},
 	} {
 		if err := s.AddIntents(ctx, acct, []state.Intent{good, bad}); err == nil {
 			t.Errorf("AddIntents(%+v): no error", bad)
@@ -840,7 +842,7 @@ func testInvalidAccount(t *testing.T, s state.Store) {
 		calls := map[string]error{}
 		_, calls["Reconcile"] = state.Reconcile(ctx, s, a, []string{"x"}, t0, grace)
 		_, calls["ReadSeen"] = s.ReadSeen(ctx, a)
-		calls["AddIntents"] = s.AddIntents(ctx, a, []state.Intent{{UIDL: "x", Token: "t"}})
+		calls["AddIntents"] = s.AddIntents(ctx, a, []state.Intent{{UIDL: "x", Target: "t", Token: "t"}})
 		_, calls["Intents"] = s.Intents(ctx, a)
 		calls["DropIntents"] = s.DropIntents(ctx, a, []string{"x"})
 		calls["MarkDelivered"] = s.MarkDelivered(ctx, a, []state.Record{delivered("x", t0)})
@@ -867,7 +869,7 @@ func testCanceledContext(t *testing.T, s state.Store) {
 	calls := map[string]error{}
 	_, calls["Reconcile"] = state.Reconcile(ctx, s, acct, []string{"x"}, t0, grace)
 	_, calls["ReadSeen"] = s.ReadSeen(ctx, acct)
-	calls["AddIntents"] = s.AddIntents(ctx, acct, []state.Intent{{UIDL: "x", Token: "t"}})
+	calls["AddIntents"] = s.AddIntents(ctx, acct, []state.Intent{{UIDL: "x", Target: "t", Token: "t"}})
 	_, calls["Intents"] = s.Intents(ctx, acct)
 	calls["MarkDelivered"] = s.MarkDelivered(ctx, acct, []state.Record{delivered("x", t0)})
 	calls["RecordPoll"] = s.RecordPoll(ctx, state.Poll{Name: "n", Account: acct, Start: t0})
@@ -967,7 +969,7 @@ func pollLoop(ctx context.Context, s state.Store, a state.Account, rounds, batch
 		for i := range batch {
 			u := fmt.Sprintf("%s-%d-%d", a.User, r, i)
 			onServer = append(onServer, u)
-			in = append(in, state.Intent{UIDL: u, Token: "tok-" + u, Created: now})
+			in = append(in, state.Intent{UIDL: u, Target: "maildir:x", Token: "tok-" + u, Created: now})
 			recs = append(recs, delivered(u, now))
 		}
 		known, err := state.Reconcile(ctx, s, a, onServer, now, grace)

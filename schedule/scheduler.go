@@ -1,4 +1,4 @@
-package fetch
+package schedule
 
 import (
 	"cmp"
@@ -17,30 +17,22 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"popsync/configs"
+	"popsync/fetch"
 	"popsync/fetch/pop3"
+	"popsync/internal/credential"
 )
-
-// The scheduler is popsync's daemon loop: it decides when each account is
-// polled, runs polls through a PollFunc, and stops them gracefully. It is
-// its own loop over time.Timer rather than a cron.Cron, because the next
-// poll of an account depends on how the last one went (backoff,
-// LOGIN-DELAY), which cron's fixed schedules cannot express; the cron
-// parser still reads the schedules (configs.ParseSchedule). All state lives
-// in the one goroutine that runs Run; polls run in goroutines of their own
-// and report back on a channel. Time comes from time.Now and time.Timer
-// only, so testing/synctest drives it through virtual days.
 
 // Scheduler defaults and bounds.
 const (
 	// DefaultMaxBackoff caps the wait after consecutive temporary failures,
 	// and is the retry interval after a login failure.
 	DefaultMaxBackoff = time.Hour
-	// MinBackoff is the first wait after a temporary failure when the
+	// minBackoff is the first wait after a temporary failure when the
 	// schedule is more frequent than this.
-	MinBackoff = time.Minute
-	// MaxJitter bounds the random delay added to an account's schedule;
+	minBackoff = time.Minute
+	// maxJitter bounds the random delay added to an account's schedule;
 	// the delay is also at most a tenth of the schedule's interval.
-	MaxJitter = 30 * time.Second
+	maxJitter = 30 * time.Second
 	// DefaultCancelWait is how long Run waits for polls to return after
 	// it cancelled them at the end of the shutdown grace.
 	DefaultCancelWait = 10 * time.Second
@@ -56,62 +48,19 @@ const (
 	ReasonNever      = "never"       // the schedule has no next time
 )
 
-// PollReport is what the scheduler learns from one poll: its Result and
-// what the server said about when to come back.
-type PollReport struct {
-	Result
-	// LoginDelay is the minimum time between logins the server announced
-	// with the LOGIN-DELAY capability (RFC 2449 §6.5); 0 if none.
-	LoginDelay time.Duration
-	// SessionAt is when the session was opened; zero if no connection was
-	// made. LOGIN-DELAY counts from here.
-	SessionAt time.Time
-}
-
 // PollFunc polls one account once. (*Options).PollReport is the one
 // `popsync run` uses; tests inject their own.
-type PollFunc func(ctx context.Context, a *configs.Account) PollReport
+type PollFunc func(ctx context.Context, a *configs.Account) fetch.PollReport
 
-// PollReport runs Poll and also reports the session's LOGIN-DELAY
-// capability, which the scheduler honours.
-func (o *Options) PollReport(ctx context.Context, a *configs.Account) PollReport {
-	var (
-		c  *pop3.Client
-		at time.Time
-	)
-	dial := o.Dial
-	if dial == nil {
-		dial = pop3.Dial
-	}
-	po := *o
-	po.Dial = func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error) {
-		start := po.now()
-		cl, err := dial(ctx, addr, opts)
-		if err == nil {
-			c, at = cl, start
-		}
-		return cl, err
-	}
-	rep := PollReport{Result: po.Poll(ctx, a), SessionAt: at}
-	if c != nil {
-		// Poll has returned: the client is no longer in use, and Caps
-		// holds what the server announced last (after login, RFC 2449 §5).
-		if d, ok := c.Caps().LoginDelay(); ok {
-			rep.LoginDelay = d
-		}
-	}
-	return rep
-}
-
-// SchedulerOptions configure a Scheduler. Poll is required.
-type SchedulerOptions struct {
+// Options configure a Scheduler. Poll is required.
+type Options struct {
 	Poll   PollFunc
 	Logger *slog.Logger
 	// MaxBackoff caps the wait after failures; 0 means DefaultMaxBackoff.
 	MaxBackoff time.Duration
 	// Jitter returns the fixed delay added to an account's schedule, given
 	// the schedule's interval. nil means a random delay of up to a tenth
-	// of the interval and at most MaxJitter.
+	// of the interval and at most maxJitter.
 	Jitter func(interval time.Duration) time.Duration
 	// CancelWait is how long Run waits for polls after cancelling them;
 	// 0 means DefaultCancelWait.
@@ -143,11 +92,11 @@ type PlannedPoll struct {
 
 // Scheduler runs the polls of many accounts: each on its schedule, at most
 // Settings.MaxParallel at once, never two of one account at the same time,
-// stretching the wait after failures. Create it with NewScheduler and call
+// stretching the wait after failures. Create it with New and call
 // Run once; Reload, PollNow, Abort, Plan and Running may be called from any
 // goroutine.
 type Scheduler struct {
-	o   SchedulerOptions
+	o   Options
 	log *slog.Logger
 
 	// Owned by Run's goroutine.
@@ -192,7 +141,7 @@ type entry struct {
 
 type pollDone struct {
 	e   *entry
-	rep PollReport
+	rep fetch.PollReport
 	end time.Time
 }
 
@@ -201,9 +150,9 @@ type reloadReq struct {
 	reply chan error
 }
 
-// NewScheduler checks every account's schedule and returns a Scheduler for
+// New checks every account's schedule and returns a Scheduler for
 // them. The error lists every account whose schedule cannot be used.
-func NewScheduler(o SchedulerOptions, set Settings) (*Scheduler, error) {
+func New(o Options, set Settings) (*Scheduler, error) {
 	if o.Poll == nil {
 		return nil, errors.New("scheduler needs a poll function")
 	}
@@ -251,9 +200,9 @@ func checkAccounts(accounts []*configs.Account) error {
 	return errors.Join(errs...)
 }
 
-// randomJitter is the default SchedulerOptions.Jitter.
+// randomJitter is the default Options.Jitter.
 func randomJitter(interval time.Duration) time.Duration {
-	limit := min(interval/10, MaxJitter)
+	limit := min(interval/10, maxJitter)
 	if limit <= 0 {
 		return 0
 	}
@@ -389,7 +338,7 @@ func (s *Scheduler) add(a *configs.Account, now time.Time) *entry {
 func (s *Scheduler) setSchedule(e *entry, now time.Time) {
 	sc, err := configs.ParseSchedule(e.acct.Schedule)
 	if err != nil {
-		// Checked by NewScheduler and Reload; a schedule that never fires
+		// Checked by New and Reload; a schedule that never fires
 		// is the safe reading of one that cannot be parsed.
 		sc = never{}
 	}
@@ -501,10 +450,10 @@ func (s *Scheduler) start(ctx context.Context, e *entry) {
 
 // pollSafely runs the poll function, turning a panic into a failed poll:
 // one account's bug must not stop the daemon.
-func (s *Scheduler) pollSafely(ctx context.Context, a *configs.Account) (rep PollReport) {
+func (s *Scheduler) pollSafely(ctx context.Context, a *configs.Account) (rep fetch.PollReport) {
 	defer func() {
 		if r := recover(); r != nil {
-			rep = PollReport{Result: Result{Account: a.Name, Err: fmt.Errorf("internal error (please report): %v", r)}}
+			rep = fetch.PollReport{Result: fetch.Result{Account: a.Name, Err: fmt.Errorf("internal error (please report): %v", r)}}
 		}
 	}()
 	return s.o.Poll(ctx, a)
@@ -610,10 +559,10 @@ func (s *Scheduler) finish(pollCtx context.Context, d pollDone) {
 }
 
 // backoff is the wait after e's latest temporary failure: the schedule's
-// interval (at least MinBackoff), doubled for each further consecutive
+// interval (at least minBackoff), doubled for each further consecutive
 // failure, at most MaxBackoff.
 func (s *Scheduler) backoff(e *entry) time.Duration {
-	wait := max(e.interval, MinBackoff)
+	wait := max(e.interval, minBackoff)
 	for i := 1; i < e.failures && wait < s.o.MaxBackoff; i++ {
 		wait *= 2
 	}
@@ -641,7 +590,7 @@ func classify(err error) (outcome string, loginDelay bool) {
 	if err == nil {
 		return OutcomeOK, false
 	}
-	if errors.Is(err, ErrAccountBusy) {
+	if errors.Is(err, fetch.ErrAccountBusy) {
 		return OutcomeBusy, false
 	}
 	if o, ok := classifyOAuth2(err); ok {
@@ -672,11 +621,20 @@ func classify(err error) (outcome string, loginDelay bool) {
 	}
 	// Failures that only the user can fix: retrying often would not help
 	// and, for a server that counts failed logins, could lock the account.
-	for _, target := range []error{configs.ErrSecretUnavailable, pop3.ErrNoMechanism,
+	for _, target := range []error{pop3.ErrNoMechanism,
 		pop3.ErrPlaintextAuth, pop3.ErrTLSRequired, pop3.ErrCertificate, pop3.ErrFingerprintMismatch} {
 		if errors.Is(err, target) {
 			return OutcomeAuth, false
 		}
+	}
+	// A secret that could not be had for now (a password_command that
+	// timed out, a token endpoint that is down) is retried like a network
+	// failure; one that needs the user is not.
+	if credential.IsTemporary(err) {
+		return OutcomeError, false
+	}
+	if errors.Is(err, configs.ErrSecretUnavailable) {
+		return OutcomeAuth, false
 	}
 	return OutcomeError, false
 }
