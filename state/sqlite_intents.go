@@ -16,11 +16,7 @@ func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
 	if len(in) == 0 {
 		return nil
 	}
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, true)
-		if err != nil {
-			return err
-		}
+	err = s.withAccount(ctx, a, true, func(tx *sql.Tx, id int64) error {
 		return execRows(ctx, tx, len(in), rowsPerStatement, func(n int) string {
 			return `INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created) VALUES ` +
 				valueRows(n, 7) + `
@@ -81,11 +77,7 @@ func (s *SQLite) DropIntents(ctx context.Context, a Account, uidls []string) err
 	if len(uidls) == 0 {
 		return nil
 	}
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, false)
-		if err != nil || id == 0 {
-			return err
-		}
+	err = s.withAccount(ctx, a, false, func(tx *sql.Tx, id int64) error {
 		return deleteIntents(ctx, tx, id, uidls)
 	})
 	if err != nil {

@@ -16,11 +16,7 @@ func (s *SQLite) RecordPoll(ctx context.Context, p Poll) error {
 	a := p.Account
 	start := p.Start.UnixMicro()
 	ok := p.Err == ""
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, true)
-		if err != nil {
-			return err
-		}
+	err = s.withAccount(ctx, a, true, func(tx *sql.Tx, id int64) error {
 		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO poll (account_id, name, started, finished, on_server, new, delivered, deleted, skipped, bytes, err, pending)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,

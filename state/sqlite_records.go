@@ -16,12 +16,8 @@ func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) er
 	if len(recs) == 0 {
 		return nil
 	}
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, true)
-		if err != nil {
-			return err
-		}
-		err = execRows(ctx, tx, len(recs), rowsPerStatement, func(n int) string {
+	err = s.withAccount(ctx, a, true, func(tx *sql.Tx, id int64) error {
+		err := execRows(ctx, tx, len(recs), rowsPerStatement, func(n int) string {
 			return `INSERT INTO message (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
 			VALUES ` + valueRows(n, 8) + `
 			ON CONFLICT (account_id, uidl) DO UPDATE SET
@@ -61,11 +57,7 @@ func (s *SQLite) MarkSkipped(ctx context.Context, a Account, recs []Record) erro
 	if len(recs) == 0 {
 		return nil
 	}
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, true)
-		if err != nil {
-			return err
-		}
+	err = s.withAccount(ctx, a, true, func(tx *sql.Tx, id int64) error {
 		// The WHERE of the upsert keeps delivered and quarantined records
 		// as they are.
 		st, err := tx.PrepareContext(ctx,
@@ -103,11 +95,7 @@ func (s *SQLite) MarkDeleted(ctx context.Context, a Account, uidls []string, at 
 	if len(uidls) == 0 {
 		return nil
 	}
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, false)
-		if err != nil || id == 0 {
-			return err
-		}
+	err = s.withAccount(ctx, a, false, func(tx *sql.Tx, id int64) error {
 		return execRows(ctx, tx, len(uidls), rowsPerStatement, func(n int) string {
 			return `UPDATE message SET deleted_at = ? WHERE account_id = ? AND uidl IN (` + placeholders(n) + `)`
 		}, func(args []any, i int) []any {

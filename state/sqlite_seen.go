@@ -57,13 +57,9 @@ func (s *SQLite) ReadSeen(ctx context.Context, a Account) (SeenSet, error) {
 		return nil, fmt.Errorf("reading seen-set: %w", err)
 	}
 	seen := &sqliteSeen{s: s, a: a}
-	err = s.withTx(ctx, func(tx *sql.Tx) error {
-		id, err := accountID(ctx, tx, a, false)
-		if err != nil || id == 0 {
-			return err
-		}
-		seen.id = id
-		seen.text, err = recordsText(ctx, tx, id)
+	err = s.withAccount(ctx, a, false, func(tx *sql.Tx, id int64) error {
+		text, err := recordsText(ctx, tx, id)
+		seen.id, seen.text = id, text
 		return err
 	})
 	if err != nil {

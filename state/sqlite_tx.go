@@ -50,6 +50,19 @@ func (s *SQLite) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return nil
 }
 
+// withAccount runs fn in one write transaction with the row id of a
+// (canonical): the row is created if create is set; without it, fn is not
+// run for an account that has no row.
+func (s *SQLite) withAccount(ctx context.Context, a Account, create bool, fn func(tx *sql.Tx, id int64) error) error {
+	return s.withTx(ctx, func(tx *sql.Tx) error {
+		id, err := accountID(ctx, tx, a, create)
+		if err != nil || id == 0 {
+			return err
+		}
+		return fn(tx, id)
+	})
+}
+
 // accountID returns the row id of a (canonical), creating the row if create
 // is set; 0 if it does not exist and create is not set.
 func accountID(ctx context.Context, tx *sql.Tx, a Account, create bool) (int64, error) {

@@ -62,6 +62,21 @@ type DovecotOptions struct {
 	// OAuth2 adds Dovecot's oauth2 passdb (XOAUTH2 and OAUTHBEARER,
 	// tokens checked by introspection); see oauth2.go.
 	OAuth2 *OAuth2Passdb
+
+	// Users are more mailboxes beside User, with the same Password; see
+	// MaildirOf. Same rules as User.
+	Users []string
+	// Connections, when set, is how many POP3 sessions may run at once,
+	// in all and per user and address (the default is Dovecot's process
+	// limits and 100 per user and address).
+	Connections int
+	// RunAs names the user Dovecot runs as when this process is root;
+	// default TestUser. Without root it runs as the current user.
+	RunAs string
+	// Parent is the folder the instance directory is made in; default
+	// the system's temporary folder. Its Unix socket paths must stay
+	// under 108 bytes.
+	Parent string
 }
 
 // Dovecot is a running private Dovecot instance with one mailbox.
@@ -127,14 +142,43 @@ func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error
 	if err := opts.fill(); err != nil {
 		t.Fatalf("starting dovecot: %v", err)
 	}
-	who, err := serverUser()
+	who, err := serverUser(opts.RunAs)
 	if err != nil {
 		unavailable(t, err.Error())
 	}
 	d := &Dovecot{User: opts.User, Password: opts.Password, who: who, opts: opts}
 	t.Cleanup(func() { d.cleanup(t) })
+	if err := d.launch(bin, pickPort, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// LaunchDovecot is StartDovecot for programs (the peer benchmark): it
+// returns an error where StartDovecot skips or fails, and the caller stops
+// the instance with Close. On error, a non-nil Dovecot still has a
+// directory (with its log) for Close to remove.
+func LaunchDovecot(opts DovecotOptions) (*Dovecot, error) {
+	bin, err := LookPath("dovecot")
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.fill(); err != nil {
+		return nil, fmt.Errorf("starting dovecot: %w", err)
+	}
+	who, err := serverUser(opts.RunAs)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dovecot{User: opts.User, Password: opts.Password, who: who, opts: opts}
+	return d, d.launch(bin, freePort, func(string, ...any) {})
+}
+
+// launch prepares the instance and starts it, trying new ports while the
+// ones picked turn out to be taken; logf reports the retries.
+func (d *Dovecot) launch(bin string, pickPort func() (int, error), logf func(string, ...any)) error {
 	if err := d.prepare(); err != nil {
-		t.Fatalf("starting dovecot: %v", err)
+		return fmt.Errorf("starting dovecot: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
 		err := d.configure(pickPort)
@@ -145,14 +189,46 @@ func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error
 			d.stopMu.Lock()
 			d.started = true
 			d.stopMu.Unlock()
-			return d
+			return nil
 		}
 		if errors.Is(err, errAddrInUse) && attempt < startAttempts {
-			t.Logf("dovecot start attempt %d: %v; retrying with new ports", attempt, err)
+			logf("dovecot start attempt %d: %v; retrying with new ports", attempt, err)
 			continue
 		}
-		t.Fatalf("starting dovecot (attempt %d): %v\n%s", attempt, err, d.logTail(40))
+		return fmt.Errorf("starting dovecot (attempt %d): %w\n%s", attempt, err, d.logTail(40))
 	}
+}
+
+// Close stops the instance and removes its directory, for a Dovecot from
+// LaunchDovecot.
+func (d *Dovecot) Close() error {
+	d.stopMu.Lock()
+	d.stopped = true
+	d.stopMu.Unlock()
+	err := d.terminate()
+	if d.Dir != "" {
+		if rerr := os.RemoveAll(d.Dir); rerr != nil && err == nil {
+			err = fmt.Errorf("removing dovecot instance: %w", rerr)
+		}
+	}
+	return err
+}
+
+// Pid is the master process's pid, 0 when it does not run.
+func (d *Dovecot) Pid() int {
+	if d.proc == nil || d.proc.Process == nil {
+		return 0
+	}
+	return d.proc.Process.Pid
+}
+
+// MaildirOf is the server-side Maildir of user: User's is Maildir, those
+// of DovecotOptions.Users are mail/USER/Maildir in the instance directory.
+func (d *Dovecot) MaildirOf(user string) string {
+	if user == d.User {
+		return d.Maildir
+	}
+	return filepath.Join(d.Dir, "mail", user, "Maildir")
 }
 
 // fill sets the defaults and checks what Dovecot's files cannot hold.
@@ -167,11 +243,16 @@ func (o *DovecotOptions) fill() error {
 		}
 		o.Password = hex.EncodeToString(b)
 	}
-	if strings.ContainsAny(o.User, ":\r\n \t") || strings.ContainsAny(o.Password, ":\r\n") {
-		return fmt.Errorf("user or password contains ':', a space or a line break")
+	if strings.ContainsAny(o.Password, ":\r\n") {
+		return fmt.Errorf("password contains ':' or a line break")
 	}
-	if o.User != strings.ToLower(o.User) {
-		return fmt.Errorf("user %q is not lower case", o.User)
+	for _, u := range append([]string{o.User}, o.Users...) {
+		if u == "" || strings.ContainsAny(u, ":/\r\n \t") || u == "." || u == ".." {
+			return fmt.Errorf("user %q is empty or contains ':', '/', a space or a line break", u)
+		}
+		if u != strings.ToLower(u) {
+			return fmt.Errorf("user %q is not lower case", u)
+		}
 	}
 	if err := o.fillOAuth2(); err != nil {
 		return err
@@ -184,9 +265,9 @@ func (o *DovecotOptions) fill() error {
 	return nil
 }
 
-// serverUser decides who Dovecot runs as: TestUser under root, else the
-// current user.
-func serverUser() (runAs, error) {
+// serverUser decides who Dovecot runs as: name (default TestUser) under
+// root, else the current user.
+func serverUser(name string) (runAs, error) {
 	if os.Geteuid() != 0 {
 		u, err := user.Current()
 		if err != nil {
@@ -194,11 +275,14 @@ func serverUser() (runAs, error) {
 		}
 		return runAsFrom(u, false)
 	}
-	u, err := user.Lookup(TestUser)
-	if err != nil {
-		return runAs{}, fmt.Errorf("tests run as root but the unprivileged user %s that runs dovecot is missing (./scripts/test.sh creates it): %w", TestUser, err)
+	if name == "" {
+		name = TestUser
 	}
-	return runAsFrom(u, true)
+	u, err := user.Lookup(name)
+	if err != nil {
+		return runAs{}, fmt.Errorf("running as root, but the unprivileged user %s that runs dovecot is missing (./scripts/test.sh creates %s): %w", name, TestUser, err)
+	}
+	return runAsFrom(u, u.Uid != "0")
 }
 
 func runAsFrom(u *user.User, switchTo bool) (runAs, error) {
@@ -223,9 +307,12 @@ func runAsFrom(u *user.User, switchTo bool) (runAs, error) {
 func (d *Dovecot) prepare() error {
 	// A directory of its own rather than t.TempDir: the Dovecot user must
 	// own it, and its Unix socket paths must stay short (108 bytes).
-	parent := os.TempDir()
-	if len(parent) > 60 {
-		parent = "/tmp"
+	parent := d.opts.Parent
+	if parent == "" {
+		parent = os.TempDir()
+		if len(parent) > 60 {
+			parent = "/tmp"
+		}
 	}
 	dir, err := os.MkdirTemp(parent, "popsync-dovecot-")
 	if err != nil {
@@ -270,6 +357,20 @@ func (d *Dovecot) prepare() error {
 	// password is stored in plain text so that APOP and the
 	// challenge-response mechanisms work.
 	passwd := fmt.Sprintf("%s:{PLAIN}%s:%d:%d::%s::\n", d.User, d.Password, d.who.uid, d.who.gid, filepath.Join(dir, "home"))
+	if len(d.opts.Users) > 0 {
+		if err := d.mkdir(filepath.Join(dir, "mail")); err != nil {
+			return err
+		}
+	}
+	for _, u := range d.opts.Users {
+		home := filepath.Join(dir, "mail", u)
+		for _, p := range []string{home, home + "/Maildir", home + "/Maildir/cur", home + "/Maildir/new", home + "/Maildir/tmp"} {
+			if err := d.mkdir(p); err != nil {
+				return err
+			}
+		}
+		passwd += fmt.Sprintf("%s:{PLAIN}%s:%d:%d::%s::\n", u, d.Password, d.who.uid, d.who.gid, home)
+	}
 	return d.writeFile(filepath.Join(dir, "passwd"), []byte(passwd), 0o600)
 }
 
@@ -363,10 +464,22 @@ func (d *Dovecot) config(ports []int) string {
 	p("mail_location = maildir:~/Maildir")
 	p("# UID and UIDVALIDITY, the Dovecot default, spelled out: tests rely on it.")
 	p("pop3_uidl_format = %%08Xu%%08Xv")
-	p("mail_max_userip_connections = 100")
+	conns := 100
+	if d.opts.Connections > 0 {
+		conns = d.opts.Connections
+	}
+	p("mail_max_userip_connections = %d", conns)
 	p("")
+	if d.opts.Connections > 0 {
+		p("service pop3 {")
+		p("  process_limit = %d", d.opts.Connections)
+		p("}")
+	}
 	p("service pop3-login {")
 	p("  chroot =")
+	if d.opts.Connections > 0 {
+		p("  process_limit = %d", d.opts.Connections)
+	}
 	p("  inet_listener pop3 {")
 	p("    address = 127.0.0.1")
 	p("    port = %d", ports[0])
