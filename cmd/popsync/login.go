@@ -202,7 +202,8 @@ func (t *tokenStatus) text(name string) string {
 	case t == nil:
 		return "-"
 	case t.LoginNeeded:
-		return "LOGIN NEEDED (" + t.Reason + "): run `popsync login " + name + "`"
+		// Why is in LAST ERROR, or no token was ever stored.
+		return "LOGIN NEEDED: popsync login " + name
 	}
 	s := "token valid until " + when(t.ValidUntil)
 	if t.ValidUntil.IsZero() {

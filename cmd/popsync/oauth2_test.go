@@ -413,6 +413,7 @@ func TestOAuth2Revoked(t *testing.T) {
 		t.Errorf("status of the password account: %v", home)
 	}
 	text := e.popsync(t, "status", "-c", e.cfg)
+	t.Logf("fetch:\n%s\nstatus:\n%s", r.stderr, text.stdout)
 	if !strings.Contains(text.stdout, "LOGIN NEEDED") {
 		t.Errorf("status table:\n%s", text.stdout)
 	}
