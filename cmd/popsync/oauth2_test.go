@@ -298,6 +298,7 @@ func TestLoginDevice(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("login: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
+		t.Logf("popsync login --trace:\n%s%s", r.stderr, r.stdout)
 		want := fmt.Sprintf("work: logged in to %s as %s with xoauth2: 1 messages", e.d.TLSAddr, e.d.User)
 		if !strings.HasPrefix(r.stdout, want) || strings.Count(r.stdout, "\n") != 1 {
 			t.Errorf("login result %q, want one line starting %q", r.stdout, want)
