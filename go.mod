@@ -13,4 +13,8 @@ require (
 	golang.org/x/term v0.48.0
 )
 
-require golang.org/x/oauth2 v0.38.0
+require (
+	github.com/emersion/go-imap/v2 v2.0.0-beta.8
+	github.com/emersion/go-message v0.18.2 // indirect
+	golang.org/x/oauth2 v0.38.0
+)

@@ -2,9 +2,9 @@ package configs
 
 import (
 	"sort"
+	"strings"
 
 	"popsync/internal/credential"
-
 	"popsync/state"
 )
 
@@ -52,7 +52,7 @@ var accountFields = map[string]accountField{
 	},
 	"host":            func(d *decoder, r *rawAccount, x any, w where) { r.host = get(d.host, x, w) },
 	"port":            func(d *decoder, r *rawAccount, x any, w where) { r.port = get(d.intRange(1, 65535), x, w) },
-	"tls":             func(d *decoder, r *rawAccount, x any, w where) { r.tls = get(d.enum(tlsModes...), x, w) },
+	"tls":             func(d *decoder, r *rawAccount, x any, w where) { r.tls = get(d.tlsMode, x, w) },
 	"tls_ca_file":     func(d *decoder, r *rawAccount, x any, w where) { r.tlsCAFile = get(d.path, x, w) },
 	"tls_fingerprint": func(d *decoder, r *rawAccount, x any, w where) { r.tlsFingerprint = get(d.fingerprint, x, w) },
 	"tls_server_name": func(d *decoder, r *rawAccount, x any, w where) { r.tlsSName = get(d.host, x, w) },
@@ -173,11 +173,7 @@ func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
 	if port.bad || (!port.set && tls.bad) {
 		identOK = false
 	}
-	defPort := DefaultPortPlain
-	if a.TLS == TLSImplicit {
-		defPort = DefaultPortImplicit
-	}
-	a.Port = or(port, defPort)
+	a.Port = or(port, DefaultPort(a.TLS))
 
 	caFile, fpr, sname := pick(r.tlsCAFile, def.tlsCAFile), pick(r.tlsFingerprint, def.tlsFingerprint), pick(r.tlsSName, def.tlsSName)
 	a.TLSCAFile, a.TLSFingerprint, a.TLSServerName = or(caFile, ""), or(fpr, ""), or(sname, "")
@@ -302,4 +298,17 @@ func keyHints() map[string]string {
 		h[k] = "[account.oauth2]"
 	}
 	return h
+}
+
+// tlsMode is the enum of "tls", with a way out for the names other tools
+// use: fetchmail's "ssl" is implicit TLS, and "tls" means either.
+func (d *decoder) tlsMode(x any, w where) (string, bool) {
+	if s, ok := x.(string); ok {
+		switch strings.ToLower(strings.TrimSpace(s)) {
+		case "ssl", "tls", "on", "yes", "true":
+			d.problem(w, `must be implicit, starttls or none, not %q: use "implicit" for TLS from the first byte (port 995, fetchmail's ssl), "starttls" for STLS on port 110`, s)
+			return "", false
+		}
+	}
+	return d.enum(tlsModes...)(x, w)
 }

@@ -145,6 +145,15 @@ type Account struct {
 // Addr returns "host:port", with brackets around an IPv6 host.
 func (a *Account) Addr() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
 
+// DefaultPort is the port of an account that names none: 995 with
+// implicit TLS, 110 otherwise.
+func DefaultPort(tls string) int {
+	if tls == TLSImplicit {
+		return DefaultPortImplicit
+	}
+	return DefaultPortPlain
+}
+
 // Identity returns the key of the account's seen-set, in the canonical form
 // every Store keys by (state.Account.Canonical: host lower-cased, without a
 // trailing dot) and with the port always explicit, whether the config wrote

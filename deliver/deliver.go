@@ -1,6 +1,7 @@
 // Package deliver hands fetched messages to their local destinations:
 // delivery targets: a Maildir, SMTP and LMTP reinjection into the local
-// mail system, and an MDA pipe. It knows nothing of POP3.
+// mail system, an MDA pipe, and a mailbox on an IMAP server (APPEND). It
+// knows nothing of POP3.
 //
 // Delivery is two-phase and batch-oriented so that durability is paid once
 // per batch rather than once per message. For each batch the caller:
@@ -17,7 +18,8 @@
 // The package knows nothing about POP3, UIDLs beyond the Meta it is given,
 // the seen-set, or which messages a server may delete: that policy belongs
 // to the fetcher. It writes exactly the bytes it is given, apart from the
-// line-ending conversion a target documents: Maildir and MDA get LF; SMTP
+// line-ending conversion a target documents and the IMAP target's one
+// field on top, which names the delivery: Maildir and MDA get LF; SMTP
 // and LMTP get CRLF, every bare CR and every bare LF turned into CRLF
 // before dot-stuffing, so that no byte sequence in a message can end DATA
 // early on any server's reading of line ends. Normalising was chosen over

@@ -179,6 +179,8 @@ var stageNames = map[string]string{
 	StageReply:   "end of data",
 	StageStart:   "starting",
 	StageExit:    "running",
+	StageAppend:  "APPEND",
+	StageLookup:  "looking for delivered messages",
 }
 
 // IsPermanent reports whether err (or an error it wraps) is a

@@ -110,6 +110,7 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 			// another session. Left for the next poll.
 			p.res.Failed++
 			p.log.Warn("server refused RETR", "uidl", m.key, "error", err.Error())
+			p.onMessage(m, m.size, nil, MessageRefused, err)
 			return nil
 		}
 		st, ok, err := p.stream(ctx, m, header, body, s)
@@ -249,7 +250,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 			// Not a judgement on this message but a broken target (a
 			// Maildir on a full disk): stop before more is fetched.
 			abort()
-			return st, false, fmt.Errorf("writing message %s: %w", m.key, e)
+			return st, false, asTargetError(fmt.Errorf("writing message %s: %w", m.key, e))
 		case de.Temporary:
 			temp = append(temp, e)
 		default:
@@ -284,8 +285,10 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	}
 	if len(temp) > 0 {
 		p.res.Failed++
+		joined := errors.Join(append(temp, perm...)...)
 		p.log.Warn("delivery failed for now; the message stays on the server for the next poll",
-			"uidl", m.key, "error", errors.Join(append(temp, perm...)...).Error())
+			"uidl", m.key, "error", joined.Error())
+		p.onMessage(m, n, s.targets, MessageDeferred, joined)
 		return st, false, nil
 	}
 	onReject := s.targets[permIdx].onReject
@@ -293,6 +296,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 		onReject = configs.DefaultOnReject
 	}
 	p.rejected = append(p.rejected, rejection{m: m, onReject: onReject, reason: errors.Join(perm...).Error()})
+	p.onMessage(m, n, s.targets, MessageRejected, errors.Join(perm...))
 	return st, false, nil
 }
 

@@ -152,7 +152,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 		}
 		if err := t.Prepare(ctx, cols[ti]); err != nil {
 			abortAll()
-			return fmt.Errorf("making messages durable: %w", err)
+			return asTargetError(fmt.Errorf("making messages durable: %w", err))
 		}
 	}
 	now := p.o.now()
@@ -185,7 +185,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 		if err := t.Publish(ctx, cols[ti]); err != nil {
 			// Some may be in place: the committer resolves the intents
 			// once nothing streams any more.
-			return &publishError{fmt.Errorf("delivering: %w", err)}
+			return &publishError{asTargetError(fmt.Errorf("delivering: %w", err))}
 		}
 	}
 	recs := make([]state.Record, len(batch))
@@ -204,6 +204,9 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 	}
 	if s.state == state.Delivered {
 		p.res.Delivered += len(batch)
+		for _, st := range batch {
+			p.onMessage(st.m, st.size, s.targets, MessageDelivered, nil)
+		}
 	}
 	return nil
 }

@@ -212,6 +212,11 @@ func (p *pollRun) plan(msgs []serverMsg, known []state.Record, now time.Time) (f
 			if p.deletesRejected() {
 				dele = append(dele, m)
 			}
+		case state.Imported:
+			// Delivered by the tool popsync took over from, not by popsync:
+			// seen, so never fetched, and never DELE'd (neither keep =
+			// false nor delete_after), since popsync cannot know the
+			// message is still safe where that tool put it.
 		}
 		if !fetch {
 			continue

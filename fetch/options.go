@@ -46,6 +46,11 @@ type Options struct {
 	// QuietFailures logs a failed poll at Warn instead of Error, for a
 	// caller (the daemon's scheduler) that reports failure streaks itself.
 	QuietFailures bool
+	// OnMessage, when set, is called once for each message a poll
+	// delivered, deferred, rejected, skipped or could not retrieve. It is
+	// called from the poll's goroutines, for several accounts at once
+	// under PollAll, so it must be safe for concurrent use.
+	OnMessage func(MessageEvent)
 	// QuarantineDir holds the default quarantine Maildirs, one per account
 	// (QuarantineDir/NAME), for messages a target refuses for good and
 	// whose deliver entry names no quarantine of its own.

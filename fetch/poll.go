@@ -22,7 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"math"
 	"time"
 
 	"popsync/configs"
@@ -148,7 +148,7 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	r := p.res
 	attrs := []any{"on_server", r.OnServer, "new", r.New, "delivered", r.Delivered,
 		"deleted", r.Deleted, "skipped", r.Skipped, "bytes", r.Bytes,
-		"seconds", strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
+		"seconds", math.Round(r.Duration.Seconds()*1000) / 1000}
 	if r.Failed > 0 {
 		attrs = append(attrs, "failed", r.Failed)
 	}
@@ -277,6 +277,7 @@ func (p *pollRun) run(ctx context.Context) error {
 	for _, m := range skipped {
 		p.log.Warn("message over max_size left on the server",
 			"uidl", m.key, "size", m.size, "max_size", int64(a.MaxSize))
+		p.onMessage(m, m.size, nil, MessageSkipped, ErrOversized)
 	}
 	if o.DryRun {
 		var bytes int64

@@ -269,3 +269,21 @@ func TestSizeDisagreeingWithListFailsPoll(t *testing.T) {
 		})
 	}
 }
+
+// TestLargerThanListDropsSession: a message far larger than LIST said (no
+// max_size) is the same doubt about framing as one far shorter: the poll
+// fails with ErrListedSize and the session ends without QUIT, so nothing is
+// deleted, not even the message delivered before it.
+func TestLargerThanListDropsSession(t *testing.T) {
+	msgs := []pop3test.Message{pop3test.SampleMessages(1, 10)[0], pop3test.LargeMessage(1<<20+200_000, 11)}
+	e := newEnv(t, msgs, pop3test.Config{})
+	e.acct.Keep = false
+	e.srv.SetFaults(pop3test.Faults{Sizes: []pop3test.SizeFault{{Msg: 2, Size: 1000}}})
+	r := e.poll()
+	if !errors.Is(r.Err, fetch.ErrListedSize) {
+		t.Fatalf("poll error %v, want fetch.ErrListedSize", r.Err)
+	}
+	e.wantNoQuit()
+	e.wantOnServer(uids(msgs)...)
+	e.wantSeen(uids(msgs[:1]), uids(msgs[1:]))
+}

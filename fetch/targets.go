@@ -75,7 +75,7 @@ func (p *pollRun) openTargets() error {
 		t, err := open(p.a, d)
 		if err != nil {
 			p.closeTargets()
-			return fmt.Errorf("opening delivery target: %w", err)
+			return asTargetError(fmt.Errorf("opening delivery target: %w", err))
 		}
 		p.targets = append(p.targets, target{Target: t, id: d.ID(), onReject: d.OnReject})
 	}

@@ -2,7 +2,10 @@
 # test.sh - popsync's test command: ./scripts/test.sh [go test flags] [packages]
 #
 # 1. Makes sure the real servers the integration tests start are installed
-#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix;
+#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd dovecot-imapd openssl postfix, and
+#    the shells, groff and systemd-analyze that check popsync's completion,
+#    man page and service units, and fetchmail getmail6 mpop for the
+#    import tests;
 #    postfix is preseeded with "No configuration", so no system instance is
 #    set up: the tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
@@ -22,7 +25,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix)
+PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd dovecot-imapd openssl postfix
+  fetchmail getmail6 mpop           # cmd/popsync: the import tests run the real tools
+  bash zsh fish groff-base systemd)  # cmd/popsync: completion, man page and unit checks
 TEST_USER=popsynctest
 
 say() { printf '[test.sh] %s\n' "$*" >&2; }
@@ -72,7 +77,7 @@ install_pkgs() {  # packages...
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3 and LMTP) and Postfix yourself; real-server tests will skip"
+    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3, LMTP and IMAP) and Postfix yourself; real-server tests will skip"
   elif ! is_root; then
     say "missing: ${missing[*]}"
     say "install with: sudo apt-get install --no-install-recommends ${missing[*]}"

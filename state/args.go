@@ -98,6 +98,34 @@ func PrepareSkipped(a Account, recs []Record, now time.Time) (Account, []Record,
 	return a, out, nil
 }
 
+// PrepareImported checks the arguments of MarkImported, sets State
+// Imported, fills in a zero DeliveredAt (the old tool kept no time) with
+// now and a zero FirstSeen with DeliveredAt.
+func PrepareImported(a Account, recs []Record, now time.Time) (Account, []Record, error) {
+	a, err := CanonicalAccount(a)
+	if err != nil {
+		return a, nil, fmt.Errorf("importing seen-state: %w", err)
+	}
+	out := slices.Clone(recs)
+	for i := range out {
+		r := &out[i]
+		switch {
+		case r.UIDL == "":
+			return a, nil, fmt.Errorf("importing seen-state for %s: record #%d has no UIDL", a, i+1)
+		case r.State != 0 && r.State != Imported:
+			return a, nil, fmt.Errorf("importing seen-state for %s: UIDL %q has state %v, want imported", a, r.UIDL, r.State)
+		}
+		r.State = Imported
+		if r.DeliveredAt.IsZero() {
+			r.DeliveredAt = now
+		}
+		if r.FirstSeen.IsZero() {
+			r.FirstSeen = r.DeliveredAt
+		}
+	}
+	return a, out, nil
+}
+
 // PrepareDeleted checks the arguments of Store.MarkDeleted and returns at,
 // or now for a zero at.
 func PrepareDeleted(a Account, at, now time.Time) (Account, time.Time, error) {

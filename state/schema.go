@@ -15,6 +15,7 @@ type migration func(ctx context.Context, tx *sql.Tx) error
 var schemaMigrations = []migration{
 	migrate1,
 	migrate2,
+	migrate3,
 	migrateTokens, // tokens.go
 }
 
@@ -89,7 +90,31 @@ PRAGMA application_id = %d;
 	return err
 }
 
-// migrate2 names intents' targets by a stable ID instead of their index
+// migrate2 lets message.state hold Imported (4). SQLite cannot alter a
+// CHECK constraint, so the table is rebuilt with the same columns.
+func migrate2(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `
+CREATE TABLE message_v2 (
+	account_id   INTEGER NOT NULL REFERENCES account (id),
+	uidl         TEXT NOT NULL,
+	state        INTEGER NOT NULL CHECK (state IN (1, 2, 3, 4)), -- MsgState
+	size         INTEGER NOT NULL,
+	first_seen   INTEGER NOT NULL,
+	delivered_at INTEGER,
+	deleted_at   INTEGER,
+	gone_since   INTEGER,
+	note         TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (account_id, uidl)
+) WITHOUT ROWID;
+INSERT INTO message_v2 SELECT account_id, uidl, state, size, first_seen, delivered_at, deleted_at, gone_since, note FROM message;
+DROP TABLE message;
+ALTER TABLE message_v2 RENAME TO message;
+CREATE INDEX message_gone ON message (account_id, gone_since) WHERE gone_since IS NOT NULL;
+`)
+	return err
+}
+
+// migrate3 names intents' targets by a stable ID instead of their index
 // in the config, and makes "confirmed" a column instead of a token value.
 //
 // Indexes become state.LegacyTarget IDs ("index:N"), which the fetcher
@@ -99,8 +124,9 @@ PRAGMA application_id = %d;
 // with an empty token.
 //
 // message's CHECK on state becomes state >= 1: which states exist is the
-// Go code's business (MsgState), so a new one needs no table rebuild.
-func migrate2(ctx context.Context, tx *sql.Tx) error {
+// Go code's business (MsgState), so the next one needs no table rebuild
+// like migrate2's.
+func migrate3(ctx context.Context, tx *sql.Tx) error {
 	_, err := tx.ExecContext(ctx, `
 CREATE TABLE intent2 (
 	account_id INTEGER NOT NULL REFERENCES account (id),

@@ -108,6 +108,10 @@ const (
 	// max_size); recorded so it is reported once, and upgraded by
 	// MarkDelivered if it is delivered later.
 	Skipped MsgState = 3
+	// Imported: delivered by another tool (fetchmail, getmail, mpop) before
+	// popsync took the account over; recorded by MarkImported. Never fetched,
+	// and never deleted by popsync, which did not deliver it.
+	Imported MsgState = 4
 )
 
 // recordedByMarkDelivered reports whether Store.MarkDelivered records
@@ -125,6 +129,8 @@ func (s MsgState) String() string {
 		return "quarantined"
 	case Skipped:
 		return "skipped"
+	case Imported:
+		return "imported"
 	}
 	return "MsgState(" + strconv.Itoa(int(s)) + ")"
 }
@@ -230,6 +236,14 @@ type Store interface {
 	// or zero; Note says why). It never downgrades a Delivered or
 	// Quarantined record.
 	MarkSkipped(ctx context.Context, a Account, recs []Record) error
+	// MarkImported records UIDLs that another tool (fetchmail, getmail,
+	// mpop) delivered before popsync took the account over, as State
+	// Imported (the State given must be Imported or zero), in one
+	// transaction; see PrepareImported for the defaults. It is a union: a
+	// Delivered, Quarantined or Imported record is left as it is, a
+	// Skipped one becomes Imported. It returns how many records it added
+	// or upgraded.
+	MarkImported(ctx context.Context, a Account, recs []Record) (added int, err error)
 	// MarkDeleted sets DeletedAt of the given UIDLs; UIDLs without a record
 	// are ignored. A zero at means now.
 	MarkDeleted(ctx context.Context, a Account, uidls []string, at time.Time) error

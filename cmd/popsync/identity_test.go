@@ -44,8 +44,8 @@ password = "x"
 				t.Fatal(err)
 			}
 			r := runPopsync(t, "check", "-c", path)
-			if r.code != 3 {
-				t.Fatalf("check exit code %d, want 3 (invalid config); stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			if r.code != 5 {
+				t.Fatalf("check exit code %d, want 5 (invalid config); stdout %q stderr %q", r.code, r.stdout, r.stderr)
 			}
 			// The second account's header is line 12, the first's line 4.
 			want := path + `:12: account "second": has the same host, port and user as account "first" (line 4)`

@@ -278,7 +278,7 @@ func TestLoginDevice(t *testing.T) {
 
 	t.Run("Denied", func(t *testing.T) {
 		r := e.login(t, e.s.DenyDevice, "--device", "-v")
-		if r.code != 1 || !strings.Contains(r.stderr, "authorization denied") {
+		if r.code != exitAuth || !strings.Contains(r.stderr, "authorization denied") {
 			t.Fatalf("denied: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		if row := e.status(t, "work"); oauth2Field(row, "login_needed") != true {
@@ -287,7 +287,7 @@ func TestLoginDevice(t *testing.T) {
 	})
 	t.Run("Expired", func(t *testing.T) {
 		r := e.login(t, e.s.ExpireDevice, "--device")
-		if r.code != 1 || !strings.Contains(r.stderr, "device code expired") {
+		if r.code != exitAuth || !strings.Contains(r.stderr, "device code expired") {
 			t.Fatalf("expired: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	})
@@ -324,7 +324,7 @@ func TestLoginDevice(t *testing.T) {
 			t.Fatalf("logout: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		r = e.popsync(t, "fetch", "-c", e.cfg, "--account", "work")
-		if r.code != 1 || !strings.Contains(r.stderr, "popsync login work") {
+		if r.code != exitAuth || !strings.Contains(r.stderr, "popsync login work") {
 			t.Errorf("fetch after logout: exit %d\n%s", r.code, r.stderr)
 		}
 	})
@@ -339,7 +339,7 @@ func TestLoginBrowser(t *testing.T) {
 
 	t.Run("Denied", func(t *testing.T) {
 		r := e.login(t, func(u string) error { _, err := e.s.Deny(context.Background(), u); return err }, "--browser", "--no-browser")
-		if r.code != 1 || !strings.Contains(r.stderr, "authorization denied") {
+		if r.code != exitAuth || !strings.Contains(r.stderr, "authorization denied") {
 			t.Fatalf("denied: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	})
@@ -349,7 +349,7 @@ func TestLoginBrowser(t *testing.T) {
 			_, err := e.s.ApproveWithState(context.Background(), u, "forged-state")
 			return err
 		}, "--browser", "--no-browser")
-		if r.code != 1 || !strings.Contains(r.stderr, "state does not match") {
+		if r.code != exitAuth || !strings.Contains(r.stderr, "state does not match") {
 			t.Fatalf("wrong state: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		if e.s.Stats().CodeExchanges != before {
@@ -394,8 +394,8 @@ func TestOAuth2Revoked(t *testing.T) {
 	e.pw.Deliver(t, []byte("From: a@example.test\r\nSubject: home\r\n\r\nbody\r\n"))
 
 	r := e.popsync(t, "fetch", "-c", e.cfg, "-v")
-	if r.code != 1 {
-		t.Fatalf("fetch with a revoked grant: exit %d, want 1\n%s", r.code, r.stderr)
+	if r.code != exitAuth {
+		t.Fatalf("fetch with a revoked grant: exit %d, want %d\n%s", r.code, exitAuth, r.stderr)
 	}
 	if !strings.Contains(r.stderr, "run `popsync login work`") || !strings.Contains(r.stderr, "invalid_grant") {
 		t.Errorf("no clear login-needed error:\n%s", r.stderr)
@@ -422,7 +422,7 @@ func TestOAuth2Revoked(t *testing.T) {
 	// No retry storm: the next polls do not ask the token endpoint.
 	requests := e.s.Stats().TokenRequests
 	for range 3 {
-		if r := e.popsync(t, "fetch", "-c", e.cfg); r.code != 1 || !strings.Contains(r.stderr, "popsync login work") {
+		if r := e.popsync(t, "fetch", "-c", e.cfg); r.code != exitAuth || !strings.Contains(r.stderr, "popsync login work") {
 			t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
 		}
 	}

@@ -55,13 +55,27 @@ const (
 // cmdRun is `popsync run`: the daemon. It polls every account on its
 // schedule until SIGTERM or SIGINT; SIGHUP reloads the config, SIGUSR1
 // polls every account now.
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", stderr)
-	var c common
-	c.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+func setupRun(f *flags, g *common) runFunc {
+	g.register(f)
+	return func(ctx context.Context, e *env, args []string) error {
+		if len(args) > 0 {
+			return usageErrorf("unexpected argument %q", args[0])
+		}
+		return daemonMain(ctx, e.stderr, g)
 	}
+}
+
+// errDaemonRunning means another daemon holds the state file's lock.
+var errDaemonRunning = errors.New("another popsync daemon is already running")
+
+// daemonRunningError names the daemon that holds the lock; it is
+// errDaemonRunning.
+type daemonRunningError struct{ msg string }
+
+func (e *daemonRunningError) Error() string        { return e.msg }
+func (e *daemonRunningError) Is(target error) bool { return target == errDaemonRunning }
+
+func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	// Caught from here on: the default action of SIGHUP and SIGUSR1 is to
 	// end the process, which a reload sent during start must not do.
 	sigs := make(chan os.Signal, 8)
@@ -76,8 +90,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	lock, err := lockDaemon(cfg.State)
+	if err != nil && !errors.Is(err, errDaemonRunning) {
+		err = &stateError{err}
+	}
 	if err != nil {
-		return exitWith(exitState, err)
+		return err
 	}
 	defer lock.release()
 	st, err := openStore(ctx, cfg)
@@ -88,8 +105,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	d := &daemon{log: log, store: st, planPath: planPath(cfg.State), reg: metrics.NewRegistry()}
 	d.cfg.Store(cfg)
-	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth,
+	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace != traceOff, TraceAuth: c.trace == traceAuth,
 		QuietFailures: true, QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential}
+	if c.verbose {
+		poll.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
+	}
 	d.sched, err = schedule.New(schedule.Options{
 		Poll:    poll.PollReport,
 		Logger:  log,
@@ -97,13 +117,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		OnPlan:  d.writePlan,
 	}, settings(cfg))
 	if err != nil {
-		return exitWith(exitConfig, err)
+		return &configError{err}
 	}
 	d.registerMetrics()
 	if cfg.Daemon.Metrics != "" {
 		stop, err := d.serveMetrics(cfg.Daemon.Metrics)
 		if err != nil {
-			return exitWith(exitConfig, err)
+			return &configError{err}
 		}
 		defer stop()
 	}
@@ -126,7 +146,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log.Info("popsync daemon started", "pid", os.Getpid(), "config", cfg.Path, "state", cfg.State.Path,
 		"accounts", len(cfg.Accounts), "max_parallel", cfg.Daemon.MaxParallel, "metrics", cfg.Daemon.Metrics)
 	if err := d.sched.Run(runCtx); err != nil {
-		return exitWith(exitAccounts, err)
+		return fmt.Errorf("scheduler: %w", err)
 	}
 	log.Info("popsync daemon stopped")
 	return nil
@@ -424,8 +444,8 @@ func lockDaemon(st configs.State) (*daemonLock, error) {
 			holder = "pid " + strconv.Itoa(pid)
 		}
 		f.Close()
-		return nil, fmt.Errorf("another popsync daemon (%s) is already running on the state file %s (lock file %s); stop it first, or give this one a config with another [state] path",
-			holder, statePath, path)
+		return nil, &daemonRunningError{fmt.Sprintf("another popsync daemon (%s) is already running on the state file %s (lock file %s); stop it first, or give this one a config with another [state] path",
+			holder, statePath, path)}
 	}
 	if err != nil {
 		f.Close()

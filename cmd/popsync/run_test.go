@@ -694,8 +694,8 @@ schedule = "@every 1s"
 
 	// A second daemon on the same state file refuses to start.
 	second := startDaemonProc(t, "run", "-c", cfgPath)
-	if code := second.waitExit(t, 30*time.Second); code != exitState {
-		t.Errorf("second daemon: exit %d, want %d", code, exitState)
+	if code := second.waitExit(t, 30*time.Second); code != exitBusy {
+		t.Errorf("second daemon: exit %d, want %d", code, exitBusy)
 	}
 	wantMsg := fmt.Sprintf("another popsync daemon (pid %d) is already running on the state file %s (lock file %s)",
 		p.cmd.Process.Pid, filepath.Join(dir, "state.db"), filepath.Join(dir, "state.db.daemon.lock"))

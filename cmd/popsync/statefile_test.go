@@ -21,7 +21,7 @@ import (
 )
 
 // exitState is cmd/popsync's exit code for a state file it cannot use.
-const exitState = 4
+const exitState = 74
 
 // stateEnv is a config whose one account points at a closed port, and a
 // real state file with a seen-set of n messages and a recorded poll: a
@@ -292,8 +292,8 @@ func TestStateAccountLockedByAnotherProcess(t *testing.T) {
 	stop := holdLock(t, "account", e.db)
 	defer stop()
 	r := e.fetch(t)
-	if r.code != 1 || !strings.Contains(r.stderr, "another popsync is polling this account") {
-		t.Fatalf("exit %d, want 1 naming the other poller\n%s", r.code, r.stderr)
+	if r.code != 8 || !strings.Contains(r.stderr, "another popsync is polling this account") {
+		t.Fatalf("exit %d, want 8 naming the other poller\n%s", r.code, r.stderr)
 	}
 }
 

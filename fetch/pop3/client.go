@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 )
 
@@ -103,6 +104,9 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	}
 	d := net.Dialer{Timeout: o.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctxError(ctx)
+	}
 	if err != nil {
 		return nil, err // net's error names the address; callers add context
 	}
@@ -172,6 +176,12 @@ func newClient(ctx context.Context, conn net.Conn, opts Options) (*Client, error
 func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 	tc := tls.Client(c.dc, cfg)
 	if err := tc.Handshake(); err != nil {
+		var rhe tls.RecordHeaderError
+		if errors.As(err, &rhe) {
+			// The first five octets back were no TLS record header: a
+			// server speaking plain POP3 here sends "+OK ...".
+			return c.fail(fmt.Errorf("TLS handshake with %s: %w (it sent %q): %w", cfg.ServerName, ErrNotTLS, sanitize(rhe.RecordHeader[:]), err))
+		}
 		return c.fail(fmt.Errorf("TLS handshake with %s: %w", cfg.ServerName, certError(err, cfg.ServerName)))
 	}
 	c.tls = tc
@@ -186,8 +196,20 @@ func tlsVersion(v uint16) string {
 }
 
 func (c *Client) readGreeting(ctx context.Context) error {
-	line, err := c.readLine(ctx)
+	var line []byte
+	var err error
+	if c.tls == nil {
+		err = c.checkNotTLS()
+	}
+	if err == nil {
+		line, err = c.readLine(ctx)
+	}
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && c.tls == nil {
+			// RFC 8314 §3.3: on an implicit-TLS port the server waits for
+			// the client's handshake and sends nothing.
+			err = fmt.Errorf("%w (no greeting: a port that expects implicit TLS, such as 995, stays silent without it)", err)
+		}
 		return c.fail(fmt.Errorf("reading greeting: %w", err))
 	}
 	kind, rest, err := parseStatus(line)
@@ -201,6 +223,27 @@ func (c *Client) readGreeting(ctx context.Context) error {
 	}
 	c.greeting = sanitize(rest)
 	c.timestamp = apopTimestamp(c.greeting)
+	return nil
+}
+
+// checkNotTLS looks at the first octets of a greeting expected in the
+// clear. A TLS record starts with its content type, 0x15 (alert) or 0x16
+// (handshake), and the major version 0x03 (RFC 8446 §5.1); a POP3 greeting
+// starts with "+" or "-". Seeing the record now fails at once instead of
+// waiting for a line end that never comes.
+func (c *Client) checkNotTLS() error {
+	b, err := c.br.Peek(2)
+	if len(b) >= 1 && (b[0] == 0x15 || b[0] == 0x16) && (len(b) < 2 || b[1] == 0x03) {
+		return fmt.Errorf("%w: the port expects implicit TLS", ErrUnexpectedTLS)
+	}
+	if err != nil {
+		// Peek consumed the error: report it here, as readLine would,
+		// rather than read (and wait) again.
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("connection closed by server: %w", io.ErrUnexpectedEOF)
+		}
+		return err
+	}
 	return nil
 }
 
@@ -346,8 +389,8 @@ func (c *Client) begin(ctx context.Context) error {
 	if c.closed {
 		return ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pop3: before sending: %w", err)
+	if ctx.Err() != nil {
+		return fmt.Errorf("pop3: before sending: %w", ctxError(ctx))
 	}
 	if b := c.active; b != nil {
 		b.stopWatch()

@@ -54,6 +54,10 @@ type DovecotOptions struct {
 	// into the same mailbox; its address is Dovecot.LMTPAddr. Recipient:
 	// the User.
 	LMTP bool
+	// IMAP adds IMAP listeners (RFC 3501) on 127.0.0.1 for the same
+	// mailbox: Dovecot.IMAPAddr (plain text, STARTTLS offered) and
+	// Dovecot.IMAPTLSAddr (implicit TLS). See imap.go.
+	IMAP bool
 	// Config is appended to the generated dovecot.conf as it is, for
 	// settings a test needs and this type does not name, for example
 	// "pop3_lock_session = yes" or "login_greeting = hello". A setting
@@ -84,6 +88,8 @@ type Dovecot struct {
 	Addr     string // 127.0.0.1:port, POP3 in plain text, STLS offered
 	TLSAddr  string // 127.0.0.1:port, POP3 over implicit TLS
 	LMTPAddr string // 127.0.0.1:port, LMTP; empty unless DovecotOptions.LMTP
+
+	IMAPAddr, IMAPTLSAddr string // 127.0.0.1:port, IMAP; empty unless DovecotOptions.IMAP
 
 	User, Password string
 
@@ -135,6 +141,9 @@ func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
 func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error)) *Dovecot {
 	t.Helper()
 	Require(t, "dovecot")
+	if opts.IMAP {
+		requireIMAP(t)
+	}
 	bin, err := LookPath("dovecot")
 	if err != nil {
 		t.Fatal(err)
@@ -380,6 +389,7 @@ func (d *Dovecot) configure(pickPort func() (int, error)) error {
 	if d.opts.LMTP {
 		n = 3
 	}
+	n += d.imapPortCount()
 	ports := make([]int, 0, n)
 	for len(ports) < n {
 		p, err := pickPort()
@@ -400,6 +410,7 @@ func (d *Dovecot) configure(pickPort func() (int, error)) error {
 	if d.opts.LMTP {
 		d.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
 	}
+	d.setIMAPAddrs(ports[n-d.imapPortCount():])
 	d.configFile = filepath.Join(d.Dir, "dovecot.conf")
 	if err := d.writeOAuth2Config(); err != nil {
 		return err
@@ -415,6 +426,9 @@ func (d *Dovecot) config(ports []int) string {
 	protocols := "pop3"
 	if d.opts.LMTP {
 		protocols += " lmtp"
+	}
+	if d.opts.IMAP {
+		protocols += " imap"
 	}
 	mechs := []string{"plain", "login"}
 	for _, m := range d.opts.Mechanisms {
@@ -498,6 +512,7 @@ func (d *Dovecot) config(ports []int) string {
 		p("  }")
 		p("}")
 	}
+	d.imapConfig(p)
 	p("service anvil {")
 	p("  chroot =")
 	p("  # No auth penalty: a failed login must not slow down the next one.")
@@ -657,6 +672,9 @@ func (d *Dovecot) checkListeners() error {
 		return fmt.Errorf("connecting to pop3s listener: %w", err)
 	}
 	if err := greet(tc, "pop3s", "+OK", "QUIT"); err != nil {
+		return err
+	}
+	if err := d.checkIMAP(dialer, greet); err != nil {
 		return err
 	}
 	if d.LMTPAddr != "" {

@@ -48,6 +48,8 @@ func RunSuite(t *testing.T, open func(t *testing.T) state.Store) {
 		{"SkippedThenDelivered", testSkippedThenDelivered},
 		{"SkippedNeverDowngrades", testSkippedNeverDowngrades},
 		{"MarkDeleted", testMarkDeleted},
+		{"MarkImportedIsAUnion", testMarkImportedIsAUnion},
+		{"MarkImportedRejects", testMarkImportedRejects},
 		{"Polls", testPolls},
 		{"PollsKeepLast", testPollsKeepLast},
 		{"Status", testStatus},
@@ -997,4 +999,60 @@ func pollLoop(ctx context.Context, s state.Store, a state.Account, rounds, batch
 		return fmt.Errorf("%s: %d intents left after delivery", a, len(left))
 	}
 	return nil
+}
+
+// testMarkImportedIsAUnion: importing is a union that never downgrades,
+// upgrades a Skipped record, keeps the old tool's times and can be
+// repeated.
+func testMarkImportedIsAUnion(t *testing.T, s state.Store) {
+	ctx := t.Context()
+	old := t0.Add(-48 * time.Hour)
+	if err := s.MarkDelivered(ctx, acct, []state.Record{{UIDL: "d", State: state.Delivered, DeliveredAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkSkipped(ctx, acct, []state.Record{{UIDL: "s", Note: "too big"}}); err != nil {
+		t.Fatal(err)
+	}
+	recs := []state.Record{{UIDL: "d"}, {UIDL: "s"}, {UIDL: "a", DeliveredAt: old}, {UIDL: "b", State: state.Imported, Note: "by mpop"}}
+	added, err := s.MarkImported(ctx, acct, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added != 3 {
+		t.Errorf("first import added %d, want 3 (a, b, and s upgraded)", added)
+	}
+	again, err := s.MarkImported(ctx, acct, recs)
+	if err != nil || again != 0 {
+		t.Errorf("second import added %d, %v; want 0, nil", again, err)
+	}
+	m, err := state.Known(ctx, s, acct, []string{"a", "b", "d", "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]state.MsgState{"a": state.Imported, "b": state.Imported, "d": state.Delivered, "s": state.Imported}
+	for u, st := range want {
+		if m[u].State != st {
+			t.Errorf("%s: state %v, want %v", u, m[u].State, st)
+		}
+	}
+	if !m["a"].DeliveredAt.Equal(old) || !m["a"].FirstSeen.Equal(old) {
+		t.Errorf("a: delivered %v first seen %v, want the old tool's time %v", m["a"].DeliveredAt, m["a"].FirstSeen, old)
+	}
+	if !m["d"].DeliveredAt.Equal(t0) {
+		t.Errorf("d: delivered %v, want %v (untouched)", m["d"].DeliveredAt, t0)
+	}
+	if m["b"].Note != "by mpop" || m["b"].DeliveredAt.IsZero() {
+		t.Errorf("b: %+v", m["b"])
+	}
+	if state.Imported.String() != "imported" {
+		t.Errorf("Imported.String() = %q", state.Imported.String())
+	}
+}
+
+func testMarkImportedRejects(t *testing.T, s state.Store) {
+	for _, r := range []state.Record{{UIDL: ""}, {UIDL: "x", State: state.Delivered}} {
+		if _, err := s.MarkImported(t.Context(), acct, []state.Record{r}); err == nil {
+			t.Errorf("MarkImported(%+v) succeeded", r)
+		}
+	}
 }
