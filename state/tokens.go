@@ -15,14 +15,16 @@ import (
 // identity). Nothing else in the state refers to them, and no other table
 // holds a secret.
 
-// migrateTokens creates the token table.
+// migrateTokens creates the token table. IF NOT EXISTS: a file whose
+// user_version was set back (as the tests of older migrations do) is
+// migrated again without losing its tokens.
 //
 // login_needed is the reason the grant stopped working (invalid_grant, no
 // refresh token): while it is set, polls ask for `popsync login` without
 // asking the token endpoint again. Every Save clears it.
 func migrateTokens(ctx context.Context, tx *sql.Tx) error {
 	_, err := tx.ExecContext(ctx, `
-CREATE TABLE oauth_token (
+CREATE TABLE IF NOT EXISTS oauth_token (
 	key           TEXT PRIMARY KEY,
 	access_token  TEXT NOT NULL,
 	token_type    TEXT NOT NULL,
