@@ -476,10 +476,29 @@ func TestRunDaemonOAuth2(t *testing.T) {
 	if n := st.Refreshes - start.Refreshes; n < 3 {
 		t.Errorf("%d refreshes across 4 rounds of 2 s tokens, want at least 3", n)
 	}
-	if firstRT != "" && e.s.RefreshTokenValid(firstRT) {
-		t.Error("an early refresh token still works: no rotation happened")
+	if firstRT == "" || e.s.RefreshTokenValid(firstRT) {
+		t.Error("the login's refresh token still works: no rotation happened")
 	}
-	t.Logf("daemon: %d refreshes (each rotating the refresh token), %d logins introspected", st.Refreshes-start.Refreshes, st.ActiveIntrospections-start.ActiveIntrospections)
+	// Rotations the daemon stored, and access tokens that expired while
+	// it ran (every one it used but the last).
+	rotations, expired := 0, 0
+	p.log.mu.Lock()
+	for _, r := range p.log.recs {
+		if r["msg"] == "oauth2 token refreshed" && r["rotated"] == true {
+			rotations++
+		}
+	}
+	p.log.mu.Unlock()
+	for _, sec := range e.s.Issued() {
+		if strings.HasPrefix(sec, "at-") && !e.s.AccessTokenActive(sec) {
+			expired++
+		}
+	}
+	if rotations < 2 || expired < 3 {
+		t.Errorf("%d refresh-token rotations and %d access-token expiries, want at least 2 and 3", rotations, expired)
+	}
+	t.Logf("daemon: %d refreshes, %d rotations stored, %d access tokens expired, %d logins introspected, over %v",
+		st.Refreshes-start.Refreshes, rotations, expired, st.ActiveIntrospections-start.ActiveIntrospections, time.Since(began).Round(time.Second))
 
 	// A token that looks valid but is refused: refresh once, retry once.
 	e.s.SetAccessTTL(time.Hour)
