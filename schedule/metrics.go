@@ -7,19 +7,6 @@ import (
 	"popsync/internal/metrics"
 )
 
-// Poll outcomes, the "outcome" label of popsync_polls_total.
-const (
-	OutcomeOK        = "ok"        // the poll succeeded
-	OutcomeError     = "error"     // a temporary failure: retried with backoff
-	OutcomeAuth      = "auth"      // login refused or impossible: retried slowly
-	OutcomeBusy      = "busy"      // another popsync was polling the account
-	OutcomeCancelled = "cancelled" // stopped by shutdown
-	// OutcomeLoginNeeded: the account's OAuth 2.0 grant is gone; only
-	// `popsync login NAME` helps. Later polls fail locally, without asking
-	// the token endpoint, until the login stored a new token.
-	OutcomeLoginNeeded = "login_needed"
-)
-
 // pollDurationBuckets are the bounds of popsync_poll_duration_seconds:
 // from an empty mailbox on a LAN to a large first sync.
 var pollDurationBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}

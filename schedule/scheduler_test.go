@@ -848,14 +848,14 @@ func TestSchedulerContainsPanics(t *testing.T) {
 	})
 }
 
-func TestNewSchedulerRejectsBadSchedules(t *testing.T) {
+func TestNewRejectsBadSchedules(t *testing.T) {
 	_, err := schedule.New(schedule.Options{Poll: func(context.Context, *configs.Account) fetch.PollReport { return fetch.PollReport{} }},
 		schedule.Settings{Accounts: []*configs.Account{schedAccount("a", "61 * * * *", true), schedAccount("b", "@every 5m", true), schedAccount("a", "@every 1m", true)}})
 	if err == nil || !strings.Contains(err.Error(), `account "a": schedule`) || !strings.Contains(err.Error(), `account "a": listed twice`) {
-		t.Errorf("NewScheduler = %v", err)
+		t.Errorf("New = %v", err)
 	}
 	if _, err := schedule.New(schedule.Options{}, schedule.Settings{}); err == nil {
-		t.Error("NewScheduler without a poll function succeeded")
+		t.Error("New without a poll function succeeded")
 	}
 }
 
