@@ -138,3 +138,24 @@ func TestOAuth2LiteralSecretNeedsPrivateFile(t *testing.T) {
 		t.Error("secret quoted in the error")
 	}
 }
+
+// The table reader serves the IMAP target too: its header names the keys,
+// and its service picks IMAP's default scopes.
+func TestOAuth2TableForIMAP(t *testing.T) {
+	d := &decoder{pos: positions{}}
+	w := where{path: []string{"account", index(0), "deliver", index(0), "oauth2"}, account: "gmail"}
+	o, ok := d.oauth2("account.deliver.oauth2", oauth.ServiceIMAP)(map[string]any{"provider": "microsoft", "client_id": "id", "tenat": "x"}, w)
+	if ok {
+		t.Fatal("an unknown key passed")
+	}
+	if len(d.probs.list) != 1 || d.probs.list[0].Key != "account.deliver.oauth2.tenat" {
+		t.Fatalf("problems: %+v", d.probs.list)
+	}
+	c, err := oauth.New(o.Config("gmail"), oauth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Scopes(); len(s) != 2 || s[0] != "https://outlook.office.com/IMAP.AccessAsUser.All" {
+		t.Errorf("IMAP scopes: %q", s)
+	}
+}
