@@ -310,6 +310,10 @@ func TestLoginDevice(t *testing.T) {
 		if oauth2Field(row, "login_needed") != false || oauth2Field(row, "refresh_token") != true || oauth2Field(row, "token_valid_until") == nil {
 			t.Errorf("status after login: %v", row["oauth2"])
 		}
+		// check --connect logs in with the stored token too.
+		if r := e.popsync(t, "check", "--connect", "-c", e.cfg, "work", "--trace"); r.code != 0 || !strings.Contains(r.stdout, "auth xoauth2; 1 messages") {
+			t.Errorf("check --connect: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
 		// The test login changed nothing: fetch gets the message.
 		if r := e.popsync(t, "fetch", "-c", e.cfg, "-v"); r.code != 0 {
 			t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
