@@ -202,6 +202,9 @@ func codeIs(code, want string) bool {
 // a new connection.
 func (p *pollRun) loginOAuth2(ctx context.Context) (*pop3.Client, error) {
 	a := p.a
+	if p.o.Credential == nil {
+		return nil, errNoTokenStore(a)
+	}
 	tok, cred, err := p.o.secret(ctx, a)
 	if err != nil {
 		return nil, err
@@ -236,6 +239,9 @@ func (p *pollRun) oauth2Ready(ctx context.Context) error {
 	if p.a.OAuth2 == nil {
 		return nil
 	}
+	if p.o.Credential == nil {
+		return errNoTokenStore(p.a)
+	}
 	cred, err := p.o.credential(p.a)
 	if err != nil {
 		return fmt.Errorf("account %q: %w", p.a.Name, err)
@@ -244,6 +250,12 @@ func (p *pollRun) oauth2Ready(ctx context.Context) error {
 		return r.ready(ctx)
 	}
 	return nil
+}
+
+// errNoTokenStore is the error of an OAuth 2.0 account polled without a
+// token store (Options.Credential unset): a caller's mistake.
+func errNoTokenStore(a *configs.Account) error {
+	return fmt.Errorf("account %q uses [account.oauth2], but no token store is open (Options.Credential is nil)", a.Name)
 }
 
 // LoginResult is what TryLogin found.
