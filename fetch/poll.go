@@ -155,6 +155,8 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	switch {
 	case errors.Is(r.Err, ErrAccountBusy):
 		p.log.Info("account skipped: another popsync is polling it", "error", r.Err.Error())
+	case errors.Is(r.Err, ErrIdentityChanged):
+		p.log.Error("account refused: its identity changed", "error", r.Err.Error())
 	case r.Err != nil && (p.o.QuietFailures || ctx.Err() != nil):
 		p.log.Warn("poll failed", append(attrs, "error", r.Err.Error())...)
 	case r.Err != nil:
@@ -162,7 +164,9 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	default:
 		p.log.Info("poll done", attrs...)
 	}
-	if p.o.DryRun || errors.Is(r.Err, ErrAccountBusy) {
+	// A refused identity change records nothing: a poll recorded under the
+	// new identity would give it state and let the next poll refetch.
+	if p.o.DryRun || errors.Is(r.Err, ErrAccountBusy) || errors.Is(r.Err, ErrIdentityChanged) {
 		return
 	}
 	poll := state.Poll{Name: p.a.Name, Account: p.id, Start: start, End: start.Add(r.Duration),
@@ -191,6 +195,13 @@ func (p *pollRun) run(ctx context.Context) error {
 	}
 	defer lease.Release()
 	p.lease = lease
+	var configured []*configs.Account
+	if o.Configured != nil {
+		configured = o.Configured()
+	}
+	if err := CheckIdentity(ctx, o.Store, a, configured); err != nil {
+		return err
+	}
 
 	if err := p.openTargets(); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -229,6 +230,9 @@ func setupFetch(f *flags, g *common) runFunc {
 	f.Bool(&noKeep, flagDef{long: "no-keep", help: "this time, delete each message from the server once it is delivered (keep = false)"})
 	fetchLimit := -1
 	f.Int(&fetchLimit, flagDef{long: "fetch-limit", arg: "N", help: "this time, fetch at most N new messages per account (0: all)"})
+	var newIdentity names
+	f.Var(&newIdentity, flagDef{long: "new-identity", arg: "NAME",
+		help: "the account's changed host, port or user names another mailbox: start a seen-set of its own (repeatable; see popsync help state)"})
 	return func(ctx context.Context, e *env, args []string) error {
 		if keep && noKeep {
 			return usageErrorf("--keep and --no-keep contradict each other")
@@ -249,13 +253,16 @@ func setupFetch(f *flags, g *common) runFunc {
 			return err
 		}
 		sel = override(sel, keep, noKeep, fetchLimit)
+		if sel, err = declareNew(cfg, sel, newIdentity); err != nil {
+			return err
+		}
 		st, err := openStore(ctx, cfg)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
 		o := &fetch.Options{Store: st, Logger: log, DryRun: dryRun, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
-			QuarantineDir: quarantineDir(cfg)}
+			QuarantineDir: quarantineDir(cfg), Configured: func() []*configs.Account { return cfg.Accounts }}
 		if g.verbose {
 			o.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
 		}
@@ -289,6 +296,26 @@ func logMessage(ctx context.Context, log *slog.Logger, ev fetch.MessageEvent) {
 		level = slog.LevelWarn
 	}
 	log.LogAttrs(ctx, level, "message", attrs...)
+}
+
+// declareNew sets NewIdentity on copies of the accounts named by
+// --new-identity.
+func declareNew(cfg *configs.Config, sel []*configs.Account, named []string) ([]*configs.Account, error) {
+	for _, n := range named {
+		if _, ok := cfg.Lookup(n); !ok {
+			return nil, usageErrorf("--new-identity: no account %q in %s", n, cfg.Path)
+		}
+	}
+	out := make([]*configs.Account, len(sel))
+	for i, a := range sel {
+		out[i] = a
+		if slices.Contains(named, a.Name) {
+			cp := *a
+			cp.NewIdentity = true
+			out[i] = &cp
+		}
+	}
+	return out, nil
 }
 
 // override applies the one-off --keep, --no-keep and --fetch-limit to
