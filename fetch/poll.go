@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"popsync/configs"
+	"popsync/deliver"
 	"popsync/fetch/pop3"
 	"popsync/state"
 )
@@ -119,6 +120,7 @@ type pollRun struct {
 	res     *Result
 
 	partial  map[string]map[string]bool // UIDL → IDs of targets that already accepted it
+	deferred []error                    // why messages could not be delivered this time
 	rejected []rejection                // refused for good during this poll
 	qTarget  *target                    // the quarantine Maildir, opened when needed
 }
@@ -310,6 +312,11 @@ func (p *pollRun) run(ctx context.Context) error {
 		p.res.Skipped = len(skipped)
 	}
 
+	if len(fetchList) > 0 {
+		if err := p.targetsReady(ctx); err != nil {
+			return err
+		}
+	}
 	delivered, fetchErr := p.fetchAll(ctx, c, fetchList, sink{targets: p.targets, state: state.Delivered})
 	if !a.Keep {
 		dele = append(dele, delivered...)
@@ -329,6 +336,27 @@ func (p *pollRun) run(ctx context.Context) error {
 		return err
 	}
 	quit = true
+	if n := len(p.deferred); n > 0 {
+		// Those messages stay on the server for the next poll, but a poll
+		// that could not deliver is not a success (exit status, status,
+		// metrics, the daemon's backoff).
+		return asTargetError(fmt.Errorf("%d message(s) could not be delivered and stay on the server: %w", n, p.deferred[0]))
+	}
+	return nil
+}
+
+// targetsReady runs the local checks of the targets that have one (an
+// MDA's program exists and is executable) before anything is RETRed, so
+// that a target that cannot take any message does not cost a download of
+// every new message on every poll.
+func (p *pollRun) targetsReady(ctx context.Context) error {
+	for _, t := range p.targets {
+		if m, ok := t.Target.(*deliver.MDA); ok {
+			if err := m.Check(ctx); err != nil {
+				return asTargetError(fmt.Errorf("delivery target cannot take mail, nothing fetched: %w", err))
+			}
+		}
+	}
 	return nil
 }
 
