@@ -82,6 +82,9 @@ type Result struct {
 	Bytes     int64
 	Duration  time.Duration
 	Err       error
+	// Plan is what a dry run would do, per message: new ones in server
+	// order, then those over max_size, then those it would delete.
+	Plan []PlannedMessage
 }
 
 func (o *Options) now() time.Time {

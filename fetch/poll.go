@@ -205,10 +205,14 @@ func (p *pollRun) run(ctx context.Context) error {
 		return err
 	}
 
-	if err := p.openTargets(); err != nil {
-		return err
+	if !o.DryRun {
+		// Opening a Maildir target creates it: not in a dry run, which
+		// delivers nothing.
+		if err := p.openTargets(); err != nil {
+			return err
+		}
+		defer p.closeTargets()
 	}
-	defer p.closeTargets()
 
 	// Logging in takes the server a while (Dovecot opens the mailbox);
 	// the local work before the poll proper is done meanwhile.
@@ -293,6 +297,7 @@ func (p *pollRun) run(ctx context.Context) error {
 		}
 		p.log.Info("dry run: would fetch", "messages", len(fetchList), "bytes", bytes,
 			"would_delete", len(dele))
+		p.res.Plan = p.planListing(ctx, c, fetchList, skipped, dele)
 		c.Quit(ctx)
 		quit = true
 		return nil

@@ -147,6 +147,28 @@ func quarantineDir(cfg *configs.Config) string {
 	return filepath.Join(cfg.State.Dir, "quarantine")
 }
 
+// openStoreReadOnly opens the state for reading only: it creates no file,
+// and a missing state file reads as empty.
+func openStoreReadOnly(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
+	st, _, err := state.OpenSQLiteReadOnly(ctx, cfg.State.Path)
+	if err != nil {
+		return nil, &stateError{err}
+	}
+	return st, nil
+}
+
+// printPlan lists what a dry run would do, per account and message.
+func printPlan(w io.Writer, results []fetch.Result) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCOUNT\tACTION\tUIDL\tSIZE\tFROM\tSUBJECT")
+	for _, r := range results {
+		for _, m := range r.Plan {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Account, m.Action, m.UIDL, m.Size, m.From, m.Subject)
+		}
+	}
+	tw.Flush()
+}
+
 func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
 	st, err := state.OpenSQLite(ctx, cfg.State.Path)
 	if err != nil {
@@ -256,7 +278,11 @@ func setupFetch(f *flags, g *common) runFunc {
 		if sel, err = declareNew(cfg, sel, newIdentity); err != nil {
 			return err
 		}
-		st, err := openStore(ctx, cfg)
+		open := openStore
+		if dryRun {
+			open = openStoreReadOnly // a dry run writes nothing anywhere
+		}
+		st, err := open(ctx, cfg)
 		if err != nil {
 			return err
 		}
@@ -272,6 +298,9 @@ func setupFetch(f *flags, g *common) runFunc {
 		results := o.PollAll(ctx, sel, cfg.Daemon.MaxParallel)
 		if err := interrupted(ctx); err != nil {
 			return err
+		}
+		if dryRun {
+			printPlan(e.stdout, results)
 		}
 		var failed []accountFailure
 		for _, r := range results {
@@ -401,67 +430,139 @@ func setupCheck(f *flags, g *common) runFunc {
 
 func setupStatus(f *flags, g *common) runFunc {
 	g.register(f)
-	var asJSON bool
+	var asJSON, all bool
 	f.Bool(&asJSON, flagDef{long: "json", help: "print JSON"})
+	f.Bool(&all, flagDef{long: "all", help: "also list the identities in the state that no configured account has (see popsync help state)"})
 	return func(ctx context.Context, e *env, args []string) error {
 		if len(args) > 0 {
 			return usageErrorf("unexpected argument %q", args[0])
 		}
-		return status(ctx, e.stdout, g, asJSON)
+		return status(ctx, e, g, asJSON, all)
 	}
 }
 
-func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error {
-	cfg, err := c.load()
-	if err != nil {
-		return err
+// statusRow is one identity in `popsync status`.
+type statusRow struct {
+	Account     string                `json:"account"`
+	Identity    string                `json:"identity"`
+	Schedule    string                `json:"schedule,omitempty"`
+	LastPoll    time.Time             `json:"last_poll,omitzero"`
+	LastSuccess time.Time             `json:"last_success,omitzero"`
+	LastError   string                `json:"last_error,omitempty"` // of the latest poll, when it failed
+	LastErrorAt time.Time             `json:"last_error_at,omitzero"`
+	Seen        int                   `json:"seen"`
+	Pending     int                   `json:"pending"`
+	Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+	Stale       bool                  `json:"stale,omitempty"`  // no configured account has the identity (--all)
+}
+
+// status shows the configured accounts' current identities, each with its
+// own history, and with all the identities no account has. It reads the
+// state without writing (a read-only state file is fine, a missing one is
+// empty). With a broken config it says so and shows what the state holds.
+func status(ctx context.Context, e *env, c *common, asJSON, all bool) error {
+	cfg, cfgErr := c.load()
+	var stCfg configs.State
+	if cfgErr != nil {
+		var ok bool
+		if stCfg, ok = configs.SalvageState(c.config); !ok {
+			return cfgErr
+		}
+		fmt.Fprintf(e.stderr, "popsync status: the config cannot be used, showing every identity in the state %s:\n%v\n", stCfg.Path, cfgErr)
+		all = true
+	} else {
+		stCfg = cfg.State
 	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	all, err := st.Status(ctx)
+	st, _, err := state.OpenSQLiteReadOnly(ctx, stCfg.Path)
 	if err != nil {
 		return &stateError{err}
 	}
-	// The store keys by identity: an account renamed in the config keeps
-	// its history, and two names never share one.
-	byID := make(map[state.Account]state.AccountStatus, len(all))
-	for _, s := range all {
+	defer st.Close()
+	list, err := st.Status(ctx)
+	if err != nil {
+		return &stateError{err}
+	}
+	byID := make(map[state.Account]state.AccountStatus, len(list))
+	for _, s := range list {
 		byID[s.Account.Canonical()] = s
 	}
-	type row struct {
-		Account     string                `json:"account"`
-		Schedule    string                `json:"schedule"`
-		LastPoll    time.Time             `json:"last_poll,omitzero"`
-		LastSuccess time.Time             `json:"last_success,omitzero"`
-		LastError   string                `json:"last_error,omitempty"`
-		LastErrorAt time.Time             `json:"last_error_at,omitzero"`
-		Seen        int                   `json:"seen"`
-		Pending     int                   `json:"pending"`
-		Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+	row := func(name string, s state.AccountStatus) statusRow {
+		r := statusRow{Account: name, Identity: s.Account.String(), LastPoll: s.LastPoll, LastSuccess: s.LastSuccess,
+			Seen: s.Seen, Pending: s.Pending}
+		if !s.LastOK && !s.LastErrorAt.IsZero() {
+			// An error is shown until a poll succeeds.
+			r.LastError, r.LastErrorAt = s.LastError, s.LastErrorAt
+		}
+		return r
 	}
-	plan := daemonPlan(cfg.State)
-	rows := make([]row, 0, len(cfg.Accounts))
-	for _, a := range cfg.Accounts {
-		s := byID[a.Identity()]
-		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
-			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
-			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})
+	var rows, stale []statusRow
+	var plan map[string]schedule.PlannedPoll
+	if cfg != nil {
+		plan = daemonPlan(cfg.State)
+		configured := make(map[state.Account]bool)
+		for _, a := range cfg.Accounts {
+			id := a.Identity()
+			configured[id] = true
+			s := byID[id]
+			s.Account = id
+			r := row(a.Name, s)
+			r.Schedule, r.Daemon = a.Schedule, planned(plan, a.Name)
+			var changed *fetch.IdentityChangedError
+			if err := fetch.CheckIdentity(ctx, st, a, cfg.Accounts); errors.As(err, &changed) {
+				r.LastError = fmt.Sprintf("identity changed from %s: run popsync state adopt %s, or set new_identity = true", changed.Old[0], a.Name)
+			}
+			rows = append(rows, r)
+		}
+		for _, s := range list {
+			if !configured[s.Account.Canonical()] {
+				stale = append(stale, row(s.Name, s))
+			}
+		}
+	} else {
+		for _, s := range list {
+			stale = append(stale, row(s.Name, s))
+		}
+	}
+	if !all {
+		stale = nil
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
+		out := append([]statusRow{}, rows...)
+		for _, r := range stale {
+			r.Stale = true
+			out = append(out, r)
+		}
+		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return enc.Encode(out)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tLAST ERROR")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),
-			when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.LastError)
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	if cfg != nil {
+		fmt.Fprintln(tw, "ACCOUNT\tIDENTITY\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tLAST ERROR")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Account, r.Identity, r.Schedule, nextPollText(plan, r.Account),
+				when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, errorText(r))
+		}
+	}
+	if len(stale) > 0 {
+		if cfg != nil {
+			fmt.Fprintln(tw, "\nnot in the config (popsync state forget IDENTITY drops one):")
+		}
+		fmt.Fprintln(tw, "LAST NAME\tIDENTITY\t\t\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tLAST ERROR")
+		for _, r := range stale {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t%s\t%s\t%d\t%d\t%s\n", r.Account, r.Identity,
+				when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, errorText(r))
+		}
 	}
 	return tw.Flush()
+}
+
+// errorText is the LAST ERROR column: the error with its time.
+func errorText(r statusRow) string {
+	if r.LastError == "" || r.LastErrorAt.IsZero() {
+		return r.LastError
+	}
+	return when(r.LastErrorAt) + ": " + r.LastError
 }
 
 func when(t time.Time) string {
