@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -376,6 +377,8 @@ func setupCheck(f *flags, g *common) runFunc {
 	f.Var(&accounts, flagDef{long: "account", arg: "NAME", help: "check only this account (repeatable; names after the flags work too)"})
 	var connect bool
 	f.Bool(&connect, flagDef{long: "connect", help: "log in to each account and report what the server offers; try every delivery target"})
+	var runCommands bool
+	f.Bool(&runCommands, flagDef{long: "run-commands", help: "run each password_command to see that it gives a password (without it, check only finds the program); the password is never shown"})
 	return func(ctx context.Context, e *env, args []string) error {
 		log, err := g.logger(e.stderr)
 		if err != nil {
@@ -391,13 +394,40 @@ func setupCheck(f *flags, g *common) runFunc {
 		}
 		stdout := e.stdout
 		fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Path)
+		var failed []accountFailure
+		// Local resources first, without the network and without
+		// creating anything.
+		if err := checkCreatable(cfg.State.Path, false); err != nil {
+			fmt.Fprintf(stdout, "  state %s: FAILED: %v\n", cfg.State.Path, err)
+			failed = append(failed, accountFailure{"state", &stateError{err}})
+		}
+		st, _, err := state.OpenSQLiteReadOnly(ctx, cfg.State.Path)
+		if err != nil {
+			fmt.Fprintf(stdout, "  state %s: FAILED: %v\n", cfg.State.Path, err)
+			failed = append(failed, accountFailure{"state", &stateError{err}})
+		} else {
+			defer st.Close()
+		}
+		for _, a := range sel {
+			var store state.Store
+			if st != nil {
+				store = st
+			}
+			probs := checkLocal(ctx, store, cfg, a, runCommands)
+			fmt.Fprintf(stdout, "  %s: %s@%s tls=%s auth=%s keep=%v\n", a.Name, a.User, a.Addr(), a.TLS, a.Auth, a.Keep)
+			for _, p := range probs {
+				fmt.Fprintf(stdout, "    %s: FAILED: %v\n", p.what, p.err)
+			}
+			if len(probs) > 0 {
+				failed = append(failed, accountFailure{a.Name, probs[0].err})
+			}
+		}
 		if !connect {
-			for _, a := range sel {
-				fmt.Fprintf(stdout, "  %s: %s@%s tls=%s auth=%s keep=%v\n", a.Name, a.User, a.Addr(), a.TLS, a.Auth, a.Keep)
+			if len(failed) > 0 {
+				return &accountsError{failed: failed, total: len(sel)}
 			}
 			return nil
 		}
-		var failed []accountFailure
 		for _, a := range sel {
 			r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth})
 			if err := interrupted(ctx); err != nil {
@@ -410,6 +440,14 @@ func setupCheck(f *flags, g *common) runFunc {
 			}
 			fmt.Fprintf(stdout, "  %s: %s, %s; auth %s; %d messages, %d bytes\n    capabilities: %s\n",
 				a.Name, r.Addr, r.TLSState, r.Mechanism, r.Count, r.Size, strings.Join(r.Caps, " "))
+			if r.TLS != nil {
+				fmt.Fprintf(stdout, "    tls: %s, %s\n", tls.VersionName(r.TLS.Version), tls.CipherSuiteName(r.TLS.CipherSuite))
+				if len(r.TLS.PeerCertificates) > 0 {
+					leaf := r.TLS.PeerCertificates[0]
+					fmt.Fprintf(stdout, "    certificate: %s, issued by %s, valid until %s\n",
+						leaf.Subject, leaf.Issuer, leaf.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
+				}
+			}
 			for _, tc := range r.Targets {
 				if tc.Err != nil {
 					fmt.Fprintf(stdout, "    deliver %s: FAILED: %v\n", tc.Target, tc.Err)

@@ -100,8 +100,13 @@ func init() {
 			about: "Polls every account on its schedule until SIGTERM or SIGINT (running polls may finish for " +
 				"[daemon] shutdown_grace). SIGHUP reloads the config; SIGUSR1 polls every account now."},
 		{name: "check", args: "[NAME...]", summary: "validate the config; with --connect, log in to each account", polls: true, setup: setupCheck,
-			about: "Reads and validates the config and prints each account. With --connect it also logs in " +
-				"to each account and reports what the server offers, and tries every delivery target, without fetching."},
+			about: "Reads and validates the config, prints each account and checks, without the network and without " +
+				"creating anything, what its polls will need: each password source resolves (a password_command is only " +
+				"looked up, and run with --run-commands; no password is shown), each MDA program exists, each Maildir exists " +
+				"or can be created, each tls_ca_file holds certificates, the state file can be written, and the account's " +
+				"identity did not change (see popsync help state). With --connect it also logs in to each account and " +
+				"reports the TLS version, cipher and server certificate and what the server offers, and tries every " +
+				"SMTP, LMTP and MDA target, without fetching."},
 		{name: "status", summary: "show per-account state: last poll, last error, seen, pending", setup: setupStatus,
 			about: "Shows, for each configured account, its schedule, the daemon's next poll, the last poll, " +
 				"the last success, the last error and the seen and pending counts."},
