@@ -233,6 +233,10 @@ func TestStateFileReadOnly(t *testing.T) {
 		t.Cleanup(func() { os.Chmod(dir, 0o700) })
 	}
 	e.wantRefused(t, "not writable")
+	// status only reads: a read-only state is fine.
+	if r := runPopsync(t, "status", "-c", e.cfg); r.code != 0 || !strings.Contains(r.stdout, "127.0.0.1:1") {
+		t.Errorf("status on a read-only state: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // TestStateFolderUnsafe: `popsync fetch` with a state folder that others
