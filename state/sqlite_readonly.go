@@ -16,7 +16,7 @@ import (
 // --dry-run): it never creates, migrates or stamps the file, creates no
 // lock folder or lock file (its leases hold nothing: it writes nothing),
 // and every write through it fails. A file that does not exist reads as an
-// empty state (an empty database in memory); created reports whether the
+// empty state (an empty database in memory); exists reports whether the
 // file exists.
 //
 // While a writer has the file open, its write-ahead log (<db>-wal) and
