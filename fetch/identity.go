@@ -53,6 +53,12 @@ func CheckIdentity(ctx context.Context, st state.Store, a *configs.Account, conf
 		return nil
 	}
 	id := a.Identity()
+	// The common case first, and cheap: the identity has polled before.
+	if polls, err := st.Polls(ctx, id, 1); err != nil {
+		return fmt.Errorf("checking the identity of account %q: %w", a.Name, err)
+	} else if len(polls) > 0 {
+		return nil
+	}
 	all, err := st.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("checking the identity of account %q: %w", a.Name, err)
