@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"popsync/configs"
+	"popsync/fetch"
 	"popsync/state"
 )
 
@@ -84,7 +85,7 @@ func adopt(ctx context.Context, e *env, cfg *configs.Config, st state.Store, nam
 	for _, x := range []state.Account{old, id} {
 		lease, err := st.LockAccount(ctx, x)
 		if err != nil {
-			return fmt.Errorf("adopting %s: %w", x, err)
+			return lockFailed("adopting", x, err)
 		}
 		defer lease.Release()
 	}
@@ -131,7 +132,7 @@ func forget(ctx context.Context, e *env, cfg *configs.Config, st state.Store, wh
 	for _, id := range drop {
 		lease, err := st.LockAccount(ctx, id)
 		if err != nil {
-			return fmt.Errorf("forgetting %s: %w", id, err)
+			return lockFailed("forgetting", id, err)
 		}
 		err = st.ForgetAccount(ctx, id)
 		lease.Release()
@@ -144,6 +145,15 @@ func forget(ctx context.Context, e *env, cfg *configs.Config, st state.Store, wh
 		fmt.Fprintf(e.stdout, "forgot %s\n", id)
 	}
 	return nil
+}
+
+// lockFailed is the error of a state command that could not lock an
+// identity: busy (exit 8) when another popsync polls it.
+func lockFailed(doing string, a state.Account, err error) error {
+	if errors.Is(err, state.ErrLocked) {
+		return fmt.Errorf("%s %s: %w (%w)", doing, a, fetch.ErrAccountBusy, err)
+	}
+	return &stateError{fmt.Errorf("%s %s: %w", doing, a, err)}
 }
 
 // parseIdentity reads "user@host:port" (the user may hold '@'; an IPv6

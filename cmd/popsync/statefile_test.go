@@ -301,6 +301,23 @@ func TestStateAccountLockedByAnotherProcess(t *testing.T) {
 	}
 }
 
+// TestStateCommandsAccountLocked: state forget and adopt leave an account
+// another popsync polls alone, and say so (exit 8).
+func TestStateCommandsAccountLocked(t *testing.T) {
+	e := newStateEnv(t, t.TempDir(), 10)
+	stop := holdLock(t, "account", e.db)
+	defer stop()
+	r := runPopsync(t, "state", "-c", e.cfg, "--force", "forget", "a")
+	if r.code != 8 || !strings.Contains(r.stderr, "another popsync is polling this account") {
+		t.Fatalf("state forget of a locked account: exit %d, want 8\n%s", r.code, r.stderr)
+	}
+	stop()
+	r = runPopsync(t, "state", "-c", e.cfg, "--force", "forget", "a")
+	if r.code != 0 || !strings.Contains(r.stdout, "forgot "+stateUser+"@127.0.0.1:1") {
+		t.Fatalf("state forget: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
 // holdLock starts this test binary as a helper process that holds a lock
 // on db (kind "sqlite": an exclusive database lock; "account": the
 // account lock), and returns a function that releases it.
