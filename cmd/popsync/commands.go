@@ -160,6 +160,14 @@ func openStoreReadOnly(ctx context.Context, cfg *configs.Config) (*state.SQLite,
 
 // printPlan lists what a dry run would do, per account and message.
 func printPlan(w io.Writer, results []fetch.Result) {
+	n := 0
+	for _, r := range results {
+		n += len(r.Plan)
+	}
+	if n == 0 {
+		fmt.Fprintln(w, "dry run: nothing to fetch, skip or delete")
+		return
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tACTION\tUIDL\tSIZE\tFROM\tSUBJECT")
 	for _, r := range results {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"popsync/fetch/pop3/pop3test"
+	"popsync/state"
 )
 
 // TestIdentityChangeRefused: a host edit that names the same server
@@ -133,5 +134,32 @@ func TestDemoTwice(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "state.db")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestDemoAfterOlderDemo: a folder from an older demo, whose config named
+// the server's random port, is adopted instead of fetched again.
+func TestDemoAfterOlderDemo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	if r := runPopsync(t, "demo", "--dir", dir, "--messages", "5"); r.code != 0 {
+		t.Fatalf("demo: exit %d, stderr %s", r.code, r.stderr)
+	}
+	// Make the state look like an older demo's: the identity had the port.
+	st, err := state.OpenSQLite(t.Context(), filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := state.Account{Host: "demo.popsync.invalid", Port: 995, User: "demo"}
+	old := state.Account{Host: "127.0.0.1", Port: 40123, User: "demo"}
+	if err := st.AdoptAccount(t.Context(), now, old); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	r := runPopsync(t, "demo", "--dir", dir, "--messages", "5")
+	if r.code != 0 || !strings.Contains(r.stdout, "earlier demo") {
+		t.Fatalf("demo after an older one: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := countFiles(t, filepath.Join(dir, "Maildir")); got != 5 {
+		t.Errorf("the Maildir holds %d messages, want 5", got)
 	}
 }
