@@ -35,6 +35,7 @@ type rawAccount struct {
 	fetchLimit           val[int]
 	schedule             val[string]
 	runAtStart           val[bool]
+	newIdentity          val[bool]
 	deliver              val[[]Deliver]
 	oauth2               val[*OAuth2]
 }
@@ -83,6 +84,13 @@ var accountFields = map[string]accountField{
 			return
 		}
 		r.oauth2 = get(d.oauth2("account.oauth2", oauthServicePOP3), x, w)
+	},
+	"new_identity": func(d *decoder, r *rawAccount, x any, w where) {
+		if r.w.inDefaults() {
+			d.problem(w, "cannot be set in [defaults]: it says of one account that it is another mailbox than the one its name had")
+			return
+		}
+		r.newIdentity = get(d.boolean, x, w)
 	},
 	"deliver": func(d *decoder, r *rawAccount, x any, w where) {
 		header := "account.deliver"
@@ -207,6 +215,7 @@ func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
 	a.AddReceived = or(pick(r.addReceived, def.addReceived), true)
 	a.Schedule = or(pick(r.schedule, def.schedule), DefaultSchedule)
 	a.RunAtStart = or(pick(r.runAtStart, def.runAtStart), true)
+	a.NewIdentity = or(r.newIdentity, false)
 
 	dl := pick(r.deliver, def.deliver)
 	switch {

@@ -133,6 +133,10 @@ type Account struct {
 	AddReceived bool     // prepend a Received: trace header
 	Schedule    string   // robfig/cron spec, checked by ParseSchedule
 	RunAtStart  bool     // `popsync run` polls the account once at start, before its schedule
+	// NewIdentity says that the account, whose host, port or user changed,
+	// is another mailbox than the one its name had: it starts a seen-set
+	// of its own instead of being refused (see fetch.CheckIdentity).
+	NewIdentity bool
 
 	Deliver []Deliver // every entry gets every message
 

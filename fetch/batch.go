@@ -286,6 +286,14 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	if len(temp) > 0 {
 		p.res.Failed++
 		joined := errors.Join(append(temp, perm...)...)
+		if down := targetDown(temp); down != nil {
+			// The target takes no message now (refused connection, no
+			// such program): feeding it the rest of the mailbox would only
+			// RETR and discard it. The poll stops; the daemon backs off.
+			p.onMessage(m, n, s.targets, MessageDeferred, joined)
+			return st, false, asTargetError(fmt.Errorf("delivering message %s: %w", m.key, down))
+		}
+		p.deferred = append(p.deferred, joined)
 		p.log.Warn("delivery failed for now; the message stays on the server for the next poll",
 			"uidl", m.key, "error", joined.Error())
 		p.onMessage(m, n, s.targets, MessageDeferred, joined)
@@ -298,6 +306,18 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	p.rejected = append(p.rejected, rejection{m: m, onReject: onReject, reason: errors.Join(perm...).Error()})
 	p.onMessage(m, n, s.targets, MessageRejected, errors.Join(perm...))
 	return st, false, nil
+}
+
+// targetDown returns the first of errs that is about the target rather
+// than the message (deliver.DeliveryError.TargetDown), or nil.
+func targetDown(errs []error) error {
+	for _, e := range errs {
+		var de *deliver.DeliveryError
+		if errors.As(e, &de) && de.TargetDown() {
+			return e
+		}
+	}
+	return nil
 }
 
 // capWriter passes at most left more octets to w and refuses, with

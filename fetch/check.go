@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 
@@ -30,6 +31,8 @@ type CheckResult struct {
 	Size      int64
 	Targets   []TargetCheck
 	Err       error
+	// TLS is the session's TLS connection state; nil for plaintext.
+	TLS *tls.ConnectionState
 }
 
 // TargetCheck is the outcome of trying one delivery target without
@@ -74,6 +77,9 @@ func Check(ctx context.Context, a *configs.Account, o CheckOptions) (r CheckResu
 	default:
 		r.TLSState = "implicit TLS"
 	}
+	if cs, ok := c.TLSState(); ok {
+		r.TLS = &cs
+	}
 	r.Caps = c.Caps().Names()
 	r.Mechanism = a.Auth
 	if a.Auth == configs.AuthAuto {
@@ -95,6 +101,11 @@ func Check(ctx context.Context, a *configs.Account, o CheckOptions) (r CheckResu
 		return r
 	}
 	for _, d := range a.Deliver {
+		if _, ok := d.Target.(*configs.MaildirTarget); ok {
+			// Opening a Maildir creates it, and check creates nothing;
+			// whether it can be created is a local check of the caller.
+			continue
+		}
 		t, err := OpenTarget(a, d)
 		if err != nil {
 			r.Targets = append(r.Targets, TargetCheck{Target: d.Kind(), Err: err})

@@ -280,7 +280,7 @@ func TestRefusedLargeMessageDoesNotStopThePoll(t *testing.T) {
 		}
 		return &refusingTarget{Target: tg, uidl: "big"}, nil
 	}
-	r := e.mustPoll()
+	r := e.deferredPoll()
 	if r.Delivered != 6 || r.Failed != 1 || r.Deleted != 6 {
 		t.Fatalf("poll: %+v", r)
 	}

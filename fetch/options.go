@@ -55,6 +55,11 @@ type Options struct {
 	// (QuarantineDir/NAME), for messages a target refuses for good and
 	// whose deliver entry names no quarantine of its own.
 	QuarantineDir string
+	// Configured, when set, returns the config's accounts, for
+	// CheckIdentity: an identity one of them has is never taken for
+	// another account's old one. It is called for every poll, so that a
+	// daemon's reload counts.
+	Configured func() []*configs.Account
 }
 
 // Progress is a snapshot of a running poll, for a progress display.
@@ -77,6 +82,9 @@ type Result struct {
 	Bytes     int64
 	Duration  time.Duration
 	Err       error
+	// Plan is what a dry run would do, per message: new ones in server
+	// order, then those over max_size, then those it would delete.
+	Plan []PlannedMessage
 }
 
 func (o *Options) now() time.Time {

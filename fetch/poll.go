@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"popsync/configs"
+	"popsync/deliver"
 	"popsync/fetch/pop3"
 	"popsync/state"
 )
@@ -122,6 +123,7 @@ type pollRun struct {
 	res     *Result
 
 	partial  map[string]map[string]bool // UIDL → IDs of targets that already accepted it
+	deferred []error                    // why messages could not be delivered this time
 	rejected []rejection                // refused for good during this poll
 	qTarget  *target                    // the quarantine Maildir, opened when needed
 }
@@ -158,6 +160,8 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	switch {
 	case errors.Is(r.Err, ErrAccountBusy):
 		p.log.Info("account skipped: another popsync is polling it", "error", r.Err.Error())
+	case errors.Is(r.Err, ErrIdentityChanged):
+		p.log.Error("account refused: its identity changed", "error", r.Err.Error())
 	case r.Err != nil && (p.o.QuietFailures || ctx.Err() != nil):
 		p.log.Warn("poll failed", append(attrs, "error", r.Err.Error())...)
 	case r.Err != nil:
@@ -165,7 +169,9 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	default:
 		p.log.Info("poll done", attrs...)
 	}
-	if p.o.DryRun || errors.Is(r.Err, ErrAccountBusy) {
+	// A refused identity change records nothing: a poll recorded under the
+	// new identity would give it state and let the next poll refetch.
+	if p.o.DryRun || errors.Is(r.Err, ErrAccountBusy) || errors.Is(r.Err, ErrIdentityChanged) {
 		return
 	}
 	poll := state.Poll{Name: p.a.Name, Account: p.id, Start: start, End: start.Add(r.Duration),
@@ -197,11 +203,22 @@ func (p *pollRun) run(ctx context.Context) error {
 	}
 	defer lease.Release()
 	p.lease = lease
-
-	if err := p.openTargets(); err != nil {
+	var configured []*configs.Account
+	if o.Configured != nil {
+		configured = o.Configured()
+	}
+	if err := CheckIdentity(ctx, o.Store, a, configured); err != nil {
 		return err
 	}
-	defer p.closeTargets()
+
+	if !o.DryRun {
+		// Opening a Maildir target creates it: not in a dry run, which
+		// delivers nothing.
+		if err := p.openTargets(); err != nil {
+			return err
+		}
+		defer p.closeTargets()
+	}
 
 	// Logging in takes the server a while (Dovecot opens the mailbox);
 	// the local work before the poll proper is done meanwhile.
@@ -286,6 +303,7 @@ func (p *pollRun) run(ctx context.Context) error {
 		}
 		p.log.Info("dry run: would fetch", "messages", len(fetchList), "bytes", bytes,
 			"would_delete", len(dele))
+		p.res.Plan = p.planListing(ctx, c, fetchList, skipped, dele)
 		c.Quit(ctx)
 		quit = true
 		return nil
@@ -305,6 +323,11 @@ func (p *pollRun) run(ctx context.Context) error {
 		p.res.Skipped = len(skipped)
 	}
 
+	if len(fetchList) > 0 {
+		if err := p.targetsReady(ctx); err != nil {
+			return err
+		}
+	}
 	delivered, fetchErr := p.fetchAll(ctx, c, fetchList, sink{targets: p.targets, state: state.Delivered})
 	if !a.Keep {
 		dele = append(dele, delivered...)
@@ -324,6 +347,27 @@ func (p *pollRun) run(ctx context.Context) error {
 		return err
 	}
 	quit = true
+	if n := len(p.deferred); n > 0 {
+		// Those messages stay on the server for the next poll, but a poll
+		// that could not deliver is not a success (exit status, status,
+		// metrics, the daemon's backoff).
+		return asTargetError(fmt.Errorf("%d message(s) could not be delivered and stay on the server: %w", n, p.deferred[0]))
+	}
+	return nil
+}
+
+// targetsReady runs the local checks of the targets that have one (an
+// MDA's program exists and is executable) before anything is RETRed, so
+// that a target that cannot take any message does not cost a download of
+// every new message on every poll.
+func (p *pollRun) targetsReady(ctx context.Context) error {
+	for _, t := range p.targets {
+		if m, ok := t.Target.(*deliver.MDA); ok {
+			if err := m.Check(ctx); err != nil {
+				return asTargetError(fmt.Errorf("delivery target cannot take mail, nothing fetched: %w", err))
+			}
+		}
+	}
 	return nil
 }
 

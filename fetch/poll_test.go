@@ -84,6 +84,19 @@ func (e *env) mustPoll() fetch.Result {
 	return r
 }
 
+// deferredPoll polls and wants the poll to fail with fetch.ErrDelivery
+// (a message could not be delivered for now) and a *deliver.DeliveryError
+// naming why, after delivering the rest.
+func (e *env) deferredPoll() fetch.Result {
+	e.t.Helper()
+	r := e.poll()
+	var de *deliver.DeliveryError
+	if !errors.Is(r.Err, fetch.ErrDelivery) || !errors.As(r.Err, &de) {
+		e.t.Fatalf("poll: %v, want ErrDelivery with a *deliver.DeliveryError", r.Err)
+	}
+	return r
+}
+
 // want is what a message must look like in the Maildir: LF line endings
 // and, as POP3 cannot carry a missing final newline, one at the end.
 func want(m pop3test.Message) string {

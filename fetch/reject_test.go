@@ -111,7 +111,7 @@ func TestTemporaryRejectionIsRetriedNextPoll(t *testing.T) {
 	mta := newConfirmer("mta")
 	mta.setFail(msgs[2].UID, tempFail)
 	e.withConfirmers([]configs.Deliver{{Target: &configs.SMTPTarget{Addr: "mta"}}}, map[string]*confirmer{"mta": mta})
-	r := e.mustPoll()
+	r := e.deferredPoll()
 	if r.Delivered != 5 || r.Failed != 1 || r.Deleted != 5 {
 		t.Fatalf("first poll: %+v", r)
 	}
@@ -199,7 +199,7 @@ func TestRetryDoesNotDeliverTwiceToTargetsThatConfirmed(t *testing.T) {
 	b.setFail(msgs[1].UID, tempFail)
 	e.withConfirmers([]configs.Deliver{{Target: &configs.SMTPTarget{Addr: "a"}}, {Target: &configs.MaildirTarget{Path: e.maildir}}, {Target: &configs.SMTPTarget{Addr: "b"}}},
 		map[string]*confirmer{"a": a, "b": b})
-	if r := e.mustPoll(); r.Delivered != 2 || r.Failed != 1 {
+	if r := e.deferredPoll(); r.Delivered != 2 || r.Failed != 1 {
 		t.Fatalf("first poll: %+v", r)
 	}
 	// The Maildir did not publish the message b refused.

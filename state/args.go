@@ -155,3 +155,20 @@ func PreparePoll(p Poll) (Poll, error) {
 	p.Account = a
 	return p, nil
 }
+
+// PrepareAdopt checks the arguments of Store.AdoptAccount: two valid
+// identities that differ in canonical form.
+func PrepareAdopt(from, to Account) (Account, Account, error) {
+	f, err := CanonicalAccount(from)
+	if err != nil {
+		return from, to, fmt.Errorf("adopting state: old identity: %w", err)
+	}
+	t, err := CanonicalAccount(to)
+	if err != nil {
+		return from, to, fmt.Errorf("adopting state: new identity: %w", err)
+	}
+	if f == t {
+		return f, t, fmt.Errorf("adopting state of %s: old and new identity are the same", f)
+	}
+	return f, t, nil
+}

@@ -50,6 +50,8 @@ type SQLite struct {
 	mu     sync.Mutex
 	closed bool
 	locks  map[*accountLock]struct{}
+
+	readOnly bool // opened by OpenSQLiteReadOnly
 }
 
 var _ Store = (*SQLite)(nil)
@@ -440,7 +442,9 @@ func (s *SQLite) Close() error {
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing state file %s: %w", s.path, err)
 	}
-	writeStamp(s.path, s.lockDir)
+	if !s.readOnly {
+		writeStamp(s.path, s.lockDir)
+	}
 	return nil
 }
 

@@ -53,6 +53,12 @@ var (
 	ErrUnsafe = errors.New("state path is unsafe")
 	// ErrClosed: the Store was used after Close.
 	ErrClosed = errors.New("state store is closed")
+	// ErrNoAccount: AdoptAccount or ForgetAccount was given an identity
+	// the store holds nothing for.
+	ErrNoAccount = errors.New("no state for this account")
+	// ErrAccountInUse: AdoptAccount was asked to move state onto an
+	// identity that has state of its own; nothing was changed.
+	ErrAccountInUse = errors.New("account already has state")
 )
 
 // KeepPolls is how many polls per account a Store keeps; RecordPoll drops
@@ -264,6 +270,20 @@ type Store interface {
 	// Store is closed (then it is lost), when the process dies, or, for a
 	// backend whose leases expire, when it cannot be renewed (lost).
 	LockAccount(ctx context.Context, a Account) (Lease, error)
+
+	// AdoptAccount moves everything the store holds for identity from (its
+	// seen-set, intents and poll history) to identity to, in one
+	// transaction: for a config edit that names the same mailbox another
+	// way (another host name or port for the same server). It fails with
+	// ErrNoAccount when from has no state and with ErrAccountInUse when to
+	// has records, intents or polls of its own; then nothing changes.
+	// Arguments are checked with PrepareAdopt. The caller holds both
+	// identities' leases.
+	AdoptAccount(ctx context.Context, from, to Account) error
+	// ForgetAccount drops everything the store holds for a, in one
+	// transaction: records, intents and polls. ErrNoAccount when there is
+	// nothing. The caller holds the account's lease.
+	ForgetAccount(ctx context.Context, a Account) error
 
 	// Close ends held leases and closes the store. Calling it again
 	// returns nil.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -146,6 +148,36 @@ func quarantineDir(cfg *configs.Config) string {
 	return filepath.Join(cfg.State.Dir, "quarantine")
 }
 
+// openStoreReadOnly opens the state for reading only: it creates no file,
+// and a missing state file reads as empty.
+func openStoreReadOnly(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
+	st, _, err := state.OpenSQLiteReadOnly(ctx, cfg.State.Path)
+	if err != nil {
+		return nil, &stateError{err}
+	}
+	return st, nil
+}
+
+// printPlan lists what a dry run would do, per account and message.
+func printPlan(w io.Writer, results []fetch.Result) {
+	n := 0
+	for _, r := range results {
+		n += len(r.Plan)
+	}
+	if n == 0 {
+		fmt.Fprintln(w, "dry run: nothing to fetch, skip or delete")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCOUNT\tACTION\tUIDL\tSIZE\tFROM\tSUBJECT")
+	for _, r := range results {
+		for _, m := range r.Plan {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Account, m.Action, m.UIDL, m.Size, m.From, m.Subject)
+		}
+	}
+	tw.Flush()
+}
+
 func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
 	st, err := state.OpenSQLite(ctx, cfg.State.Path)
 	if err != nil {
@@ -229,6 +261,9 @@ func setupFetch(f *flags, g *common) runFunc {
 	f.Bool(&noKeep, flagDef{long: "no-keep", help: "this time, delete each message from the server once it is delivered (keep = false)"})
 	fetchLimit := -1
 	f.Int(&fetchLimit, flagDef{long: "fetch-limit", arg: "N", help: "this time, fetch at most N new messages per account (0: all)"})
+	var newIdentity names
+	f.Var(&newIdentity, flagDef{long: "new-identity", arg: "NAME",
+		help: "the account's changed host, port or user names another mailbox: start a seen-set of its own (repeatable; see popsync help state)"})
 	return func(ctx context.Context, e *env, args []string) error {
 		if keep && noKeep {
 			return usageErrorf("--keep and --no-keep contradict each other")
@@ -249,13 +284,21 @@ func setupFetch(f *flags, g *common) runFunc {
 			return err
 		}
 		sel = override(sel, keep, noKeep, fetchLimit)
-		st, err := openStore(ctx, cfg)
+		if sel, err = declareNew(cfg, sel, newIdentity); err != nil {
+			return err
+		}
+		open := openStore
+		if dryRun {
+			open = openStoreReadOnly // a dry run writes nothing anywhere
+		}
+		st, err := open(ctx, cfg)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
 		o := &fetch.Options{Store: st, Logger: log, DryRun: dryRun, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
-			QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential}
+			QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential,
+			Configured: func() []*configs.Account { return cfg.Accounts }}
 		if g.verbose {
 			o.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
 		}
@@ -265,6 +308,9 @@ func setupFetch(f *flags, g *common) runFunc {
 		results := o.PollAll(ctx, sel, cfg.Daemon.MaxParallel)
 		if err := interrupted(ctx); err != nil {
 			return err
+		}
+		if dryRun {
+			printPlan(e.stdout, results)
 		}
 		var failed []accountFailure
 		for _, r := range results {
@@ -289,6 +335,26 @@ func logMessage(ctx context.Context, log *slog.Logger, ev fetch.MessageEvent) {
 		level = slog.LevelWarn
 	}
 	log.LogAttrs(ctx, level, "message", attrs...)
+}
+
+// declareNew sets NewIdentity on copies of the accounts named by
+// --new-identity.
+func declareNew(cfg *configs.Config, sel []*configs.Account, named []string) ([]*configs.Account, error) {
+	for _, n := range named {
+		if _, ok := cfg.Lookup(n); !ok {
+			return nil, usageErrorf("--new-identity: no account %q in %s", n, cfg.Path)
+		}
+	}
+	out := make([]*configs.Account, len(sel))
+	for i, a := range sel {
+		out[i] = a
+		if slices.Contains(named, a.Name) {
+			cp := *a
+			cp.NewIdentity = true
+			out[i] = &cp
+		}
+	}
+	return out, nil
 }
 
 // override applies the one-off --keep, --no-keep and --fetch-limit to
@@ -320,6 +386,8 @@ func setupCheck(f *flags, g *common) runFunc {
 	f.Var(&accounts, flagDef{long: "account", arg: "NAME", help: "check only this account (repeatable; names after the flags work too)"})
 	var connect bool
 	f.Bool(&connect, flagDef{long: "connect", help: "log in to each account and report what the server offers; try every delivery target"})
+	var runCommands bool
+	f.Bool(&runCommands, flagDef{long: "run-commands", help: "run each password_command to see that it gives a password (without it, check only finds the program); the password is never shown"})
 	return func(ctx context.Context, e *env, args []string) error {
 		log, err := g.logger(e.stderr)
 		if err != nil {
@@ -335,9 +403,37 @@ func setupCheck(f *flags, g *common) runFunc {
 		}
 		stdout := e.stdout
 		fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Path)
+		var failed []accountFailure
+		// Local resources first, without the network and without
+		// creating anything.
+		if err := checkCreatable(cfg.State.Path, false); err != nil {
+			fmt.Fprintf(stdout, "  state %s: FAILED: %v\n", cfg.State.Path, err)
+			failed = append(failed, accountFailure{"state", &stateError{err}})
+		}
+		st, _, err := state.OpenSQLiteReadOnly(ctx, cfg.State.Path)
+		if err != nil {
+			fmt.Fprintf(stdout, "  state %s: FAILED: %v\n", cfg.State.Path, err)
+			failed = append(failed, accountFailure{"state", &stateError{err}})
+		} else {
+			defer st.Close()
+		}
+		for _, a := range sel {
+			var store state.Store
+			if st != nil {
+				store = st
+			}
+			probs := checkLocal(ctx, store, cfg, a, runCommands)
+			fmt.Fprintf(stdout, "  %s: %s@%s tls=%s auth=%s keep=%v\n", a.Name, a.User, a.Addr(), a.TLS, a.Auth, a.Keep)
+			for _, p := range probs {
+				fmt.Fprintf(stdout, "    %s: FAILED: %v\n", p.what, p.err)
+			}
+			if len(probs) > 0 {
+				failed = append(failed, accountFailure{a.Name, probs[0].err})
+			}
+		}
 		if !connect {
-			for _, a := range sel {
-				fmt.Fprintf(stdout, "  %s: %s@%s tls=%s auth=%s keep=%v\n", a.Name, a.User, a.Addr(), a.TLS, a.Auth, a.Keep)
+			if len(failed) > 0 {
+				return &accountsError{failed: failed, total: len(sel)}
 			}
 			return nil
 		}
@@ -346,7 +442,6 @@ func setupCheck(f *flags, g *common) runFunc {
 			return err
 		}
 		defer closeStore()
-		var failed []accountFailure
 		for _, a := range sel {
 			r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
 				Credential: cred})
@@ -360,6 +455,14 @@ func setupCheck(f *flags, g *common) runFunc {
 			}
 			fmt.Fprintf(stdout, "  %s: %s, %s; auth %s; %d messages, %d bytes\n    capabilities: %s\n",
 				a.Name, r.Addr, r.TLSState, r.Mechanism, r.Count, r.Size, strings.Join(r.Caps, " "))
+			if r.TLS != nil {
+				fmt.Fprintf(stdout, "    tls: %s, %s\n", tls.VersionName(r.TLS.Version), tls.CipherSuiteName(r.TLS.CipherSuite))
+				if len(r.TLS.PeerCertificates) > 0 {
+					leaf := r.TLS.PeerCertificates[0]
+					fmt.Fprintf(stdout, "    certificate: %s, issued by %s, valid until %s\n",
+						leaf.Subject, leaf.Issuer, leaf.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
+				}
+			}
 			for _, tc := range r.Targets {
 				if tc.Err != nil {
 					fmt.Fprintf(stdout, "    deliver %s: FAILED: %v\n", tc.Target, tc.Err)
@@ -380,71 +483,143 @@ func setupCheck(f *flags, g *common) runFunc {
 
 func setupStatus(f *flags, g *common) runFunc {
 	g.register(f)
-	var asJSON bool
+	var asJSON, all bool
 	f.Bool(&asJSON, flagDef{long: "json", help: "print JSON"})
+	f.Bool(&all, flagDef{long: "all", help: "also list the identities in the state that no configured account has (see popsync help state)"})
 	return func(ctx context.Context, e *env, args []string) error {
 		if len(args) > 0 {
 			return usageErrorf("unexpected argument %q", args[0])
 		}
-		return status(ctx, e.stdout, g, asJSON)
+		return status(ctx, e, g, asJSON, all)
 	}
 }
 
-func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error {
-	cfg, err := c.load()
-	if err != nil {
-		return err
+// statusRow is one identity in `popsync status`.
+type statusRow struct {
+	Account     string                `json:"account"`
+	Identity    string                `json:"identity"`
+	Schedule    string                `json:"schedule,omitempty"`
+	LastPoll    time.Time             `json:"last_poll,omitzero"`
+	LastSuccess time.Time             `json:"last_success,omitzero"`
+	LastError   string                `json:"last_error,omitempty"` // of the latest poll, when it failed
+	LastErrorAt time.Time             `json:"last_error_at,omitzero"`
+	Seen        int                   `json:"seen"`
+	Pending     int                   `json:"pending"`
+	Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+	Stale       bool                  `json:"stale,omitempty"`  // no configured account has the identity (--all)
+	OAuth2      *tokenStatus          `json:"oauth2,omitempty"` // login.go
+}
+
+// status shows the configured accounts' current identities, each with its
+// own history, and with all the identities no account has. It reads the
+// state without writing (a read-only state file is fine, a missing one is
+// empty). With a broken config it says so and shows what the state holds.
+func status(ctx context.Context, e *env, c *common, asJSON, all bool) error {
+	cfg, cfgErr := c.load()
+	var stCfg configs.State
+	if cfgErr != nil {
+		var ok bool
+		if stCfg, ok = configs.SalvageState(c.config); !ok {
+			return cfgErr
+		}
+		fmt.Fprintf(e.stderr, "popsync status: the config cannot be used, showing every identity in the state %s:\n%v\n", stCfg.Path, cfgErr)
+		all = true
+	} else {
+		stCfg = cfg.State
 	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	all, err := st.Status(ctx)
+	st, _, err := state.OpenSQLiteReadOnly(ctx, stCfg.Path)
 	if err != nil {
 		return &stateError{err}
 	}
-	// The store keys by identity: an account renamed in the config keeps
-	// its history, and two names never share one.
-	byID := make(map[state.Account]state.AccountStatus, len(all))
-	for _, s := range all {
+	defer st.Close()
+	list, err := st.Status(ctx)
+	if err != nil {
+		return &stateError{err}
+	}
+	byID := make(map[state.Account]state.AccountStatus, len(list))
+	for _, s := range list {
 		byID[s.Account.Canonical()] = s
 	}
-	type row struct {
-		Account     string                `json:"account"`
-		Schedule    string                `json:"schedule"`
-		LastPoll    time.Time             `json:"last_poll,omitzero"`
-		LastSuccess time.Time             `json:"last_success,omitzero"`
-		LastError   string                `json:"last_error,omitempty"`
-		LastErrorAt time.Time             `json:"last_error_at,omitzero"`
-		Seen        int                   `json:"seen"`
-		Pending     int                   `json:"pending"`
-		Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
-		OAuth2      *tokenStatus          `json:"oauth2,omitempty"` // login.go
+	row := func(name string, s state.AccountStatus) statusRow {
+		r := statusRow{Account: name, Identity: s.Account.String(), LastPoll: s.LastPoll, LastSuccess: s.LastSuccess,
+			Seen: s.Seen, Pending: s.Pending}
+		if !s.LastOK && !s.LastErrorAt.IsZero() {
+			// An error is shown until a poll succeeds.
+			r.LastError, r.LastErrorAt = s.LastError, s.LastErrorAt
+		}
+		return r
 	}
-	plan := daemonPlan(cfg.State)
-	rows := make([]row, 0, len(cfg.Accounts))
-	for _, a := range cfg.Accounts {
-		s := byID[a.Identity()]
-		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
-			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
-			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})
-		if rows[len(rows)-1].OAuth2, err = oauth2Status(ctx, st, a); err != nil {
-			return &stateError{err}
+	var rows, stale []statusRow
+	var plan map[string]schedule.PlannedPoll
+	if cfg != nil {
+		plan = daemonPlan(cfg.State)
+		configured := make(map[state.Account]bool)
+		for _, a := range cfg.Accounts {
+			id := a.Identity()
+			configured[id] = true
+			s := byID[id]
+			s.Account = id
+			r := row(a.Name, s)
+			r.Schedule, r.Daemon = a.Schedule, planned(plan, a.Name)
+			if r.OAuth2, err = oauth2Status(ctx, st, a); err != nil {
+				return &stateError{err}
+			}
+			var changed *fetch.IdentityChangedError
+			if err := fetch.CheckIdentity(ctx, st, a, cfg.Accounts); errors.As(err, &changed) {
+				r.LastError = fmt.Sprintf("identity changed from %s: run popsync state adopt %s, or set new_identity = true", changed.Old[0], a.Name)
+			}
+			rows = append(rows, r)
+		}
+		for _, s := range list {
+			if !configured[s.Account.Canonical()] {
+				stale = append(stale, row(s.Name, s))
+			}
+		}
+	} else {
+		for _, s := range list {
+			stale = append(stale, row(s.Name, s))
 		}
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+	if !all {
+		stale = nil
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),
-			when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.OAuth2.text(r.Account), r.LastError)
+	if asJSON {
+		out := append([]statusRow{}, rows...)
+		for _, r := range stale {
+			r.Stale = true
+			out = append(out, r)
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	if cfg != nil {
+		fmt.Fprintln(tw, "ACCOUNT\tIDENTITY\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Identity, r.Schedule, nextPollText(plan, r.Account),
+				when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.OAuth2.text(r.Account), errorText(r))
+		}
+	}
+	if len(stale) > 0 {
+		if cfg != nil {
+			fmt.Fprintln(tw, "\nnot in the config (popsync state forget IDENTITY drops one):")
+		}
+		fmt.Fprintln(tw, "LAST NAME\tIDENTITY\t\t\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\t\tLAST ERROR")
+		for _, r := range stale {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t%s\t%s\t%d\t%d\t\t%s\n", r.Account, r.Identity,
+				when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, errorText(r))
+		}
 	}
 	return tw.Flush()
+}
+
+// errorText is the LAST ERROR column: the error with its time.
+func errorText(r statusRow) string {
+	if r.LastError == "" || r.LastErrorAt.IsZero() {
+		return r.LastError
+	}
+	return when(r.LastErrorAt) + ": " + r.LastError
 }
 
 func when(t time.Time) string {

@@ -67,6 +67,8 @@ func argWords(c *command) []string {
 		return names
 	case "completion":
 		return []string{"bash", "zsh", "fish"}
+	case "state":
+		return []string{"adopt", "forget"}
 	}
 	return nil
 }

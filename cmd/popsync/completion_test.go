@@ -30,7 +30,7 @@ var completionCases = []struct {
 	line string // what was typed, the last word being completed
 	want []string
 }{
-	{"popsync ", []string{"fetch", "run", "check", "status", "init", "demo", "version", "help", "completion"}},
+	{"popsync ", []string{"fetch", "run", "check", "status", "init", "demo", "state", "version", "help", "completion"}},
 	{"popsync fe", []string{"fetch"}},
 	{"popsync fetch --", []string{"--config", "--quiet", "--verbose", "--dry-run", "--keep", "--no-keep", "--fetch-limit", "--account"}},
 	{"popsync -c x.toml fetch --d", []string{"--dry-run"}},
@@ -38,6 +38,8 @@ var completionCases = []struct {
 	{"popsync check --co", []string{"--connect", "--config"}},
 	{"popsync init --provider ", []string{"gmail", "microsoft", "fastmail", "isp"}},
 	{"popsync completion ", []string{"bash", "zsh", "fish"}},
+	{"popsync state ", []string{"adopt", "forget"}},
+	{"popsync status --a", []string{"--all"}},
 	{"popsync help ", []string{"fetch", "init"}},
 }
 

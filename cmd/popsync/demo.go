@@ -3,15 +3,16 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"popsync/configs"
 	"popsync/fetch"
+	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
 	"popsync/state"
 )
@@ -59,17 +60,23 @@ func demo(ctx context.Context, stdout, stderr io.Writer, dir *string, n *int) er
 	if err != nil {
 		return fmt.Errorf("starting the demo server: %w", err)
 	}
-	host, port, _ := strings.Cut(addr, ":")
 
 	cfgPath := filepath.Join(abs, "config.toml")
-	cfgText := fmt.Sprintf(`# popsync demo: a built-in POP3 server on %s, gone when the demo ends.
+	// The server listens on a port the kernel picks, but the account's
+	// identity (host, port, user) must not change between two demos in one
+	// folder, or the second would be a new mailbox to popsync and fetch
+	// everything again. So the config names a fixed address that never
+	// resolves (RFC 6761 §6.4: .invalid), and the demo dials the real one.
+	cfgText := fmt.Sprintf(`# popsync demo: a built-in POP3 server (on %s this time), gone when the demo ends.
+# host and port name it, the same in every demo, so that a second demo in this
+# folder is the same account to popsync; the demo connects to the real address.
 [state]
 path = "state.db"
 
 [[account]]
 name = "demo"
 host = %q
-port = %s
+port = %d
 tls = "implicit"
 tls_fingerprint = %q   # the demo server's self-signed certificate, pinned
 user = "demo"
@@ -78,7 +85,7 @@ keep = true
 
   [[account.deliver]]
   maildir = "Maildir"
-`, addr, host, port, pop3test.Fingerprint(leaf))
+`, addr, demoHost, demoPort, pop3test.Fingerprint(leaf))
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return fmt.Errorf("writing %s: %w", cfgPath, err)
 	}
@@ -93,9 +100,24 @@ keep = true
 	defer st.Close()
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	o := &fetch.Options{Store: st, Logger: log}
+	o := &fetch.Options{Store: st, Logger: log,
+		Dial: func(ctx context.Context, _ string, opts pop3.Options) (*pop3.Client, error) {
+			return pop3.Dial(ctx, addr, opts)
+		}}
 	fmt.Fprintf(stdout, "demo POP3 server with %d messages on %s (implicit TLS, pinned certificate)\n", *n, addr)
-	fmt.Fprintf(stdout, "config: %s\n\nfirst poll:\n", cfgPath)
+	fmt.Fprintf(stdout, "config: %s\n", cfgPath)
+	// A folder from an older demo knows the account under the address its
+	// server had then: it is the same sample mailbox, so it is adopted.
+	var changed *fetch.IdentityChangedError
+	if err := fetch.CheckIdentity(ctx, st, cfg.Accounts[0], cfg.Accounts); errors.As(err, &changed) {
+		if err := st.AdoptAccount(ctx, changed.Old[0], changed.New); err != nil {
+			return &stateError{err}
+		}
+		fmt.Fprintf(stdout, "(the seen-set of the earlier demo's %s is now %s's)\n", changed.Old[0], changed.New)
+	} else if err != nil {
+		return &stateError{err}
+	}
+	fmt.Fprintf(stdout, "\nfirst poll:\n")
 	first := o.Poll(ctx, cfg.Accounts[0])
 	if first.Err != nil {
 		return &accountsError{failed: []accountFailure{{"demo", first.Err}}, total: 1}
@@ -112,6 +134,12 @@ keep = true
 	fmt.Fprintf(stdout, "See the seen-set: popsync status -c %s\n", cfgPath)
 	return nil
 }
+
+// The demo account's address in its config; see demo.
+const (
+	demoHost = "demo.popsync.invalid"
+	demoPort = 995
+)
 
 func tlsServerConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}

@@ -44,6 +44,7 @@ const (
 	exitDelivery   = 10  // a delivery target failed (fetchmail 10)
 	exitOther      = 11  // an account failed for another reason; the log says which
 	exitUsage      = 64  // bad command line (EX_USAGE)
+	exitIdentity   = 65  // an account's identity changed; refused until adopted or declared new (EX_DATAERR)
 	exitInternal   = 70  // a bug (EX_SOFTWARE)
 	exitState      = 74  // the state file cannot be used (EX_IOERR)
 	exitSignalBase = 128 // + the signal: 130 for Ctrl-C, 143 for SIGTERM
@@ -65,6 +66,7 @@ var exitCodes = []struct {
 	{exitDelivery, "a delivery target failed: Maildir, SMTP, LMTP or MDA"},
 	{exitOther, "an account failed for another reason; the log says which and why"},
 	{exitUsage, "bad command line"},
+	{exitIdentity, "an account's host, port or user changed and its new identity has no state: refused, so as not to fetch every message again (popsync state adopt NAME, or new_identity = true)"},
 	{exitInternal, "internal error: please report it"},
 	{exitState, "the state file cannot be used (corrupt, from a newer popsync, read-only, ...)"},
 	{exitSignalBase + int(syscall.SIGINT), "interrupted (Ctrl-C); 143 for SIGTERM"},
@@ -99,8 +101,13 @@ func init() {
 			about: "Polls every account on its schedule until SIGTERM or SIGINT (running polls may finish for " +
 				"[daemon] shutdown_grace). SIGHUP reloads the config; SIGUSR1 polls every account now."},
 		{name: "check", args: "[NAME...]", summary: "validate the config; with --connect, log in to each account", polls: true, setup: setupCheck,
-			about: "Reads and validates the config and prints each account. With --connect it also logs in " +
-				"to each account and reports what the server offers, and tries every delivery target, without fetching."},
+			about: "Reads and validates the config, prints each account and checks, without the network and without " +
+				"creating anything, what its polls will need: each password source resolves (a password_command is only " +
+				"looked up, and run with --run-commands; no password is shown), each MDA program exists, each Maildir exists " +
+				"or can be created, each tls_ca_file holds certificates, the state file can be written, and the account's " +
+				"identity did not change (see popsync help state). With --connect it also logs in to each account and " +
+				"reports the TLS version, cipher and server certificate and what the server offers, and tries every " +
+				"SMTP, LMTP and MDA target, without fetching."},
 		{name: "status", summary: "show per-account state: last poll, last error, seen, pending", setup: setupStatus,
 			about: "Shows, for each configured account, its schedule, the daemon's next poll, the last poll, " +
 				"the last success, the last error and the seen and pending counts."},
@@ -122,6 +129,13 @@ func init() {
 		{name: "demo", summary: "try popsync against a built-in POP3 server, into ./demo", setup: setupDemo,
 			about: "Starts a built-in POP3 server with sample mail and syncs it into a real Maildir and seen-set in " +
 				"the demo folder, twice, to show that nothing is fetched twice."},
+		{name: "state", args: "adopt NAME | forget IDENTITY|NAME", summary: "carry an account's state over to its new identity, or drop an old identity's", setup: setupState,
+			about: "An account's identity is its host, port and user: the seen-set is kept per identity. After a config edit " +
+				"that changes it, fetch refuses the account. If the new identity is the same mailbox (another name or port " +
+				"for the same server), 'state adopt NAME' gives it the old identity's seen-set, intents and poll history; " +
+				"if it is another mailbox, set new_identity = true on the account instead. 'state forget' drops the state of " +
+				"an identity (user@host:port) or of every identity polled under a name; it refuses an account the config " +
+				"still has unless --force is given."},
 		{name: "version", summary: "print version and build information", setup: setupVersion,
 			about: "Prints popsync's version, the commit it was built from and the Go version (also: popsync --version, -V)."},
 		{name: "help", args: "[COMMAND]", summary: "show the help of popsync or of a command", setup: setupHelp,
@@ -250,6 +264,8 @@ func exitCode(err error) int {
 		return exitConfig
 	case errors.As(err, &stErr):
 		return exitState
+	case errors.Is(err, fetch.ErrIdentityChanged):
+		return exitIdentity
 	case errors.Is(err, fetch.ErrAccountBusy) || errors.Is(err, errDaemonRunning):
 		return exitBusy
 	case errors.Is(err, fetch.ErrDelivery) || errors.As(err, new(*deliver.DeliveryError)):

@@ -233,6 +233,10 @@ func TestStateFileReadOnly(t *testing.T) {
 		t.Cleanup(func() { os.Chmod(dir, 0o700) })
 	}
 	e.wantRefused(t, "not writable")
+	// status only reads: a read-only state is fine.
+	if r := runPopsync(t, "status", "-c", e.cfg); r.code != 0 || !strings.Contains(r.stdout, "127.0.0.1:1") {
+		t.Errorf("status on a read-only state: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // TestStateFolderUnsafe: `popsync fetch` with a state folder that others
@@ -294,6 +298,23 @@ func TestStateAccountLockedByAnotherProcess(t *testing.T) {
 	r := e.fetch(t)
 	if r.code != 8 || !strings.Contains(r.stderr, "another popsync is polling this account") {
 		t.Fatalf("exit %d, want 8 naming the other poller\n%s", r.code, r.stderr)
+	}
+}
+
+// TestStateCommandsAccountLocked: state forget and adopt leave an account
+// another popsync polls alone, and say so (exit 8).
+func TestStateCommandsAccountLocked(t *testing.T) {
+	e := newStateEnv(t, t.TempDir(), 10)
+	stop := holdLock(t, "account", e.db)
+	defer stop()
+	r := runPopsync(t, "state", "-c", e.cfg, "--force", "forget", "a")
+	if r.code != 8 || !strings.Contains(r.stderr, "another popsync is polling this account") {
+		t.Fatalf("state forget of a locked account: exit %d, want 8\n%s", r.code, r.stderr)
+	}
+	stop()
+	r = runPopsync(t, "state", "-c", e.cfg, "--force", "forget", "a")
+	if r.code != 0 || !strings.Contains(r.stdout, "forgot "+stateUser+"@127.0.0.1:1") {
+		t.Fatalf("state forget: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
 

@@ -58,6 +58,9 @@ func RunSuite(t *testing.T, open func(t *testing.T) state.Store) {
 		{"CanceledContext", testCanceledContext},
 		{"Closed", testClosed},
 		{"ConcurrentAccounts", testConcurrentAccounts},
+		{"AdoptAccount", testAdoptAccount},
+		{"AdoptAccountRefuses", testAdoptAccountRefuses},
+		{"ForgetAccount", testForgetAccount},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
