@@ -2,9 +2,10 @@
 # test.sh - popsync's test command: ./scripts/test.sh [go test flags] [packages]
 #
 # 1. Makes sure the real servers the integration tests start are installed
-#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix;
-#    postfix is preseeded with "No configuration", so no system instance is
-#    set up: the tests start private ones). As root it
+#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix
+#    postgresql; postfix is preseeded with "No configuration" and
+#    postgresql-common told not to create its "main" cluster, so no system
+#    instance is set up: the tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
 #    is missing and goes on (those tests then skip, or fail when
 #    POPSYNC_REQUIRE_REAL=1).
@@ -22,7 +23,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix)
+PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix postgresql)
 TEST_USER=popsynctest
 
 say() { printf '[test.sh] %s\n' "$*" >&2; }
@@ -56,6 +57,12 @@ install_pkgs() {  # packages...
   if command -v debconf-set-selections >/dev/null 2>&1; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   fi
+  # PostgreSQL: no system cluster; the tests (internal/realtest) run
+  # private ones with initdb. An existing createcluster.conf is kept.
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+  fi
   {
     apt-get update -q &&
     apt-get install -y -q --no-install-recommends \
@@ -72,7 +79,7 @@ install_pkgs() {  # packages...
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3 and LMTP) and Postfix yourself; real-server tests will skip"
+    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3 and LMTP), Postfix and PostgreSQL yourself; real-server tests will skip"
   elif ! is_root; then
     say "missing: ${missing[*]}"
     say "install with: sudo apt-get install --no-install-recommends ${missing[*]}"
@@ -94,6 +101,12 @@ fi
 dovecot_bin=$(PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v dovecot || true)
 if [ -n "$dovecot_bin" ]; then
   say "dovecot $("$dovecot_bin" --version 2>/dev/null || echo '(version unknown)') at $dovecot_bin"
+fi
+# Debian keeps the PostgreSQL server programs off $PATH, in
+# /usr/lib/postgresql/<version>/bin; the Go harness picks the newest.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$pg_bin" ] && [ -x "$pg_bin/postgres" ]; then
+  say "$("$pg_bin/postgres" --version) at $pg_bin"
 fi
 
 # ------------------------------------------------------------ test user
