@@ -43,6 +43,10 @@ var (
 	ErrBusy = errors.New("state database is busy")
 	// ErrClosed: the Store was used after Close.
 	ErrClosed = errors.New("state store is closed")
+	// ErrLeaseLost: the account's lease (a fleet of daemons sharing one
+	// database) expired or was taken over; the write was refused. The
+	// poll must stop: no DELE, no QUIT.
+	ErrLeaseLost = errors.New("account lease lost")
 )
 
 // KeepPolls is how many polls per account a Store keeps; RecordPoll drops

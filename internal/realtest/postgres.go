@@ -88,18 +88,33 @@ func isExecutable(p string) bool {
 	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
 }
 
+// RequirePostgres skips the test, or fails it under
+// POPSYNC_REQUIRE_REAL=1, when StartPostgres or LaunchPostgres cannot work
+// here: the PostgreSQL server programs or, under root, the TestUser are
+// missing. For tests that share one cluster started by TestMain.
+func RequirePostgres(t testing.TB) {
+	t.Helper()
+	if err := PostgresAvailable(); err != nil {
+		unavailable(t, err.Error())
+	}
+}
+
+// PostgresAvailable says why LaunchPostgres cannot work here, or nil.
+func PostgresAvailable() error {
+	if _, err := postgresBinDir(); err != nil {
+		return fmt.Errorf("%w (run ./scripts/test.sh as root to install them)", err)
+	}
+	_, err := serverUser()
+	return err
+}
+
 // StartPostgres starts a private PostgreSQL server for the test and stops
 // it (pg_ctl stop -m fast) and removes its folder when the test ends. It
 // skips the test, or fails it under POPSYNC_REQUIRE_REAL=1, when the
 // PostgreSQL server programs or, under root, the TestUser are missing.
 func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 	t.Helper()
-	if _, err := postgresBinDir(); err != nil {
-		unavailable(t, err.Error()+" (run ./scripts/test.sh as root to install them)")
-	}
-	if _, err := serverUser(); err != nil {
-		unavailable(t, err.Error())
-	}
+	RequirePostgres(t)
 	p, err := LaunchPostgres(opts)
 	if p != nil {
 		t.Cleanup(func() { p.cleanup(t) })
