@@ -134,8 +134,10 @@ func (s *Store) SetNextDue(ctx context.Context, a state.Account, next time.Time)
 // ClaimDue leases up to limit accounts that are due (next_due has passed,
 // by the database clock) and whose lease is free or expired, the most
 // overdue first, for this daemon, in one statement. It takes no more
-// than its fair share: ceil(due / live daemons), counting the daemons
-// whose heartbeat is current (at least one). Rows other daemons are
+// than its fair share: of the accounts due or being polled, each live
+// daemon (one whose heartbeat is current; at least one) should hold
+// ceil(that / live daemons) leases, less those it holds already. Rows
+// other daemons are
 // claiming at the same moment are skipped (FOR UPDATE SKIP LOCKED), not
 // waited for; the row locks end with the statement, the leases hold the
 // accounts during the polls. Each returned lease is renewed until
@@ -156,9 +158,14 @@ func (s *Store) ClaimDue(ctx context.Context, limit int) ([]*Lease, error) {
 			WHERE s.next_due <= now() AND NOT EXISTS (
 				SELECT 1 FROM lease l WHERE l.account_id = s.account_id AND l.owner IS NOT NULL AND l.expires_at > now())
 		),
+		held AS (
+			SELECT count(*) AS n, count(*) FILTER (WHERE owner = $2) AS mine
+			FROM lease WHERE owner IS NOT NULL AND expires_at > now()
+		),
 		share AS (
-			SELECT ceil((SELECT count(*) FROM free)::numeric /
-				greatest((SELECT count(*) FROM daemon WHERE expires > now()), 1))::bigint AS n
+			SELECT greatest(ceil(((SELECT count(*) FROM free) + held.n)::numeric /
+				greatest((SELECT count(*) FROM daemon WHERE expires > now()), 1))::bigint - held.mine, 0) AS n
+			FROM held
 		),
 		pick AS (
 			SELECT s.account_id FROM schedule s
