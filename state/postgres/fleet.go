@@ -23,6 +23,11 @@ type heartbeat struct {
 func (s *Store) Register(ctx context.Context) error {
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
+	// Daemons that died without Close leave their row; an hour on, no
+	// one needs it.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM daemon WHERE expires < now() - interval '1 hour'`); err != nil {
+		return fmt.Errorf("registering daemon %s: %w", s.opt.DaemonID, s.fail(ctx, err))
+	}
 	if err := s.beat(ctx); err != nil {
 		return fmt.Errorf("registering daemon %s: %w", s.opt.DaemonID, err)
 	}

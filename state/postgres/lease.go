@@ -118,6 +118,32 @@ func (l *Lease) Release() {
 // the lease was lost nothing is written and the error wraps
 // state.ErrLeaseLost. The lease has ended in any case.
 func (l *Lease) Finish(ctx context.Context, next time.Time) error {
+	return l.finish(ctx, next, nil)
+}
+
+// FinishPoll is RecordPoll(p) and Finish(next) in one transaction (one
+// round trip, one commit), the end of a poll in the fleet. When the lease
+// was lost nothing is written, the poll neither: record it with
+// RecordPoll then, if wanted.
+func (l *Lease) FinishPoll(ctx context.Context, p state.Poll, next time.Time) error {
+	a, err := canonical(p.Account)
+	switch {
+	case err != nil:
+	case a != l.account:
+		err = fmt.Errorf("the poll is of %s", a)
+	case p.Name == "":
+		err = errors.New("no account name")
+	case p.Start.IsZero():
+		err = errors.New("no start time")
+	}
+	if err != nil {
+		l.Release()
+		return fmt.Errorf("finishing the poll of %s: %w", l.account, err)
+	}
+	return l.finish(ctx, next, &p)
+}
+
+func (l *Lease) finish(ctx context.Context, next time.Time, p *state.Poll) error {
 	if next.IsZero() {
 		l.Release()
 		return fmt.Errorf("finishing the poll of %s: zero next due time", l.account)
@@ -134,6 +160,9 @@ func (l *Lease) Finish(ctx context.Context, next time.Time) error {
 		defer cancel()
 		b := &pgx.Batch{}
 		b.Queue(`SELECT popsync_fence($1, $2, $3)`, l.id, l.s.opt.DaemonID, l.token)
+		if p != nil {
+			queuePoll(b, l.id, *p)
+		}
 		b.Queue(`INSERT INTO schedule (account_id, next_due) VALUES ($1, $2)
 			ON CONFLICT (account_id) DO UPDATE SET next_due = excluded.next_due`, l.id, next)
 		b.Queue(`UPDATE lease SET owner = NULL, expires_at = now()

@@ -355,7 +355,9 @@ func TestLeaseLostWhenServerDown(t *testing.T) {
 	ctx := t.Context()
 	p := pg(t)
 	url := newDB(t)
-	ttl := 2 * time.Second
+	// Long enough that the margin (TTL/4) covers a goroutine waiting
+	// for a core on a loaded machine.
+	ttl := 8 * time.Second
 	d1 := open(t, url, Options{DaemonID: "d1", LeaseTTL: ttl})
 	sent := time.Now()
 	l, err := d1.Acquire(ctx, acctA)
@@ -379,7 +381,7 @@ func TestLeaseLostWhenServerDown(t *testing.T) {
 	// before it could expire there (renewals may have succeeded while the
 	// server was shutting down).
 	if gaveUp := time.Now(); !gaveUp.Before(l.Expires()) {
-		t.Errorf("given up at %v, not before the lease's expiry %v", gaveUp, l.Expires())
+		t.Errorf("given up at %v, not before the lease's expiry %v: %v", gaveUp, l.Expires(), l.Err())
 	}
 	if since := time.Since(sent); since < ttl*3/4 {
 		t.Errorf("given up %v after acquiring, before the deadline of %v", since, ttl*3/4)
@@ -587,8 +589,12 @@ func TestFinish(t *testing.T) {
 		t.Fatalf("ClaimDue = %d, %v", len(ls), err)
 	}
 	next := time.Now().Add(-time.Second) // due again at once
-	if err := ls[0].Finish(ctx, next); err != nil {
+	poll := state.Poll{Name: "a", Account: acctA, Start: time.Now(), OnServer: 3}
+	if err := ls[0].FinishPoll(ctx, poll, next); err != nil {
 		t.Fatal(err)
+	}
+	if ps, err := d1.Polls(ctx, acctA, 0); err != nil || len(ps) != 1 || ps[0].OnServer != 3 {
+		t.Errorf("Polls after FinishPoll = %+v, %v", ps, err)
 	}
 	if !errors.Is(ls[0].Err(), ErrReleased) {
 		t.Errorf("Err after Finish = %v", ls[0].Err())
@@ -601,4 +607,21 @@ func TestFinish(t *testing.T) {
 	if err != nil || len(infos) != 1 || !infos[0].NextDue.Round(time.Millisecond).Equal(next.Round(time.Millisecond)) || infos[0].Owner != "d2" {
 		t.Errorf("Leases = %+v, %v", infos, err)
 	}
+
+	// A lost lease records neither the poll nor the next due time.
+	expireLeases(t, url)
+	l3, err := d1.Acquire(ctx, acctA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ls2[0].FinishPoll(ctx, poll, time.Now().Add(time.Hour)); !errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("FinishPoll of a lost lease: %v, want ErrLeaseLost", err)
+	}
+	if ps, err := d1.Polls(ctx, acctA, 0); err != nil || len(ps) != 1 {
+		t.Errorf("Polls after a refused FinishPoll = %d, %v; want 1", len(ps), err)
+	}
+	if infos, err := d2.Leases(ctx); err != nil || !infos[0].NextDue.Round(time.Millisecond).Equal(next.Round(time.Millisecond)) {
+		t.Errorf("next due after a refused FinishPoll = %+v, %v", infos, err)
+	}
+	l3.Release()
 }

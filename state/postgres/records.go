@@ -344,8 +344,19 @@ func (s *Store) RecordPoll(ctx context.Context, p state.Poll) error {
 	if err != nil {
 		return fmt.Errorf("recording poll of %s: %w", a, err)
 	}
-	name, perr := pgText(p.Name), pgText(p.Err)
 	b := &pgx.Batch{}
+	queuePoll(b, id, p)
+	if err := s.fail(ctx, s.pool.SendBatch(ctx, b).Close()); err != nil {
+		return fmt.Errorf("recording poll of %s: %w", a, err)
+	}
+	return nil
+}
+
+// queuePoll queues the statements of RecordPoll for poll p of the
+// account with row id id: the poll, the pruning of old polls, the
+// summary.
+func queuePoll(b *pgx.Batch, id int64, p state.Poll) {
+	name, perr := pgText(p.Name), pgText(p.Err)
 	b.Queue(`INSERT INTO poll (account_id, name, started, finished, on_server, new, delivered, deleted, skipped, bytes, err, pending)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 		id, name, p.Start, pgTime(p.End), p.OnServer, p.New, p.Delivered, p.Deleted, p.Skipped, p.Bytes, perr, p.Pending)
@@ -362,10 +373,6 @@ func (s *Store) RecordPoll(ctx context.Context, p state.Poll) error {
 			last_error = CASE WHEN NOT $4 AND (last_error_at IS NULL OR $2 >= last_error_at) THEN $6 ELSE last_error END,
 			last_error_at = CASE WHEN NOT $4 AND (last_error_at IS NULL OR $2 >= last_error_at) THEN $2 ELSE last_error_at END
 		WHERE id = $1`, id, p.Start, name, p.Err == "", p.Pending, perr)
-	if err := s.fail(ctx, s.pool.SendBatch(ctx, b).Close()); err != nil {
-		return fmt.Errorf("recording poll of %s: %w", a, err)
-	}
-	return nil
 }
 
 // Polls implements state.Store.

@@ -91,6 +91,7 @@ type Options struct {
 	tracer     pgx.QueryTracer
 	dial       pgconn.DialFunc
 	migrations []migration
+	noIdlePing bool
 }
 
 // Store is the state.Store on PostgreSQL, opened by Open. It is safe for
@@ -156,6 +157,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
+	}
+	if opts.noIdlePing {
+		cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	}
 	cc := cfg.ConnConfig
 	if cc.ConnectTimeout == 0 {
