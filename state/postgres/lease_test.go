@@ -625,3 +625,40 @@ func TestFinish(t *testing.T) {
 	}
 	l3.Release()
 }
+
+// TestCloseHandsBack: Close releases the Store's leases and ends its
+// registration, so the fleet need not wait for the TTL.
+func TestCloseHandsBack(t *testing.T) {
+	ctx := t.Context()
+	url := newDB(t)
+	d1, err := Open(ctx, url, Options{DaemonID: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2 := open(t, url, Options{DaemonID: "d2"})
+	if err := d1.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Register(ctx); err == nil {
+		t.Error("second Register: no error")
+	}
+	l, err := d1.Acquire(ctx, acctA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l.Err() == nil {
+		t.Error("lease still held after Close")
+	}
+	if _, err := d2.Acquire(ctx, acctA); err != nil {
+		t.Errorf("Acquire after the holder closed: %v", err)
+	}
+	if live, err := d2.LiveDaemons(ctx); err != nil || len(live) != 0 {
+		t.Errorf("LiveDaemons after Close = %v, %v", live, err)
+	}
+	if _, err := d1.ClaimDue(ctx, 1); !errors.Is(err, state.ErrClosed) {
+		t.Errorf("ClaimDue after Close: %v", err)
+	}
+}
