@@ -240,3 +240,20 @@ func BenchmarkNoNewMailPoll(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadSeen: reading one account's seen-set of 10,000 records.
+func BenchmarkReadSeen(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, newDB(b), Options{})
+	a := accounts(1)
+	fill(b, s, a, 10000)
+	for b.Loop() {
+		seen, err := s.ReadSeen(ctx, a[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(seen.recs) != 10000 {
+			b.Fatalf("%d records", len(seen.recs))
+		}
+	}
+}
