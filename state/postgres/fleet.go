@@ -113,6 +113,34 @@ func (s *Store) Schedule(ctx context.Context, accounts []state.Account) error {
 	return nil
 }
 
+// Unschedule takes accounts out of the fleet's schedule (removed from the
+// config); their records stay. A lease held on one runs out as usual.
+func (s *Store) Unschedule(ctx context.Context, accounts []state.Account) error {
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var ids []int64
+	for _, a := range accounts {
+		a, err := canonical(a)
+		if err != nil {
+			return fmt.Errorf("unscheduling: %w", err)
+		}
+		id, err := s.accountID(ctx, a, false)
+		if err != nil {
+			return fmt.Errorf("unscheduling %s: %w", a, err)
+		}
+		if id != 0 {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM schedule WHERE account_id = ANY($1::bigint[])`, ids); err != nil {
+		return fmt.Errorf("unscheduling %d accounts: %w", len(ids), s.fail(ctx, err))
+	}
+	return nil
+}
+
 // SetNextDue sets when the fleet polls account a next. (Lease.Finish does
 // it together with the release.)
 func (s *Store) SetNextDue(ctx context.Context, a state.Account, next time.Time) error {

@@ -599,6 +599,16 @@ func TestFinish(t *testing.T) {
 	if !errors.Is(ls[0].Err(), ErrReleased) {
 		t.Errorf("Err after Finish = %v", ls[0].Err())
 	}
+	// Out of the schedule, not claimed; back in, due as it was.
+	if err := d2.Unschedule(ctx, []state.Account{acctA, accounts(1)[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := d2.ClaimDue(ctx, 5); err != nil || len(ls) != 0 {
+		t.Fatalf("claim after Unschedule = %d, %v", len(ls), err)
+	}
+	if err := d2.SetNextDue(ctx, acctA, next); err != nil {
+		t.Fatal(err)
+	}
 	ls2, err := d2.ClaimDue(ctx, 5)
 	if err != nil || len(ls2) != 1 || ls2[0].Token() != 2 {
 		t.Fatalf("claim after Finish = %v, %v", ls2, err)

@@ -15,6 +15,18 @@
 // (package fetch must then drop the POP3 connection without DELE or QUIT),
 // for the schedule's cron specs (the caller computes the next due time),
 // or for creating the database and its role.
+//
+// What the lease TTL trades: a daemon that dies holds its accounts until
+// its leases expire (at most one TTL); a daemon that cannot reach the
+// database gives its leases up at 3/4 of the TTL after its last renewal,
+// so a shorter TTL also means an outage of the database of a few seconds
+// aborts running polls. Open intents belong to the account, not to the
+// daemon: the daemon that takes an account over resolves them as a
+// restarted daemon would, so every daemon must see the same Maildir
+// targets (shared storage), or deliver only over SMTP, LMTP or IMAP.
+//
+// Lease rows are never deleted: the fencing token of an account only
+// grows.
 package postgres
 
 import (
