@@ -672,3 +672,97 @@ func TestCloseHandsBack(t *testing.T) {
 		t.Errorf("ClaimDue after Close: %v", err)
 	}
 }
+
+// TestClaimDueSpreadsToNewDaemon: a daemon that joins gets its share of
+// the due accounts while the first one still holds its own.
+func TestClaimDueSpreadsToNewDaemon(t *testing.T) {
+	ctx := t.Context()
+	url := newDB(t)
+	d1 := open(t, url, Options{DaemonID: "d1"})
+	if err := d1.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Schedule(ctx, accounts(30)); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := d1.ClaimDue(ctx, 100)
+	if err != nil || len(ls) != 30 {
+		t.Fatalf("a lone daemon claimed %d, %v; want all 30", len(ls), err)
+	}
+	// Half are done and due again; d1 still polls the other half.
+	for _, l := range ls[:15] {
+		if err := l.Finish(ctx, time.Now().Add(-time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d2 := open(t, url, Options{DaemonID: "d2"})
+	if err := d2.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if more, err := d1.ClaimDue(ctx, 100); err != nil || len(more) != 0 {
+		t.Fatalf("d1, holding its share, claimed %d more, %v", len(more), err)
+	}
+	got, err := d2.ClaimDue(ctx, 100)
+	if err != nil || len(got) != 15 {
+		t.Fatalf("the new daemon claimed %d, %v; want 15", len(got), err)
+	}
+}
+
+// TestClaimDueExclusive: daemons claiming and finishing the same
+// accounts as fast as they can never hold one account at the same time.
+func TestClaimDueExclusive(t *testing.T) {
+	ctx := t.Context()
+	url := newDB(t)
+	var (
+		mu     sync.Mutex
+		holder = map[state.Account]string{}
+		polls  = map[string]int{}
+		wg     sync.WaitGroup
+	)
+	end := time.Now().Add(3 * time.Second)
+	for i := range 3 {
+		d := open(t, url, Options{DaemonID: fmt.Sprintf("d%d", i+1)})
+		if err := d.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Schedule(ctx, accounts(12)); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				ls, err := d.ClaimDue(ctx, 4)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, l := range ls {
+					mu.Lock()
+					if h, ok := holder[l.Account()]; ok {
+						t.Errorf("%s claimed %s, which %s holds", d.DaemonID(), l.Account(), h)
+					}
+					holder[l.Account()] = d.DaemonID()
+					polls[d.DaemonID()]++
+					mu.Unlock()
+				}
+				for _, l := range ls {
+					// Out of the map first: once Finish has committed,
+					// another daemon may claim the account.
+					mu.Lock()
+					delete(holder, l.Account())
+					mu.Unlock()
+					if err := l.Finish(ctx, time.Now().Add(-time.Second)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("polls per daemon: %v", polls)
+	for id, n := range polls {
+		if n == 0 {
+			t.Errorf("%s polled nothing", id)
+		}
+	}
+}
