@@ -158,13 +158,18 @@ func (l *Lease) finish(ctx context.Context, next time.Time, p *state.Poll) error
 		}
 		ctx, cancel := l.s.opContext(ctx)
 		defer cancel()
+		// The schedule row first, then the lease row: the order ClaimDue
+		// locks them in (a claim that raced this lease's acquisition
+		// holds the schedule row and waits for the lease row). The fence
+		// is not first, but in the same transaction: when it fails
+		// nothing commits.
 		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO schedule (account_id, next_due) VALUES ($1, $2)
+			ON CONFLICT (account_id) DO UPDATE SET next_due = excluded.next_due`, l.id, next)
 		b.Queue(`SELECT popsync_fence($1, $2, $3)`, l.id, l.s.opt.DaemonID, l.token)
 		if p != nil {
 			queuePoll(b, l.id, *p)
 		}
-		b.Queue(`INSERT INTO schedule (account_id, next_due) VALUES ($1, $2)
-			ON CONFLICT (account_id) DO UPDATE SET next_due = excluded.next_due`, l.id, next)
 		b.Queue(`UPDATE lease SET owner = NULL, expires_at = now()
 			WHERE account_id = $1 AND owner = $2 AND token = $3`, l.id, l.s.opt.DaemonID, l.token)
 		err = l.s.fail(ctx, l.s.pool.SendBatch(ctx, b).Close())
