@@ -2,23 +2,16 @@ package configs
 
 import (
 	"sort"
-	"strconv"
+	"strings"
+
+	"popsync/internal/credential"
+	"popsync/state"
 )
 
 var (
 	tlsModes    = []string{TLSImplicit, TLSStartTLS, TLSNone}
 	authMethods = []string{AuthAuto, AuthUser, AuthAPOP, AuthPlain, AuthLogin, AuthCRAMMD5, AuthXOAuth2, AuthOAuthBearer}
 )
-
-// supportedKinds are the delivery kinds this version can run. SMTP, LMTP and
-// MDA entries are read and checked in full, then refused here until their
-// targets exist: adding a kind to this set is all it takes to accept it.
-var supportedKinds = map[string]bool{
-	KindMaildir: true,
-	KindSMTP:    true,
-	KindLMTP:    true,
-	KindMDA:     true,
-}
 
 // rawAccount is one [[account]] table, or the [defaults] table, as written,
 // before layering.
@@ -58,7 +51,7 @@ var accountFields = map[string]accountField{
 	},
 	"host":            func(d *decoder, r *rawAccount, x any, w where) { r.host = get(d.host, x, w) },
 	"port":            func(d *decoder, r *rawAccount, x any, w where) { r.port = get(d.intRange(1, 65535), x, w) },
-	"tls":             func(d *decoder, r *rawAccount, x any, w where) { r.tls = get(d.enum(tlsModes...), x, w) },
+	"tls":             func(d *decoder, r *rawAccount, x any, w where) { r.tls = get(d.tlsMode, x, w) },
 	"tls_ca_file":     func(d *decoder, r *rawAccount, x any, w where) { r.tlsCAFile = get(d.path, x, w) },
 	"tls_fingerprint": func(d *decoder, r *rawAccount, x any, w where) { r.tlsFingerprint = get(d.fingerprint, x, w) },
 	"tls_server_name": func(d *decoder, r *rawAccount, x any, w where) { r.tlsSName = get(d.host, x, w) },
@@ -117,7 +110,7 @@ func (d *decoder) rawAccount(x any, w where) *rawAccount {
 func (d *decoder) accounts(raws []*rawAccount, def *rawAccount) []*Account {
 	out := make([]*Account, 0, len(raws))
 	names := make(map[string]*Account)
-	idents := make(map[string]*Account)
+	idents := make(map[state.Account]*Account)
 	for _, r := range raws {
 		a, identOK := d.merge(r, def)
 		if r.name.set && !r.name.bad {
@@ -127,12 +120,12 @@ func (d *decoder) accounts(raws []*rawAccount, def *rawAccount) []*Account {
 				names[a.Name] = a
 			}
 		}
-		// The seen-set is keyed by (host, port, user): two accounts with the
-		// same identity would each think the other's mail was theirs.
+		// The seen-set is keyed by the identity: two accounts with the same
+		// one would each think the other's mail was theirs.
 		if identOK {
-			id := a.Host + "\x00" + strconv.Itoa(a.Port) + "\x00" + a.User
+			id := a.Identity()
 			if prev, dup := idents[id]; dup {
-				d.problem(r.w, "has the same host, port and user as account %q (line %d): the two would share one seen-set", prev.Name, prev.Line)
+				d.problem(r.w, "has the same host, port and user as account %q (line %d), %s: the two would share one seen-set", prev.Name, prev.Line, id)
 			} else {
 				idents[id] = a
 			}
@@ -172,11 +165,7 @@ func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
 	if port.bad || (!port.set && tls.bad) {
 		identOK = false
 	}
-	defPort := DefaultPortPlain
-	if a.TLS == TLSImplicit {
-		defPort = DefaultPortImplicit
-	}
-	a.Port = or(port, defPort)
+	a.Port = or(port, DefaultPort(a.TLS))
 
 	caFile, fpr, sname := pick(r.tlsCAFile, def.tlsCAFile), pick(r.tlsFingerprint, def.tlsFingerprint), pick(r.tlsSName, def.tlsSName)
 	a.TLSCAFile, a.TLSFingerprint, a.TLSServerName = or(caFile, ""), or(fpr, ""), or(sname, "")
@@ -192,7 +181,7 @@ func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
 	}
 
 	d.passwords(a, r, def)
-	a.PasswordCommandTimeout = or(pick(r.passwordCommandTimeout, def.passwordCommandTimeout), Duration(DefaultPasswordCommandTimeout))
+	a.Password.Timeout = or(pick(r.passwordCommandTimeout, def.passwordCommandTimeout), Duration(DefaultPasswordCommandTimeout)).D()
 	a.Auth = or(pick(r.auth, def.auth), DefaultAuth)
 
 	keep, deleteAfter := pick(r.keep, def.keep), pick(r.deleteAfter, def.deleteAfter)
@@ -253,182 +242,26 @@ func (d *decoder) passwords(a *Account, r, def *rawAccount) {
 			d.problem(g.w, "only one password source may be given, and %s is set on line %d", gs[0].key, d.pos.line(gs[0].w.path))
 		}
 	}
-	a.Password = or(src.password, "")
-	a.PasswordFile = or(src.passwordFile, "")
-	a.PasswordCommand = append([]string(nil), or(src.passwordCommand, nil)...)
-	a.PasswordEnv = or(src.passwordEnv, "")
+	a.Password = credential.Source{Key: "password", Literal: or(src.password, ""), File: or(src.passwordFile, ""),
+		Command: append([]string(nil), or(src.passwordCommand, nil)...), Env: or(src.passwordEnv, "")}
 }
 
-func cloneDelivers(ds []Deliver) []Deliver {
-	out := make([]Deliver, len(ds))
-	for i, d := range ds {
-		d.MDA = append([]string(nil), d.MDA...)
-		d.Rcpt = append([]string(nil), d.Rcpt...)
-		out[i] = d
-	}
-	return out
-}
-
-// rawDeliver is one [[account.deliver]] table as written.
-type rawDeliver struct {
-	maildir, smtp, lmtp val[string]
-	mda                 val[[]string]
-
-	rcpt                          val[[]string]
-	from, helo, smtpTLS, smtpUser val[string]
-	smtpPassword                  val[Secret]
-	quarantine, onReject          val[string]
-}
-
-type deliverField func(d *decoder, r *rawDeliver, x any, w where)
-
-// deliverFields are the keys of [[account.deliver]].
-var deliverFields = map[string]deliverField{
-	"maildir":       func(d *decoder, r *rawDeliver, x any, w where) { r.maildir = get(d.path, x, w) },
-	"smtp":          func(d *decoder, r *rawDeliver, x any, w where) { r.smtp = get(d.hostPort, x, w) },
-	"lmtp":          func(d *decoder, r *rawDeliver, x any, w where) { r.lmtp = get(d.lmtpAddr, x, w) },
-	"mda":           func(d *decoder, r *rawDeliver, x any, w where) { r.mda = get(d.command, x, w) },
-	"rcpt":          func(d *decoder, r *rawDeliver, x any, w where) { r.rcpt = get(d.addresses, x, w) },
-	"from":          func(d *decoder, r *rawDeliver, x any, w where) { r.from = get(d.address, x, w) },
-	"helo":          func(d *decoder, r *rawDeliver, x any, w where) { r.helo = get(d.host, x, w) },
-	"smtp_tls":      func(d *decoder, r *rawDeliver, x any, w where) { r.smtpTLS = get(d.enum(tlsModes...), x, w) },
-	"smtp_user":     func(d *decoder, r *rawDeliver, x any, w where) { r.smtpUser = get(d.nonEmpty, x, w) },
-	"smtp_password": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPassword = get(d.secret, x, w) },
-	"quarantine":    func(d *decoder, r *rawDeliver, x any, w where) { r.quarantine = get(d.path, x, w) },
-	"on_reject":     func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
-}
-
-// delivers reads an array of deliver tables; header is how the user writes
-// its table header, for messages.
-func (d *decoder) delivers(header string) func(any, where) ([]Deliver, bool) {
-	return func(x any, w where) ([]Deliver, bool) {
-		tables, ok := d.tables(x, w, header)
-		if !ok {
-			return nil, false
+// childEnvOf collects every environment variable the tables name as a
+// secret source, used or shadowed, into the ChildEnv of the file: the
+// accounts' password_env and the SMTP targets' smtp_password_env.
+func childEnvOf(raws []*rawAccount) ChildEnv {
+	var names []string
+	for _, r := range raws {
+		if r.passwordEnv.set && !r.passwordEnv.bad {
+			names = append(names, r.passwordEnv.v)
 		}
-		out := make([]Deliver, 0, len(tables))
-		for j, m := range tables {
-			de, good := d.deliver(m, w.elem(j))
-			if !good {
-				ok = false
+		for _, de := range r.deliver.v {
+			if t, ok := de.Target.(*SMTPTarget); ok && t.Password.Env != "" {
+				names = append(names, t.Password.Env)
 			}
-			out = append(out, de)
-		}
-		return out, ok
-	}
-}
-
-// deliver reads one deliver table and checks that it names exactly one
-// target and only keys that apply to it.
-func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
-	r := &rawDeliver{}
-	handlers := make(map[string]func(any, where), len(deliverFields))
-	for k, f := range deliverFields {
-		handlers[k] = func(x any, w where) { f(d, r, x, w) }
-	}
-	d.fields(m, w, handlers)
-
-	de := Deliver{
-		Line:         d.pos.line(w.path),
-		Maildir:      or(r.maildir, ""),
-		SMTP:         or(r.smtp, ""),
-		LMTP:         or(r.lmtp, ""),
-		MDA:          or(r.mda, nil),
-		Rcpt:         or(r.rcpt, nil),
-		From:         or(r.from, ""),
-		Helo:         or(r.helo, ""),
-		SMTPTLS:      or(r.smtpTLS, ""),
-		SMTPUser:     or(r.smtpUser, ""),
-		SMTPPassword: or(r.smtpPassword, ""),
-		Quarantine:   or(r.quarantine, ""),
-		OnReject:     or(r.onReject, ""),
-	}
-	ok := true
-	for _, bad := range []bool{r.maildir.bad, r.smtp.bad, r.lmtp.bad, r.mda.bad, r.rcpt.bad, r.from.bad, r.helo.bad,
-		r.smtpTLS.bad, r.smtpUser.bad, r.smtpPassword.bad, r.quarantine.bad, r.onReject.bad} {
-		if bad {
-			ok = false
 		}
 	}
-
-	type kind struct {
-		name string
-		w    where
-	}
-	var kinds []kind
-	for _, k := range []struct {
-		name string
-		set  bool
-		w    where
-	}{{KindMaildir, r.maildir.set, r.maildir.w}, {KindSMTP, r.smtp.set, r.smtp.w}, {KindLMTP, r.lmtp.set, r.lmtp.w}, {KindMDA, r.mda.set, r.mda.w}} {
-		if k.set {
-			kinds = append(kinds, kind{k.name, k.w})
-		}
-	}
-	switch len(kinds) {
-	case 0:
-		d.problem(w, "needs one of maildir, smtp, lmtp or mda")
-		return de, false
-	case 1:
-	default:
-		for _, k := range kinds[1:] {
-			d.problem(k.w, "cannot be combined with %s: each target needs its own [[account.deliver]] table", kinds[0].name)
-		}
-		return de, false
-	}
-	kind0 := kinds[0].name
-
-	// Keys that qualify only some kinds of target.
-	for _, q := range []struct {
-		key   string
-		set   bool
-		w     where
-		kinds []string
-	}{
-		{"rcpt", r.rcpt.set, r.rcpt.w, []string{KindSMTP, KindLMTP}},
-		{"from", r.from.set, r.from.w, []string{KindSMTP, KindLMTP, KindMDA}},
-		{"helo", r.helo.set, r.helo.w, []string{KindSMTP, KindLMTP}},
-		{"smtp_tls", r.smtpTLS.set, r.smtpTLS.w, []string{KindSMTP}},
-		{"smtp_user", r.smtpUser.set, r.smtpUser.w, []string{KindSMTP}},
-		{"smtp_password", r.smtpPassword.set, r.smtpPassword.w, []string{KindSMTP}},
-		{"quarantine", r.quarantine.set, r.quarantine.w, []string{KindSMTP, KindLMTP, KindMDA}},
-		{"on_reject", r.onReject.set, r.onReject.w, []string{KindSMTP, KindLMTP, KindMDA}},
-	} {
-		if q.set && !contains(q.kinds, kind0) {
-			d.problem(q.w, "does not apply to %s delivery", kind0)
-			ok = false
-		}
-	}
-	if (kind0 == KindSMTP || kind0 == KindLMTP) && !r.rcpt.set {
-		d.problem(w.sub("rcpt"), "is required for %s delivery: the envelope recipients", kind0)
-		ok = false
-	}
-	if r.smtpUser.set != r.smtpPassword.set && kind0 == KindSMTP {
-		if r.smtpUser.set {
-			d.problem(r.smtpUser.w, "needs smtp_password too")
-		} else {
-			d.problem(r.smtpPassword.w, "needs smtp_user too")
-		}
-		ok = false
-	}
-
-	if !d.confirmingDefaults(&de, r, kind0) {
-		ok = false
-	}
-	if !supportedKinds[kind0] {
-		d.problem(kinds[0].w, "%s delivery is not supported yet", kind0)
-		ok = false
-	}
-	return de, ok
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
+	return NewChildEnv(names...)
 }
 
 // keyHints says, for a key that is unknown where it was written, where it
@@ -439,6 +272,7 @@ func keyHints() map[string]string {
 		"max_parallel":   "[daemon]",
 		"shutdown_grace": "[daemon]",
 		"metrics":        "[daemon]",
+		"metrics_public": "[daemon]",
 	}
 	for k := range deliverFields {
 		h[k] = "[[account.deliver]]"
@@ -447,4 +281,17 @@ func keyHints() map[string]string {
 		h[k] = "[[account]] or [defaults]"
 	}
 	return h
+}
+
+// tlsMode is the enum of "tls", with a way out for the names other tools
+// use: fetchmail's "ssl" is implicit TLS, and "tls" means either.
+func (d *decoder) tlsMode(x any, w where) (string, bool) {
+	if s, ok := x.(string); ok {
+		switch strings.ToLower(strings.TrimSpace(s)) {
+		case "ssl", "tls", "on", "yes", "true":
+			d.problem(w, `must be implicit, starttls or none, not %q: use "implicit" for TLS from the first byte (port 995, fetchmail's ssl), "starttls" for STLS on port 110`, s)
+			return "", false
+		}
+	}
+	return d.enum(tlsModes...)(x, w)
 }

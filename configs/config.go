@@ -8,7 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"popsync/internal/credential"
+	"popsync/state"
 )
 
 // Config is a loaded, validated configuration with every default filled in
@@ -18,11 +22,30 @@ type Config struct {
 	State    State
 	Daemon   Daemon
 	Accounts []*Account // in file order
+
+	// ChildEnv is the environment for programs popsync starts, without
+	// the secrets this file names; see ChildEnv.
+	ChildEnv ChildEnv
 }
 
 // State configures the seen-set store.
 type State struct {
 	Path string // SQLite database file
+	// Dir holds popsync's own local files that are not the store: the
+	// daemon lock and schedule of `popsync run` and the default quarantine
+	// Maildirs. Name tells the files of one store from another's in Dir.
+	// For SQLite they are the folder and the name of Path; a store that
+	// is no local file (a database server) still has both.
+	Dir, Name string
+}
+
+// LocalFile returns the path of the store's own local file that ends in
+// suffix: Dir/Name + suffix.
+func (s State) LocalFile(suffix string) string { return filepath.Join(s.Dir, s.Name+suffix) }
+
+// sqliteState is the State of the SQLite file at path.
+func sqliteState(path string) State {
+	return State{Path: path, Dir: filepath.Dir(path), Name: filepath.Base(path)}
 }
 
 // Daemon configures `popsync run`.
@@ -30,6 +53,25 @@ type Daemon struct {
 	MaxParallel   int      // accounts polled at once
 	ShutdownGrace Duration // how long running polls may finish after SIGTERM
 	Metrics       string   // "host:port" for /metrics and /healthz; "" = off
+	// MetricsPublic allows a Metrics address that is not loopback (an
+	// empty host, another interface); without it such an address is a
+	// config error.
+	MetricsPublic bool
+}
+
+// IsLoopbackListen reports whether the listen address "host:port" stays
+// on this machine: its host is a loopback IP address or "localhost". An
+// empty host (":9465") listens on every interface and is not loopback.
+func IsLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // TLS modes (key "tls").
@@ -75,13 +117,9 @@ type Account struct {
 	TLSFingerprint string // SHA-256 of the server certificate, 64 lowercase hex digits without colons; "" = not pinned
 	TLSServerName  string // name to verify the certificate against; "" = Host
 
-	User                   string
-	Password               Secret   // at most one of Password, PasswordFile,
-	PasswordFile           string   // PasswordCommand and PasswordEnv is set;
-	PasswordCommand        []string // see Account.Secret
-	PasswordEnv            string
-	PasswordCommandTimeout Duration
-	Auth                   string // one of the Auth* constants
+	User     string
+	Password credential.Source // keys password, password_file, _command, _env; see Account.Secret
+	Auth     string            // one of the Auth* constants
 
 	Keep        bool     // leave messages on the server after delivery
 	DeleteAfter Duration // with Keep: delete this long after delivery; 0 = never
@@ -93,52 +131,36 @@ type Account struct {
 	RunAtStart  bool     // `popsync run` polls the account once at start, before its schedule
 
 	Deliver []Deliver // every entry gets every message
+
+	// ChildEnv is the environment for the programs started for this
+	// account (its password_command, its MDA targets): the config's
+	// ChildEnv, so that no account's program sees any account's secret.
+	ChildEnv ChildEnv
 }
 
 // Addr returns "host:port", with brackets around an IPv6 host.
 func (a *Account) Addr() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
 
-// Delivery kinds, as returned by Deliver.Kind.
-const (
-	KindMaildir = "maildir"
-	KindSMTP    = "smtp"
-	KindLMTP    = "lmtp"
-	KindMDA     = "mda"
-)
-
-// Deliver is one [[account.deliver]] entry: exactly one of Maildir, SMTP,
-// LMTP and MDA is set. The other fields qualify SMTP, LMTP and MDA targets.
-type Deliver struct {
-	Line int // line of the [[account.deliver]] header
-
-	Maildir string   // absolute path of a Maildir, created if missing
-	SMTP    string   // "host:port" of an MTA
-	LMTP    string   // "host:port" or "unix:/path" of an LMTP server
-	MDA     []string // program and arguments; the message on stdin
-
-	Rcpt         []string // envelope recipients (SMTP, LMTP)
-	From         string   // envelope sender (SMTP, LMTP, MDA); "" = the null sender
-	Helo         string   // name to greet with (SMTP, LMTP); "" = the host name
-	SMTPTLS      string   // TLSImplicit, TLSStartTLS or TLSNone (SMTP)
-	SMTPUser     string
-	SMTPPassword Secret
-	Quarantine   string // absolute path of a Maildir for rejected messages
-	OnReject     string // what to do with a message the target rejects permanently
+// DefaultPort is the port of an account that names none: 995 with
+// implicit TLS, 110 otherwise.
+func DefaultPort(tls string) int {
+	if tls == TLSImplicit {
+		return DefaultPortImplicit
+	}
+	return DefaultPortPlain
 }
 
-// Kind names the target kind of d: one of the Kind* constants, or "".
-func (d Deliver) Kind() string {
-	switch {
-	case d.Maildir != "":
-		return KindMaildir
-	case d.SMTP != "":
-		return KindSMTP
-	case d.LMTP != "":
-		return KindLMTP
-	case len(d.MDA) > 0:
-		return KindMDA
-	}
-	return ""
+// Identity returns the key of the account's seen-set, in the canonical form
+// every Store keys by (state.Account.Canonical: host lower-cased, without a
+// trailing dot) and with the port always explicit, whether the config wrote
+// it or took the default of its tls mode. Renaming an account keeps its
+// identity; changing host, port or user starts a new seen-set.
+//
+// It is the one place an identity is made from a config: the duplicate check
+// of Load, the poll, the daemon's reload, status, metrics and the lock names
+// all use it, so no two of them can disagree about which mailbox is which.
+func (a *Account) Identity() state.Account {
+	return state.Account{Host: a.Host, Port: a.Port, User: a.User}.Canonical()
 }
 
 // Lookup returns the account named name.
@@ -173,7 +195,10 @@ func xdgDir(env, fallback string) string {
 	return filepath.Join(home, fallback)
 }
 
-// Load reads, checks and returns the config file at path. A file that cannot
+// Load reads, checks and returns the config file at path. The file must be
+// owned by the user running popsync or by root, in a folder that only they
+// can write (or a sticky one); one that holds a password must also be
+// readable by its owner only (see Parse). A file that cannot
 // be read gives a wrapped os error; a file that can be read but is not a
 // usable config gives *Errors listing every problem (errors.Is ErrInvalid).
 func Load(path string) (*Config, error) {
@@ -193,7 +218,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config %s: %w", path, err)
 	}
-	return Parse(data, path, fi.Mode())
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolving config path: %w", err)
+	}
+	return parseFile(data, path, fi.Mode(), ownerProblems(abs, fi))
 }
 
 // Parse checks data as the contents of the config file at path, whose
@@ -201,6 +230,12 @@ func Load(path string) (*Config, error) {
 // it). path names the file in messages, and relative paths in the config
 // resolve against its folder.
 func Parse(data []byte, path string, mode fs.FileMode) (*Config, error) {
+	return parseFile(data, path, mode, nil)
+}
+
+// parseFile is Parse with problems about the file itself (its owner, its
+// folder) found by Load.
+func parseFile(data []byte, path string, mode fs.FileMode, fileProblems []string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("resolving config path: %w", err)
@@ -212,6 +247,9 @@ func Parse(data []byte, path string, mode fs.FileMode) (*Config, error) {
 		hints: keyHints(),
 	}
 	cfg := d.decode(data)
+	for _, msg := range fileProblems {
+		d.probs.add(Problem{Msg: msg})
+	}
 	if err := d.probs.err(path); err != nil {
 		return nil, err
 	}

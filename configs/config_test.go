@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"popsync/internal/credential"
 )
 
 // validAccount is an account with every required key, for cases that test
@@ -87,8 +89,8 @@ func TestDefaults(t *testing.T) {
 	if c.Path != "/etc/popsync/config.toml" {
 		t.Errorf("Path = %q", c.Path)
 	}
-	if c.State.Path != "/home/me/.local/state/popsync/state.db" {
-		t.Errorf("State.Path = %q", c.State.Path)
+	if want := (State{Path: "/home/me/.local/state/popsync/state.db", Dir: "/home/me/.local/state/popsync", Name: "state.db"}); c.State != want {
+		t.Errorf("State = %+v, want %+v", c.State, want)
 	}
 	wantDaemon := Daemon{MaxParallel: 8, ShutdownGrace: Duration(30 * time.Second)}
 	if c.Daemon != wantDaemon {
@@ -101,15 +103,15 @@ func TestDefaults(t *testing.T) {
 	want := &Account{
 		Name: "home", Line: 1,
 		Host: "pop.example.net", Port: 995, TLS: "implicit",
-		User: "me", PasswordCommand: []string{"pass", "show", "home"},
-		PasswordCommandTimeout: Duration(10 * time.Second),
-		Auth:                   "auto",
-		Keep:                   true,
-		Timeout:                Duration(60 * time.Second),
-		AddReceived:            true,
-		Schedule:               "@every 5m",
-		RunAtStart:             true,
-		Deliver:                []Deliver{{Line: 7, Maildir: "/var/mail/home"}},
+		User: "me", Password: credential.Source{Key: "password", Command: []string{"pass", "show", "home"}, Timeout: 10 * time.Second,
+			CommandEnv: ChildEnv{}},
+		Auth:        "auto",
+		Keep:        true,
+		Timeout:     Duration(60 * time.Second),
+		AddReceived: true,
+		Schedule:    "@every 5m",
+		RunAtStart:  true,
+		Deliver:     []Deliver{{Line: 7, Target: &MaildirTarget{Path: "/var/mail/home"}}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("account:\n got %+v\nwant %+v", got, want)
@@ -172,24 +174,24 @@ password_file = "/run/secrets/b"   # replaces the defaults' password_env
 	c := mustParse(t, src)
 	a, b := c.Accounts[0], c.Accounts[1]
 	if a.TLS != "starttls" || a.Port != 110 || a.Timeout.D() != 2*time.Minute || a.Keep || a.AddReceived ||
-		a.MaxSize != 10_000_000 || a.PasswordEnv != "POP_PW" || a.Schedule != "@hourly" {
+		a.MaxSize != 10_000_000 || a.Password.Env != "POP_PW" || a.Schedule != "@hourly" {
 		t.Errorf("account a did not take the defaults: %+v", a)
 	}
-	if len(a.Deliver) != 1 || a.Deliver[0].Maildir != "/srv/mail/all" || a.Deliver[0].Line != 10 {
+	if len(a.Deliver) != 1 || a.Deliver[0].Target.(*MaildirTarget).Path != "/srv/mail/all" || a.Deliver[0].Line != 10 {
 		t.Errorf("account a deliver = %+v", a.Deliver)
 	}
 	if b.Timeout.D() != 10*time.Second || !b.Keep || b.DeleteAfter.D() != 14*24*time.Hour || b.TLS != "starttls" {
 		t.Errorf("account b: %+v", b)
 	}
-	if b.PasswordEnv != "" || b.PasswordFile != "/run/secrets/b" {
-		t.Errorf("account b password sources: env %q file %q", b.PasswordEnv, b.PasswordFile)
+	if b.Password.Env != "" || b.Password.File != "/run/secrets/b" {
+		t.Errorf("account b password sources: env %q file %q", b.Password.Env, b.Password.File)
 	}
-	if len(b.Deliver) != 1 || b.Deliver[0].Maildir != "/srv/mail/b" {
+	if len(b.Deliver) != 1 || b.Deliver[0].Target.(*MaildirTarget).Path != "/srv/mail/b" {
 		t.Errorf("account b deliver = %+v", b.Deliver)
 	}
 	// Accounts do not share the defaults' slices.
-	a.Deliver[0].Maildir = "changed"
-	if c2 := mustParse(t, src); c2.Accounts[0].Deliver[0].Maildir != "/srv/mail/all" {
+	a.Deliver[0].Target.(*MaildirTarget).Path = "changed"
+	if c2 := mustParse(t, src); c2.Accounts[0].Deliver[0].Target.(*MaildirTarget).Path != "/srv/mail/all" {
 		t.Error("deliver entries are shared")
 	}
 }
@@ -201,11 +203,15 @@ path = "db/state.db"
 max_parallel = 2
 shutdown_grace = "0"
 metrics = ":9465"
+metrics_public = true
 `+validAccount)
-	if c.State.Path != "/etc/popsync/db/state.db" {
-		t.Errorf("State.Path = %q", c.State.Path)
+	if want := (State{Path: "/etc/popsync/db/state.db", Dir: "/etc/popsync/db", Name: "state.db"}); c.State != want {
+		t.Errorf("State = %+v, want %+v", c.State, want)
 	}
-	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465"}) {
+	if got := c.State.LocalFile(".daemon.lock"); got != "/etc/popsync/db/state.db.daemon.lock" {
+		t.Errorf("LocalFile = %q", got)
+	}
+	if c.Daemon != (Daemon{MaxParallel: 2, ShutdownGrace: 0, Metrics: ":9465", MetricsPublic: true}) {
 		t.Errorf("Daemon = %+v", c.Daemon)
 	}
 }
@@ -241,14 +247,14 @@ password_command = ["pass", "show", "x"]
 	checks := []struct{ got, want string }{
 		{c.State.Path, "/home/me/state.db"},
 		{c.Accounts[0].TLSCAFile, "/etc/popsync/certs/ca.pem"},
-		{c.Accounts[0].PasswordCommand[0], "/etc/popsync/bin/getpw"},
-		{c.Accounts[0].PasswordCommand[1], "~/not-a-path"}, // arguments are left alone
-		{c.Accounts[0].PasswordCommand[2], "rel/arg"},
-		{c.Accounts[0].Deliver[0].Maildir, "/home/me"},
-		{c.Accounts[1].PasswordFile, "/abs/pw"},
-		{c.Accounts[1].Deliver[0].Maildir, "/etc/Maildir"},
-		{c.Accounts[2].PasswordCommand[0], "pass"}, // found in $PATH when run
-		{c.Accounts[2].Deliver[0].Maildir, "/home/me/Maildir"},
+		{c.Accounts[0].Password.Command[0], "/etc/popsync/bin/getpw"},
+		{c.Accounts[0].Password.Command[1], "~/not-a-path"}, // arguments are left alone
+		{c.Accounts[0].Password.Command[2], "rel/arg"},
+		{c.Accounts[0].Deliver[0].Target.(*MaildirTarget).Path, "/home/me"},
+		{c.Accounts[1].Password.File, "/abs/pw"},
+		{c.Accounts[1].Deliver[0].Target.(*MaildirTarget).Path, "/etc/Maildir"},
+		{c.Accounts[2].Password.Command[0], "pass"}, // found in $PATH when run
+		{c.Accounts[2].Deliver[0].Target.(*MaildirTarget).Path, "/home/me/Maildir"},
 	}
 	for i, ch := range checks {
 		if ch.got != ch.want {
@@ -426,6 +432,8 @@ func TestValidation(t *testing.T) {
 
 		{"identity shared", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"POP.example.net\"\nport = 995\nuser = \"me\"\n" + pw + dl,
 			[]want{{8, "again", "", `same host, port and user as account "home" (line 1)`}}},
+		{"identity shared through a trailing dot", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"pop.example.net.\"\nuser = \"me\"\n" + pw + dl,
+			[]want{{8, "again", "", `same host, port and user as account "home" (line 1), me@pop.example.net:995`}}},
 		{"same host and user, other port", head + pw + dl + "[[account]]\nname = \"again\"\nhost = \"pop.example.net\"\nport = 110\ntls = \"starttls\"\nuser = \"me\"\n" + pw + dl, nil},
 
 		{"unknown top-level key", "max_parallel = 3\n" + head + pw + dl,
@@ -500,8 +508,8 @@ delete_after = "1w2d3h"
 	if a.Addr() != "[2001:db8::1]:110" {
 		t.Errorf("Addr = %q", a.Addr())
 	}
-	if a.Auth != "xoauth2" || a.PasswordEnv != "OAUTH_TOKEN" {
-		t.Errorf("auth %q env %q", a.Auth, a.PasswordEnv)
+	if a.Auth != "xoauth2" || a.Password.Env != "OAUTH_TOKEN" {
+		t.Errorf("auth %q env %q", a.Auth, a.Password.Env)
 	}
 	if a.TLSFingerprint != strings.Repeat("abcdef0123456789", 4) {
 		t.Errorf("fingerprint = %q", a.TLSFingerprint)
@@ -665,8 +673,8 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if c.Path != path || c.Accounts[0].Password.Reveal() != "hunter2" {
-		t.Errorf("Path %q password %q", c.Path, c.Accounts[0].Password.Reveal())
+	if c.Path != path || c.Accounts[0].Password.Literal.Reveal() != "hunter2" {
+		t.Errorf("Path %q password %q", c.Path, c.Accounts[0].Password.Literal.Reveal())
 	}
 
 	// Load checks the file's real mode.

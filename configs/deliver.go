@@ -1,9 +1,385 @@
 package configs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
+
+	"popsync/internal/credential"
 )
+
+// Delivery kinds, as returned by Deliver.Kind. Each is also the key that
+// selects it in a [[account.deliver]] table.
+const (
+	KindMaildir = "maildir"
+	KindSMTP    = "smtp"
+	KindLMTP    = "lmtp"
+	KindMDA     = "mda"
+)
+
+// Deliver is one [[account.deliver]] entry: one delivery target, whose
+// settings are the TargetConfig of its kind, and what the fetcher does with
+// a message the target refuses for good.
+type Deliver struct {
+	Line int // line of the [[account.deliver]] header
+
+	// Target is *MaildirTarget, *SMTPTarget, *LMTPTarget or *MDATarget.
+	Target TargetConfig
+
+	// For confirming targets (SMTP, LMTP, MDA), "" for the others:
+	Quarantine string // absolute path of a Maildir for rejected messages; "" = the default
+	OnReject   string // what to do with a message the target rejects permanently
+}
+
+// TargetConfig is the settings of one kind of delivery target.
+type TargetConfig interface {
+	// Kind is one of the Kind* constants.
+	Kind() string
+	// place returns the settings that say where the target delivers:
+	// two entries with the same kind and place deliver into one mailbox.
+	place() []string
+	clone() TargetConfig
+}
+
+// MaildirTarget delivers into a Maildir (key maildir).
+type MaildirTarget struct {
+	Path string // absolute path, created if missing
+}
+
+// SMTPTarget reinjects into an MTA over SMTP (key smtp).
+type SMTPTarget struct {
+	Addr string   // "host:port"
+	Rcpt []string // envelope recipients
+	From string   // envelope sender; "" = the null sender
+	Helo string   // name to greet with; "" = the host name
+	TLS  string   // TLSImplicit, TLSStartTLS or TLSNone
+	User string   // AUTH user; "" = no AUTH
+	// Password is the AUTH password: keys smtp_password, smtp_password_file,
+	// smtp_password_command, smtp_password_env.
+	Password credential.Source
+}
+
+// LMTPTarget hands messages to an LMTP server (key lmtp), such as Dovecot.
+type LMTPTarget struct {
+	Addr string   // "host:port" or "unix:/path"
+	Rcpt []string // envelope recipients
+	From string   // envelope sender; "" = the null sender
+	Helo string   // name to greet with; "" = the host name
+}
+
+// MDATarget pipes each message into a program (key mda).
+type MDATarget struct {
+	Command []string // program and arguments; the message on stdin
+	From    string   // envelope sender, in the environment; "" = none
+}
+
+func (*MaildirTarget) Kind() string { return KindMaildir }
+func (*SMTPTarget) Kind() string    { return KindSMTP }
+func (*LMTPTarget) Kind() string    { return KindLMTP }
+func (*MDATarget) Kind() string     { return KindMDA }
+
+func (t *MaildirTarget) place() []string { return []string{t.Path} }
+func (t *SMTPTarget) place() []string    { return append([]string{t.Addr}, t.Rcpt...) }
+func (t *LMTPTarget) place() []string    { return append([]string{t.Addr}, t.Rcpt...) }
+func (t *MDATarget) place() []string     { return t.Command }
+
+func (t *MaildirTarget) clone() TargetConfig { c := *t; return &c }
+func (t *SMTPTarget) clone() TargetConfig {
+	c := *t
+	c.Rcpt = slices.Clone(t.Rcpt)
+	return &c
+}
+func (t *LMTPTarget) clone() TargetConfig {
+	c := *t
+	c.Rcpt = slices.Clone(t.Rcpt)
+	return &c
+}
+func (t *MDATarget) clone() TargetConfig {
+	c := *t
+	c.Command = slices.Clone(t.Command)
+	return &c
+}
+
+// String names the target for messages: its kind and where it delivers.
+// It never shows a secret.
+func (t *MaildirTarget) String() string { return KindMaildir + " " + t.Path }
+func (t *SMTPTarget) String() string    { return KindSMTP + " " + t.Addr }
+func (t *LMTPTarget) String() string    { return KindLMTP + " " + t.Addr }
+func (t *MDATarget) String() string     { return KindMDA + " " + strings.Join(t.Command, " ") }
+
+// Format prints the target as String does, with every verb, so that
+// printing a config cannot show the AUTH password.
+func (t *SMTPTarget) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(t.String())) }
+
+// Kind names the target kind of d: one of the Kind* constants, or "".
+func (d Deliver) Kind() string {
+	if d.Target == nil {
+		return ""
+	}
+	return d.Target.Kind()
+}
+
+// ID is the stable name of the target in the seen-set's intents: its kind
+// and a digest of where it delivers (the Maildir's path; the MTA's address
+// and the recipients; the MDA's command), so that reordering the deliver
+// entries, or changing a key that does not say where mail goes (helo,
+// on_reject, ...), does not change it. No two entries of one account have
+// the same ID (Load refuses that).
+func (d Deliver) ID() string {
+	if d.Target == nil {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(strings.Join(d.Target.place(), "\x00")))
+	return d.Target.Kind() + ":" + hex.EncodeToString(sum[:8])
+}
+
+// Confirming reports whether d's target confirms each message as it takes
+// it (SMTP, LMTP, MDA) rather than staging it (Maildir); only those take
+// quarantine and on_reject.
+func (d Deliver) Confirming() bool {
+	k, ok := kindOf(d.Kind())
+	return ok && k.confirming
+}
+
+func cloneDelivers(ds []Deliver) []Deliver {
+	out := make([]Deliver, len(ds))
+	for i, d := range ds {
+		if d.Target != nil {
+			d.Target = d.Target.clone()
+		}
+		out[i] = d
+	}
+	return out
+}
+
+// deliverKind is one row of the kind table: a new kind of target is its
+// TargetConfig, its keys in deliverFields and one row here.
+type deliverKind struct {
+	name       string   // the kind, and the key that selects it
+	keys       []string // the other keys that apply to it
+	confirming bool     // quarantine and on_reject apply too
+	// build makes the TargetConfig of a table that selected this kind,
+	// reporting problems of keys that depend on each other.
+	build func(d *decoder, r *rawDeliver, w where) (TargetConfig, bool)
+}
+
+var deliverKinds = []deliverKind{
+	{KindMaildir, nil, false, buildMaildir},
+	{KindSMTP, []string{"rcpt", "from", "helo", "smtp_tls", "smtp_user",
+		"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env"}, true, buildSMTP},
+	{KindLMTP, []string{"rcpt", "from", "helo"}, true, buildLMTP},
+	{KindMDA, []string{"from"}, true, buildMDA},
+}
+
+func kindOf(name string) (deliverKind, bool) {
+	for _, k := range deliverKinds {
+		if k.name == name {
+			return k, true
+		}
+	}
+	return deliverKind{}, false
+}
+
+// rawDeliver is one [[account.deliver]] table as written.
+type rawDeliver struct {
+	set map[string]where // every key given, good or bad
+
+	maildir, smtp, lmtp val[string]
+	mda                 val[[]string]
+
+	rcpt                          val[[]string]
+	from, helo, smtpTLS, smtpUser val[string]
+	smtpPassword                  val[Secret]
+	smtpPasswordFile              val[string]
+	smtpPasswordCommand           val[[]string]
+	smtpPasswordEnv               val[string]
+	quarantine, onReject          val[string]
+}
+
+type deliverField func(d *decoder, r *rawDeliver, x any, w where)
+
+// deliverFields are the keys of [[account.deliver]].
+var deliverFields = map[string]deliverField{
+	"maildir":       func(d *decoder, r *rawDeliver, x any, w where) { r.maildir = get(d.path, x, w) },
+	"smtp":          func(d *decoder, r *rawDeliver, x any, w where) { r.smtp = get(d.hostPort, x, w) },
+	"lmtp":          func(d *decoder, r *rawDeliver, x any, w where) { r.lmtp = get(d.lmtpAddr, x, w) },
+	"mda":           func(d *decoder, r *rawDeliver, x any, w where) { r.mda = get(d.command, x, w) },
+	"rcpt":          func(d *decoder, r *rawDeliver, x any, w where) { r.rcpt = get(d.addresses, x, w) },
+	"from":          func(d *decoder, r *rawDeliver, x any, w where) { r.from = get(d.address, x, w) },
+	"helo":          func(d *decoder, r *rawDeliver, x any, w where) { r.helo = get(d.host, x, w) },
+	"smtp_tls":      func(d *decoder, r *rawDeliver, x any, w where) { r.smtpTLS = get(d.enum(tlsModes...), x, w) },
+	"smtp_user":     func(d *decoder, r *rawDeliver, x any, w where) { r.smtpUser = get(d.nonEmpty, x, w) },
+	"smtp_password": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPassword = get(d.secret, x, w) },
+	"smtp_password_file": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.smtpPasswordFile = get(d.path, x, w)
+	},
+	"smtp_password_command": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.smtpPasswordCommand = get(d.command, x, w)
+	},
+	"smtp_password_env": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPasswordEnv = get(d.envName, x, w) },
+	"quarantine":        func(d *decoder, r *rawDeliver, x any, w where) { r.quarantine = get(d.path, x, w) },
+	"on_reject":         func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
+}
+
+// delivers reads an array of deliver tables; header is how the user writes
+// its table header, for messages. Two entries that deliver into the same
+// place are refused: one mailbox would get every message twice, and their
+// intents would share one target ID.
+func (d *decoder) delivers(header string) func(any, where) ([]Deliver, bool) {
+	return func(x any, w where) ([]Deliver, bool) {
+		tables, ok := d.tables(x, w, header)
+		if !ok {
+			return nil, false
+		}
+		out := make([]Deliver, 0, len(tables))
+		ids := make(map[string]int)
+		for j, m := range tables {
+			ew := w.elem(j)
+			de, good := d.deliver(m, ew)
+			if !good {
+				ok = false
+			} else if line, dup := ids[de.ID()]; dup {
+				d.problem(ew, "delivers into the same %s target as the entry on line %d", de.Kind(), line)
+				ok = false
+			} else {
+				ids[de.ID()] = de.Line
+			}
+			out = append(out, de)
+		}
+		return out, ok
+	}
+}
+
+// deliver reads one deliver table and checks that it names exactly one
+// target and only keys that apply to it.
+func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
+	r := &rawDeliver{set: make(map[string]where)}
+	handlers := make(map[string]func(any, where), len(deliverFields))
+	for k, f := range deliverFields {
+		handlers[k] = func(x any, w where) {
+			r.set[k] = w
+			f(d, r, x, w)
+		}
+	}
+	d.fields(m, w, handlers)
+	de := Deliver{Line: d.pos.line(w.path)}
+
+	var kinds []deliverKind
+	var names []string
+	for _, k := range deliverKinds {
+		names = append(names, k.name)
+		if _, ok := r.set[k.name]; ok {
+			kinds = append(kinds, k)
+		}
+	}
+	switch len(kinds) {
+	case 0:
+		d.problem(w, "needs one of %s or %s", strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
+		return de, false
+	case 1:
+	default:
+		for _, k := range kinds[1:] {
+			d.problem(r.set[k.name], "cannot be combined with %s: each target needs its own [[account.deliver]] table", kinds[0].name)
+		}
+		return de, false
+	}
+	kind := kinds[0]
+
+	ok := true
+	for _, v := range []bool{r.maildir.bad, r.smtp.bad, r.lmtp.bad, r.mda.bad, r.rcpt.bad, r.from.bad, r.helo.bad,
+		r.smtpTLS.bad, r.smtpUser.bad, r.smtpPassword.bad, r.smtpPasswordFile.bad, r.smtpPasswordCommand.bad,
+		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad} {
+		if v {
+			ok = false
+		}
+	}
+	applies := append([]string{kind.name}, kind.keys...)
+	if kind.confirming {
+		applies = append(applies, "quarantine", "on_reject")
+	}
+	for _, k := range sortedKeys(r.set) {
+		if !slices.Contains(applies, k) {
+			d.problem(r.set[k], "does not apply to %s delivery", kind.name)
+			ok = false
+		}
+	}
+	if !ok {
+		return de, false
+	}
+	t, good := kind.build(d, r, w)
+	de.Target = t
+	if kind.confirming && !d.confirming(&de, r) {
+		good = false
+	}
+	return de, good
+}
+
+func buildMaildir(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
+	return &MaildirTarget{Path: r.maildir.v}, true
+}
+
+func buildMDA(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
+	return &MDATarget{Command: r.mda.v, From: r.from.v}, true
+}
+
+func buildLMTP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
+	t := &LMTPTarget{Addr: r.lmtp.v, Rcpt: r.rcpt.v, From: r.from.v, Helo: r.helo.v}
+	return t, d.needRcpt(r, w, KindLMTP)
+}
+
+// buildSMTP fills in smtp_tls: "none" for an MTA on a loopback address (a
+// local Postfix rarely has a certificate for 127.0.0.1), "starttls"
+// otherwise; smtp_user over "none" is refused unless the MTA is on a
+// loopback address, since the password would travel in clear text.
+func buildSMTP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
+	t := &SMTPTarget{Addr: r.smtp.v, Rcpt: r.rcpt.v, From: r.from.v, Helo: r.helo.v,
+		TLS: r.smtpTLS.v, User: r.smtpUser.v, Password: credential.Source{Key: "smtp_password",
+			Literal: r.smtpPassword.v, File: r.smtpPasswordFile.v, Command: r.smtpPasswordCommand.v,
+			Env: r.smtpPasswordEnv.v}}
+	ok := d.needRcpt(r, w, KindSMTP)
+	var sources []string
+	for _, k := range []string{"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env"} {
+		if _, set := r.set[k]; set {
+			sources = append(sources, k)
+		}
+	}
+	switch {
+	case r.smtpUser.set && len(sources) == 0:
+		d.problem(r.smtpUser.w, "needs smtp_password too (or smtp_password_file, smtp_password_command or smtp_password_env)")
+		ok = false
+	case !r.smtpUser.set && len(sources) > 0:
+		d.problem(r.set[sources[0]], "needs smtp_user too")
+		ok = false
+	case len(sources) > 1:
+		for _, k := range sources[1:] {
+			d.problem(r.set[k], "only one AUTH password source may be given, and %s is set on line %d", sources[0], d.pos.line(r.set[sources[0]].path))
+		}
+		ok = false
+	}
+	loopback := isLoopbackHostPort(t.Addr)
+	if !r.smtpTLS.set {
+		t.TLS = TLSStartTLS
+		if loopback {
+			t.TLS = TLSNone
+		}
+	}
+	if r.smtpUser.set && t.TLS == TLSNone && !loopback {
+		d.problem(r.smtpUser.w, `needs smtp_tls = "starttls" or "implicit": the MTA %s is not on a loopback address and the password would be sent in clear text`, t.Addr)
+		ok = false
+	}
+	return t, ok
+}
+
+func (d *decoder) needRcpt(r *rawDeliver, w where, kind string) bool {
+	if !r.rcpt.set {
+		d.problem(w.sub("rcpt"), "is required for %s delivery: the envelope recipients", kind)
+		return false
+	}
+	return true
+}
 
 // What the fetcher does with a message that an SMTP, LMTP or MDA target
 // rejected permanently (key on_reject). It is never bounced to its sender.
@@ -18,39 +394,16 @@ const DefaultOnReject = OnRejectQuarantine
 
 var onRejectModes = []string{OnRejectQuarantine, OnRejectKeep, OnRejectDelete}
 
-// confirmingDefaults fills in the defaults of an SMTP, LMTP or MDA entry
-// and checks the keys that depend on each other. It reports whether the
-// entry is still good.
-//
-// smtp_tls defaults to "none" for an MTA on a loopback address (a local
-// Postfix rarely has a certificate for 127.0.0.1) and to "starttls"
-// otherwise; smtp_user over "none" is refused unless the MTA is on a
-// loopback address, since the password would travel in clear text.
-func (d *decoder) confirmingDefaults(de *Deliver, r *rawDeliver, kind string) bool {
-	ok := true
-	if kind != KindSMTP && kind != KindLMTP && kind != KindMDA {
-		return ok
-	}
+// confirming fills in the keys every confirming target has and checks
+// those that depend on each other. It reports whether the entry is good.
+func (d *decoder) confirming(de *Deliver, r *rawDeliver) bool {
 	de.OnReject = or(r.onReject, DefaultOnReject)
-	if r.quarantine.set && r.onReject.set && !r.onReject.bad && de.OnReject != OnRejectQuarantine {
+	de.Quarantine = or(r.quarantine, "")
+	if r.quarantine.set && r.onReject.set && de.OnReject != OnRejectQuarantine {
 		d.problem(r.quarantine.w, `needs on_reject = "quarantine", not %q`, de.OnReject)
-		ok = false
+		return false
 	}
-	if kind != KindSMTP || r.smtp.bad {
-		return ok
-	}
-	loopback := isLoopbackHostPort(de.SMTP)
-	if !r.smtpTLS.set {
-		de.SMTPTLS = TLSStartTLS
-		if loopback {
-			de.SMTPTLS = TLSNone
-		}
-	}
-	if r.smtpUser.set && de.SMTPTLS == TLSNone && !r.smtpTLS.bad && !loopback {
-		d.problem(r.smtpUser.w, `needs smtp_tls = "starttls" or "implicit": the MTA %s is not on a loopback address and the password would be sent in clear text`, de.SMTP)
-		ok = false
-	}
-	return ok
+	return true
 }
 
 // isLoopbackHostPort reports whether "host:port" names this host:

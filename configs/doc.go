@@ -1,8 +1,10 @@
 // Package configs reads popsync's TOML configuration file: it defines the
-// types the rest of popsync receives (Config, Account, Deliver), fills in
-// defaults, validates the file as a whole and reports every problem at once
-// with its line, resolves paths, and looks up an account's password from the
-// source the file names (literal, file, environment variable or command).
+// types the rest of popsync receives (Config, Account, Deliver and one
+// TargetConfig per delivery kind), fills in defaults, validates the file as
+// a whole and reports every problem at once with its line, resolves paths,
+// computes an account's identity (Account.Identity) and says where each
+// secret comes from (a credential.Source: literal, file, environment
+// variable or command), which package credential reads.
 //
 // Layering: a key given in an [[account]] table wins over the same key in
 // [defaults], which wins over the built-in default. The password sources form

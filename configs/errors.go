@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"popsync/internal/credential"
 )
 
 // Sentinel errors of this package.
@@ -15,8 +17,8 @@ var (
 
 	// ErrSecretUnavailable is wrapped by every error Account.Secret returns,
 	// so that callers can tell "could not obtain the password" from a failed
-	// login.
-	ErrSecretUnavailable = errors.New("password unavailable")
+	// login. It is credential.ErrUnavailable.
+	ErrSecretUnavailable = credential.ErrUnavailable
 )
 
 // Problem is one thing wrong with a config file.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"popsync/internal/credential"
 )
 
 // The test binary doubles as the password command: run with "configs-helper"
@@ -39,6 +41,13 @@ func helper(mode string, args []string) int {
 		return 3
 	case "silent":
 		return 0
+	case "env": // write the environment to args[0], print a password
+		if err := os.WriteFile(args[0], []byte(strings.Join(os.Environ(), "\n")), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("from-the-command")
+		return 0
 	case "hang":
 		time.Sleep(time.Hour) // a stuck program; the caller's timeout must end it
 		return 0
@@ -65,7 +74,7 @@ func secretOf(t *testing.T, a *Account) (string, error) {
 }
 
 func TestSecretLiteral(t *testing.T) {
-	s, err := secretOf(t, &Account{Name: "a", Password: "hunter2"})
+	s, err := secretOf(t, &Account{Name: "a", Password: credential.Literal("hunter2")})
 	if err != nil || s != "hunter2" {
 		t.Errorf("got %q, %v", s, err)
 	}
@@ -102,7 +111,7 @@ func TestSecretFile(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := write(strings.ReplaceAll(tc.name, " ", "_"), tc.content, tc.mode)
-			s, err := secretOf(t, &Account{Name: "a", PasswordFile: p})
+			s, err := secretOf(t, &Account{Name: "a", Password: credential.Source{File: p}})
 			if tc.errText == "" {
 				if err != nil || s != tc.want {
 					t.Errorf("got %q, %v; want %q", s, err, tc.want)
@@ -117,7 +126,7 @@ func TestSecretFile(t *testing.T) {
 			}
 		})
 	}
-	_, err := secretOf(t, &Account{Name: "a", PasswordFile: filepath.Join(dir, "missing")})
+	_, err := secretOf(t, &Account{Name: "a", Password: credential.Source{File: filepath.Join(dir, "missing")}})
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
@@ -126,15 +135,15 @@ func TestSecretFile(t *testing.T) {
 func TestSecretEnv(t *testing.T) {
 	t.Setenv("POPSYNC_TEST_PW", "from-env")
 	t.Setenv("POPSYNC_TEST_EMPTY", "")
-	s, err := secretOf(t, &Account{Name: "a", PasswordEnv: "POPSYNC_TEST_PW"})
+	s, err := secretOf(t, &Account{Name: "a", Password: credential.Source{Env: "POPSYNC_TEST_PW"}})
 	if err != nil || s != "from-env" {
 		t.Errorf("got %q, %v", s, err)
 	}
-	_, err = secretOf(t, &Account{Name: "a", PasswordEnv: "POPSYNC_TEST_EMPTY"})
+	_, err = secretOf(t, &Account{Name: "a", Password: credential.Source{Env: "POPSYNC_TEST_EMPTY"}})
 	if err == nil || !strings.Contains(err.Error(), "environment variable POPSYNC_TEST_EMPTY is empty") {
 		t.Errorf("empty: %v", err)
 	}
-	_, err = secretOf(t, &Account{Name: "a", PasswordEnv: "POPSYNC_TEST_UNSET_VARIABLE"})
+	_, err = secretOf(t, &Account{Name: "a", Password: credential.Source{Env: "POPSYNC_TEST_UNSET_VARIABLE"}})
 	if err == nil || !strings.Contains(err.Error(), "environment variable POPSYNC_TEST_UNSET_VARIABLE is not set") {
 		t.Errorf("unset: %v", err)
 	}
@@ -142,18 +151,21 @@ func TestSecretEnv(t *testing.T) {
 
 func TestSecretCommand(t *testing.T) {
 	// No shell: "$HOME" and ";" arrive as they are written.
-	s, err := secretOf(t, &Account{Name: "a", PasswordCommand: helperCommand(t, "echo", "$HOME;x", "second")})
+	s, err := secretOf(t, &Account{Name: "a", Password: credential.Source{Command: helperCommand(t, "echo", "$HOME;x", "second")}})
 	if err != nil || s != "$HOME;x" {
 		t.Errorf("echo: got %q, %v", s, err)
 	}
-	s, err = secretOf(t, &Account{Name: "a", PasswordCommand: helperCommand(t, "crlf")})
+	s, err = secretOf(t, &Account{Name: "a", Password: credential.Source{Command: helperCommand(t, "crlf")}})
 	if err != nil || s != "tok3n" {
 		t.Errorf("crlf: got %q, %v", s, err)
 	}
 
-	_, err = secretOf(t, &Account{Name: "work", PasswordCommand: helperCommand(t, "fail")})
+	_, err = secretOf(t, &Account{Name: "work", Password: credential.Source{Command: helperCommand(t, "fail")}})
 	if err == nil {
 		t.Fatal("fail: no error")
+	}
+	if credential.IsTemporary(err) {
+		t.Errorf("a failing password_command is not temporary: %v", err)
 	}
 	for _, want := range []string{`account "work"`, "exit status 3", "gpg: decryption failed: No secret key"} {
 		if !strings.Contains(err.Error(), want) {
@@ -164,23 +176,29 @@ func TestSecretCommand(t *testing.T) {
 		t.Errorf("fail: stdout leaked into the error: %v", err)
 	}
 
-	_, err = secretOf(t, &Account{Name: "a", PasswordCommand: helperCommand(t, "silent")})
+	_, err = secretOf(t, &Account{Name: "a", Password: credential.Source{Command: helperCommand(t, "silent")}})
 	if err == nil || !strings.Contains(err.Error(), "printed nothing") {
 		t.Errorf("silent: %v", err)
 	}
 
-	_, err = secretOf(t, &Account{Name: "a", PasswordCommand: []string{filepath.Join(t.TempDir(), "no-such-program")}})
+	_, err = secretOf(t, &Account{Name: "a", Password: credential.Source{Command: []string{filepath.Join(t.TempDir(), "no-such-program")}}})
 	if err == nil || !strings.Contains(err.Error(), "no-such-program") {
 		t.Errorf("missing program: %v", err)
 	}
 }
 
 func TestSecretCommandTimeout(t *testing.T) {
-	a := &Account{Name: "a", PasswordCommand: helperCommand(t, "hang"), PasswordCommandTimeout: Duration(200 * time.Millisecond)}
+	a := &Account{Name: "a", Password: credential.Source{Command: helperCommand(t, "hang"), Timeout: 200 * time.Millisecond}}
 	start := time.Now()
 	_, err := secretOf(t, a)
 	if err == nil || !strings.Contains(err.Error(), "no answer within 200ms") {
 		t.Errorf("got %v", err)
+	}
+	// A command that does not answer in time may answer next time: the
+	// scheduler backs off as from a network error instead of waiting for
+	// the user.
+	if !credential.IsTemporary(err) || !errors.Is(err, ErrSecretUnavailable) {
+		t.Errorf("timeout: temporary %v, unavailable %v: %v", credential.IsTemporary(err), errors.Is(err, ErrSecretUnavailable), err)
 	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("took %v", d)
@@ -189,7 +207,7 @@ func TestSecretCommandTimeout(t *testing.T) {
 	// The caller's context ends it too.
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	a.PasswordCommandTimeout = 0 // the 10s default
+	a.Password.Timeout = 0 // the 10s default
 	if _, err := a.Secret(ctx); !errors.Is(err, ErrSecretUnavailable) || !strings.Contains(err.Error(), "context canceled") {
 		t.Errorf("cancelled: %v", err)
 	}
@@ -199,15 +217,15 @@ func TestSecretCommandTimeout(t *testing.T) {
 // way a program might, and checks the secret never shows.
 func TestSecretsNeverPrinted(t *testing.T) {
 	const secret = "hunter2-very-secret"
-	a := &Account{Name: "a", Host: "h", Port: 995, User: "u", Password: secret,
-		Deliver: []Deliver{{Maildir: "/m", SMTPPassword: secret}}}
+	a := &Account{Name: "a", Host: "h", Port: 995, User: "u", Password: credential.Literal(secret),
+		Deliver: []Deliver{{Target: &SMTPTarget{Addr: "h:25", Password: credential.Literal(secret)}}}}
 	c := &Config{Accounts: []*Account{a}}
 
 	var out []string
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%10.3s"} {
 		out = append(out, fmt.Sprintf(verb, a), fmt.Sprintf(verb, *a), fmt.Sprintf(verb, a.Password), fmt.Sprintf(verb, a.Deliver))
 	}
-	out = append(out, fmt.Sprint(c), fmt.Sprintln(*a), a.Password.String(), a.Password.GoString())
+	out = append(out, fmt.Sprint(c), fmt.Sprintln(*a), a.Password.Literal.String(), a.Password.Literal.GoString())
 
 	j, err := json.Marshal(a)
 	if err != nil {
@@ -226,10 +244,10 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			t.Errorf("secret printed: %s", o)
 		}
 	}
-	if !strings.Contains(string(j), `"Password":"\u003credacted\u003e"`) {
+	if !strings.Contains(string(j), `"Literal":"\u003credacted\u003e"`) {
 		t.Errorf("json: %s", j)
 	}
-	if a.Password.Reveal() != secret {
+	if a.Password.Literal.Reveal() != secret {
 		t.Error("Reveal lost the value")
 	}
 }

@@ -1,6 +1,7 @@
 // Package deliver hands fetched messages to their local destinations:
 // delivery targets: a Maildir, SMTP and LMTP reinjection into the local
-// mail system, and an MDA pipe. It knows nothing of POP3.
+// mail system, an MDA pipe, and a mailbox on an IMAP server (APPEND). It
+// knows nothing of POP3.
 //
 // Delivery is two-phase and batch-oriented so that durability is paid once
 // per batch rather than once per message. For each batch the caller:
@@ -17,7 +18,16 @@
 // The package knows nothing about POP3, UIDLs beyond the Meta it is given,
 // the seen-set, or which messages a server may delete: that policy belongs
 // to the fetcher. It writes exactly the bytes it is given, apart from the
-// line-ending conversion a target documents (Maildir stores LF).
+// line-ending conversion a target documents and the IMAP target's one
+// field on top, which names the delivery: Maildir and MDA get LF; SMTP
+// and LMTP get CRLF, every bare CR and every bare LF turned into CRLF
+// before dot-stuffing, so that no byte sequence in a message can end DATA
+// early on any server's reading of line ends. Normalising was chosen over
+// refusing such a message: a POP3 server may well hold one, and CRLF is
+// what MTAs accept.
+//
+// A server's plaintext that arrives after its reply to STARTTLS and before
+// the TLS handshake is refused, never silently dropped (see SMTP).
 package deliver
 
 import (
@@ -114,6 +124,37 @@ type Delivery interface {
 	// Size is the number of bytes written to the target so far, after any
 	// line-ending conversion.
 	Size() int64
+}
+
+// Confirming is the part every confirming target (SMTP, LMTP, an MDA, an
+// IMAP APPEND) shares; such a target embeds it. A message is delivered
+// once its Delivery's Close returned nil, so Prepare and Publish have
+// nothing to do, no token is issued, Delivered knows none and Cleanup has
+// nothing to remove. A confirming Delivery's Token is "".
+type Confirming struct{}
+
+// Prepare does nothing: a delivered message was confirmed in Close.
+func (Confirming) Prepare(ctx context.Context, ds []Delivery) error { return nil }
+
+// Publish does nothing: a delivered message was confirmed in Close.
+func (Confirming) Publish(ctx context.Context, ds []Delivery) error { return nil }
+
+// Delivered knows no tokens: it reports nothing.
+func (Confirming) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
+	return map[string]bool{}, nil
+}
+
+// Cleanup has nothing to clean up.
+func (Confirming) Cleanup(ctx context.Context, tokens []string) error { return nil }
+
+// Confirms marks the target as confirming; see IsConfirming.
+func (Confirming) Confirms() bool { return true }
+
+// IsConfirming reports whether t confirms each message in Delivery.Close
+// (it embeds Confirming) rather than staging it for Publish.
+func IsConfirming(t Target) bool {
+	c, ok := t.(interface{ Confirms() bool })
+	return ok && c.Confirms()
 }
 
 // PublishError is returned by Publish when it stopped partway: the

@@ -21,6 +21,11 @@ var (
 	// ErrPartial: an LMTP server accepted the message for some recipients
 	// and not for others (see DeliveryError.Rcpts).
 	ErrPartial = errors.New("delivered to some recipients only")
+	// ErrPlaintextInjection: the server sent bytes after its 220 reply to
+	// STARTTLS and before the TLS handshake, or its 220 arrived before
+	// the command was sent; such bytes would be plaintext smuggled into
+	// the session the handshake is meant to protect (RFC 3207 §4).
+	ErrPlaintextInjection = errors.New("server sent plaintext around its STARTTLS reply")
 	// ErrIncomplete: the program exited 0 without reading the whole
 	// message.
 	ErrIncomplete = errors.New("program exited before reading the whole message")
@@ -174,6 +179,8 @@ var stageNames = map[string]string{
 	StageReply:   "end of data",
 	StageStart:   "starting",
 	StageExit:    "running",
+	StageAppend:  "APPEND",
+	StageLookup:  "looking for delivered messages",
 }
 
 // IsPermanent reports whether err (or an error it wraps) is a

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-maildir"
+
+	"popsync/internal/osfile"
 )
 
 // Maildir layout and writing (cr.yp.to/proto/maildir.html): a message is
@@ -94,7 +96,7 @@ func NewMaildir(path string, opts MaildirOptions) (*Maildir, error) {
 		host:      sanitizeHost(host),
 		maxHeld:   defaultMaxHeld,
 		syncFiles: syncConcurrently,
-		syncDir:   syncDir,
+		syncDir:   osfile.SyncDir,
 		live:      make(map[*maildirDelivery]struct{}),
 	}, nil
 }
@@ -153,7 +155,7 @@ func initMaildir(dir string) error {
 		toSync = append(toSync, filepath.Dir(p))
 	}
 	for _, p := range toSync {
-		if err := syncDir(p); err != nil {
+		if err := osfile.SyncDir(p); err != nil {
 			return err
 		}
 	}
@@ -713,18 +715,4 @@ func (d *maildirDelivery) releaseBuf() {
 	bufPool.Put(d.bw)
 	d.bw = nil
 	d.lf.w = nil
-}
-
-// syncDir fsyncs a directory, making the entries created, renamed or
-// removed in it durable.
-func syncDir(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

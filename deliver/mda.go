@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,10 +27,13 @@ const (
 	exTempFail = 75
 )
 
-// Environment variables an MDA gets besides popsync's own environment.
+// Environment variables an MDA gets on top of MDAOptions.Env. EnvUIDL is
+// chosen by the POP3 server and EnvSender comes from the message itself:
+// both are untrusted data that may hold any printable byte (` $ | & ; and
+// spaces included), to be quoted ("$SENDER") by any shell that uses them.
 const (
 	EnvAccount = "POPSYNC_ACCOUNT" // the account name
-	EnvUIDL    = "POPSYNC_UIDL"    // the message's UIDL
+	EnvUIDL    = "POPSYNC_UIDL"    // the message's UIDL, as the server sent it
 	EnvSender  = "SENDER"          // the envelope sender, when known ("" for <>)
 )
 
@@ -39,6 +42,13 @@ type MDAOptions struct {
 	// Command is the program and its arguments, run without a shell. A
 	// program without a '/' is looked up in $PATH.
 	Command []string
+	// Env is the environment the program starts from ("NAME=value"), to
+	// which EnvAccount, EnvUIDL and EnvSender are added; any EnvAccount,
+	// EnvUIDL or EnvSender already in it is dropped first. The caller
+	// removes secrets from it (configs.ChildEnv). nil means an empty
+	// environment besides those three, never popsync's own: a forgotten
+	// Env must not hand the program every password in the environment.
+	Env []string
 	// From is the sender reported in SENDER for messages without a usable
 	// Return-Path; with neither, SENDER is not set.
 	From string
@@ -56,9 +66,9 @@ type MDAOptions struct {
 // program (procmail, maildrop, a script): exit status 0 means delivered.
 // The program runs once per message in a process group of its own,
 // without a shell, with the message on its standard input in LF line
-// endings and EnvAccount, EnvUIDL and EnvSender added to popsync's
-// environment. It is started once the header section is known (for
-// SENDER), at the latest when the message ends.
+// endings and EnvAccount, EnvUIDL and EnvSender added to MDAOptions.Env.
+// It is started once the header section is known (for SENDER), at the
+// latest when the message ends.
 //
 // Exit status 75 (EX_TEMPFAIL) and a program killed by a signal or by the
 // deadline are temporary failures; any other nonzero status is permanent,
@@ -66,6 +76,7 @@ type MDAOptions struct {
 // program that cannot be found or started is a temporary StageStart error
 // that the target repeats for every later Begin.
 type MDA struct {
+	Confirming
 	opts MDAOptions
 	name string
 	log  *slog.Logger
@@ -84,6 +95,14 @@ func NewMDA(opts MDAOptions) (*MDA, error) {
 	}
 	m := &MDA{opts: opts, name: "mda " + opts.Command[0], live: make(map[*mdaDelivery]struct{})}
 	m.opts.Command = append([]string(nil), opts.Command...)
+	m.opts.Env = make([]string, 0, len(opts.Env))
+	for _, kv := range opts.Env {
+		switch name, _, _ := strings.Cut(kv, "="); name {
+		case EnvAccount, EnvUIDL, EnvSender:
+		default:
+			m.opts.Env = append(m.opts.Env, kv)
+		}
+	}
 	if m.opts.Timeout <= 0 {
 		m.opts.Timeout = DefaultMDATimeout
 	}
@@ -158,20 +177,6 @@ func (m *MDA) setDown(err error) {
 	}
 	m.mu.Unlock()
 }
-
-// Prepare does nothing: a delivered message was confirmed in Close.
-func (m *MDA) Prepare(ctx context.Context, ds []Delivery) error { return nil }
-
-// Publish does nothing: a delivered message was confirmed in Close.
-func (m *MDA) Publish(ctx context.Context, ds []Delivery) error { return nil }
-
-// Delivered knows no tokens: it reports nothing.
-func (m *MDA) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
-	return map[string]bool{}, nil
-}
-
-// Cleanup has nothing to clean up.
-func (m *MDA) Cleanup(ctx context.Context, tokens []string) error { return nil }
 
 // Close kills the programs of deliveries still open and refuses new ones.
 func (m *MDA) Close() error {
@@ -253,7 +258,7 @@ func (d *mdaDelivery) Write(p []byte) (int, error) {
 // start runs the program and hands it the held bytes.
 func (d *mdaDelivery) start() error {
 	m := d.m
-	env := append(os.Environ(), EnvAccount+"="+d.meta.Account, EnvUIDL+"="+d.meta.UIDL)
+	env := append(m.opts.Env[:len(m.opts.Env):len(m.opts.Env)], EnvAccount+"="+d.meta.Account, EnvUIDL+"="+d.meta.UIDL)
 	if sender, ok := returnPath(d.hdr.header()); ok {
 		env = append(env, EnvSender+"="+sender)
 	} else if m.opts.From != "" {

@@ -88,11 +88,16 @@ func TestMDAEnvironment(t *testing.T) {
   echo "account=$POPSYNC_ACCOUNT"
   echo "uidl=$POPSYNC_UIDL"
   echo "sender=${SENDER-unset}"
+  echo "given=$MDA_TEST_GIVEN"
   echo "inherited=$POPSYNC_TEST_INHERITED"
   echo "argv0=$0 args=$*"
 } > "$1"
 `)
+	// Only MDAOptions.Env reaches the program, never popsync's own
+	// environment; stale copies of the variables the target sets are
+	// dropped from Env.
 	t.Setenv("POPSYNC_TEST_INHERITED", "yes")
+	env := []string{"MDA_TEST_GIVEN=yes", "SENDER=stale@example.test", "POPSYNC_UIDL=stale", "POPSYNC_ACCOUNT=stale"}
 	tests := []struct {
 		name, from, header, sender string
 	}{
@@ -103,7 +108,7 @@ func TestMDAEnvironment(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newMDA(t, deliver.MDAOptions{Command: []string{prog, out, "x y"}, From: tc.from})
+			m := newMDA(t, deliver.MDAOptions{Command: []string{prog, out, "x y"}, From: tc.from, Env: env})
 			d, err := m.Begin(context.Background(), deliver.Meta{Account: "home", UIDL: "u-1"})
 			if err != nil {
 				t.Fatal(err)
@@ -118,7 +123,7 @@ func TestMDAEnvironment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := "account=home\nuidl=u-1\nsender=" + tc.sender + "\ninherited=yes\nargv0=" + prog + " args=" + out + " x y\n"
+			want := "account=home\nuidl=u-1\nsender=" + tc.sender + "\ngiven=yes\ninherited=\nargv0=" + prog + " args=" + out + " x y\n"
 			if string(b) != want {
 				t.Errorf("environment:\n%s\nwant:\n%s", b, want)
 			}

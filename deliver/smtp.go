@@ -1,10 +1,8 @@
 package deliver
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,8 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	"popsync/internal/credential"
 )
 
 // TLS modes of an SMTP target (the config key smtp_tls).
@@ -53,7 +50,10 @@ type SMTPOptions struct {
 	From string
 	// User and Password, when User is set, authenticate with AUTH PLAIN
 	// (RFC 4616), only over TLS or to a loopback or Unix socket address.
-	User, Password string
+	// The password is got for each new session; one the server refuses
+	// (RFC 4954 §6: 535) is invalidated.
+	User     string
+	Password credential.Credential
 	// CommandTimeout bounds the dial and the wait for each reply;
 	// default DefaultCommandTimeout.
 	CommandTimeout time.Duration
@@ -84,14 +84,17 @@ type SMTPOptions struct {
 // The envelope sender comes from the message's first Return-Path field
 // ("<>" stays the null sender), else From: the delivery holds back the
 // header section (at most MaxHeader bytes) before it sends MAIL FROM, and
-// streams the rest. Bare LF becomes CRLF and lines are dot-stuffed on the
-// wire (RFC 5321 §4.5.2). BODY=8BITMIME is declared when the server offers
+// streams the rest. A bare CR and a bare LF each become CRLF before lines
+// are dot-stuffed on the wire (RFC 5321 §2.3.8, §4.5.2), so no byte of
+// the message can end DATA early on a server that splits lines at CR or
+// at LF alone. BODY=8BITMIME is declared when the server offers
 // it (RFC 6152), SMTPUTF8 when it offers it and the envelope or the header
 // section needs it (RFC 6531). A message larger than the server's SIZE
 // (RFC 1870) is refused without being sent.
 //
 // Errors are *DeliveryError; see there for what is temporary.
 type SMTP struct {
+	Confirming
 	opts          SMTPOptions
 	lmtp          bool
 	name          string // for String and errors
@@ -123,6 +126,9 @@ func newSMTP(opts SMTPOptions, lmtp bool) (*SMTP, error) {
 	t := &SMTP{opts: opts, lmtp: lmtp, name: kind + " " + opts.Addr, live: make(map[*smtpDelivery]struct{})}
 	bad := func(format string, args ...any) (*SMTP, error) {
 		return nil, fmt.Errorf("%s: %s", t.name, fmt.Sprintf(format, args...))
+	}
+	if opts.User != "" && opts.Password == nil {
+		return bad("AUTH user %q without a password", opts.User)
 	}
 	t.network, t.addr = "tcp", opts.Addr
 	host := ""
@@ -220,24 +226,6 @@ func validAddr(a string) bool {
 // String names the target, e.g. "smtp 127.0.0.1:25".
 func (t *SMTP) String() string { return t.name }
 
-// smtpSession is one connection, greeted and authenticated.
-type smtpSession struct {
-	c       *smtp.Client
-	conn    *timedConn
-	maxSize int64 // the server's SIZE; 0 = none given
-	utf8    bool  // the server offers SMTPUTF8
-}
-
-// close drops the connection without QUIT.
-func (s *smtpSession) close() { s.c.Close() }
-
-// quit ends the session politely.
-func (s *smtpSession) quit() error {
-	err := s.c.Quit()
-	s.c.Close()
-	return err
-}
-
 // Check connects, greets (and authenticates when configured) and quits,
 // without sending mail: `popsync check --connect`.
 func (t *SMTP) Check(ctx context.Context) error {
@@ -249,213 +237,6 @@ func (t *SMTP) Check(ctx context.Context) error {
 		return t.failure(StageHello, err)
 	}
 	return nil
-}
-
-// connect opens and sets up a new session: dial, TLS, greeting, EHLO or
-// LHLO, STARTTLS, AUTH. Its errors are temporary *DeliveryErrors.
-func (t *SMTP) connect(ctx context.Context) (*smtpSession, error) {
-	dctx, cancel := context.WithTimeout(ctx, t.opts.CommandTimeout)
-	raw, err := t.opts.Dial(dctx, t.network, t.addr)
-	cancel()
-	if err != nil {
-		return nil, t.failure(StageConnect, ctxErr(ctx, err))
-	}
-	conn := &timedConn{Conn: raw, limit: t.opts.CommandTimeout}
-	// go-smtp takes no context: a canceled ctx closes the connection.
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	s, err := t.setup(ctx, conn)
-	if !stop() && err == nil {
-		s.close()
-		err = t.failure(StageHello, ctx.Err())
-	}
-	if err != nil {
-		raw.Close()
-		var de *DeliveryError
-		if errors.As(err, &de) {
-			de.Err = ctxErr(ctx, de.Err)
-		}
-		return nil, err
-	}
-	return s, nil
-}
-
-func (t *SMTP) setup(ctx context.Context, conn *timedConn) (*smtpSession, error) {
-	var c *smtp.Client
-	newClient := smtp.NewClient
-	if t.lmtp {
-		newClient = smtp.NewClientLMTP
-	}
-	switch t.opts.TLS {
-	case TLSImplicit:
-		tc := tls.Client(conn, t.tlsConfig)
-		conn.SetDeadline(time.Now().Add(t.opts.CommandTimeout))
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, t.failure(StageConnect, fmt.Errorf("TLS handshake: %w", err))
-		}
-		conn.SetDeadline(time.Time{})
-		c = newClient(tc)
-	case TLSStartTLS:
-		// This greets with "localhost" before STARTTLS (go-smtp has no
-		// other way in); the EHLO that counts, with our name, follows
-		// under TLS, as RFC 3207 §4.2 makes the client forget what it
-		// learnt before.
-		var err error
-		c, err = smtp.NewClientStartTLS(conn, t.tlsConfig)
-		if err != nil {
-			return nil, t.failure(StageHello, fmt.Errorf("STARTTLS: %w", err))
-		}
-	default:
-		c = newClient(conn)
-	}
-	c.CommandTimeout = t.opts.CommandTimeout
-	c.SubmissionTimeout = t.opts.DataTimeout
-	if err := c.Hello(t.helo); err != nil {
-		c.Close()
-		return nil, t.failure(StageHello, err)
-	}
-	if t.opts.User != "" {
-		_, isTLS := c.TLSConnectionState()
-		if !isTLS && !t.local(conn) {
-			c.Close()
-			return nil, t.failure(StageAuth, ErrInsecureAuth)
-		}
-		if !c.SupportsAuth(sasl.Plain) {
-			c.Close()
-			return nil, t.failure(StageAuth, ErrNoAuth)
-		}
-		if err := c.Auth(sasl.NewPlainClient("", t.opts.User, t.opts.Password)); err != nil {
-			c.Close()
-			return nil, t.failure(StageAuth, err)
-		}
-	}
-	s := &smtpSession{c: c, conn: conn}
-	s.utf8, _ = c.Extension("SMTPUTF8")
-	if n, ok := c.MaxMessageSize(); ok && n > 0 {
-		s.maxSize = int64(n)
-	}
-	return s, nil
-}
-
-// local reports whether the connection stays on this host.
-func (t *SMTP) local(conn net.Conn) bool {
-	if t.network == "unix" {
-		return true
-	}
-	if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.IsLoopback()
-	}
-	return false
-}
-
-// failure classifies err at stage. Replies 5xx are permanent, except at
-// the session stages, where nothing was said about the message.
-func (t *SMTP) failure(stage string, err error) *DeliveryError {
-	de := &DeliveryError{Target: t.name, Stage: stage, Temporary: true, Err: err}
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		de.Code, de.Text = se.Code, replyText(se)
-		de.Temporary = se.Code/100 != 5
-		// RFC 5321 §4.5.3.1.10: 552 to RCPT meant "too many recipients"
-		// in RFC 821, which is 452 now; clients treat it as temporary.
-		if stage == StageRcpt && se.Code == 552 {
-			de.Temporary = true
-		}
-		// RFC 4954 §6: 530 "authentication required" is about the session
-		// (a server that forgot the AUTH), never about the message.
-		if se.Code == 530 {
-			de.Temporary = true
-		}
-	}
-	if de.TargetDown() {
-		de.Temporary = true
-	}
-	return de
-}
-
-// replyText is the text of a reply with its enhanced status code.
-func replyText(se *smtp.SMTPError) string {
-	ec := se.EnhancedCode
-	if ec == (smtp.EnhancedCode{}) || ec == smtp.NoEnhancedCode {
-		return se.Message
-	}
-	return fmt.Sprintf("%d.%d.%d %s", ec[0], ec[1], ec[2], se.Message)
-}
-
-// broken reports whether the session cannot be used after err: anything
-// but a reply, or a 421 (RFC 5321 §3.8: the server is closing).
-func broken(err error) bool {
-	var se *smtp.SMTPError
-	return !errors.As(err, &se) || se.Code == 421
-}
-
-// ctxErr puts ctx's error in front of err when ctx has ended: the I/O
-// error is then only its consequence.
-func ctxErr(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil && err != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("%w (%v)", cerr, err)
-	}
-	return err
-}
-
-// session returns an idle session, checked with RSET, or a new one.
-func (t *SMTP) session(ctx context.Context) (*smtpSession, error) {
-	t.mu.Lock()
-	closed, down := t.closed, t.down
-	var s *smtpSession
-	if n := len(t.idle); n > 0 && !closed && down == nil {
-		s = t.idle[n-1]
-		t.idle = t.idle[:n-1]
-	}
-	t.mu.Unlock()
-	if closed {
-		return nil, fmt.Errorf("%s: beginning delivery: %w", t.name, ErrClosed)
-	}
-	if down != nil {
-		return nil, down
-	}
-	if s != nil {
-		// RFC 5321 §4.1.1.5: RSET ends whatever the last transaction
-		// left; it also shows whether the server still has the session.
-		// (go-smtp greets again with EHLO before the next MAIL, which RFC
-		// 5321 §4.1.4 allows.)
-		stop := context.AfterFunc(ctx, func() { s.conn.Close() })
-		err := s.c.Reset()
-		if stop() && err == nil {
-			return s, nil
-		}
-		s.close()
-		if ctx.Err() != nil {
-			return nil, t.failure(StageHello, ctxErr(ctx, err))
-		}
-		t.log.Debug("session ended between messages; reconnecting", "error", err)
-	}
-	s, err := t.connect(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			t.mu.Lock()
-			if t.down == nil {
-				t.down = err
-			}
-			t.mu.Unlock()
-		}
-		return nil, err
-	}
-	return s, nil
-}
-
-// put returns a healthy session to the pool, or quits it when the target
-// is closed.
-func (t *SMTP) put(s *smtpSession) {
-	s.conn.commandPhase()
-	t.mu.Lock()
-	closed := t.closed
-	if !closed {
-		t.idle = append(t.idle, s)
-	}
-	t.mu.Unlock()
-	if closed {
-		s.quit()
-	}
 }
 
 // Begin takes a session (connecting if needed) for one message. Meta.Size
@@ -488,20 +269,6 @@ func (t *SMTP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 	return d, nil
 }
 
-// Prepare does nothing: a delivered message was confirmed in Close.
-func (t *SMTP) Prepare(ctx context.Context, ds []Delivery) error { return nil }
-
-// Publish does nothing: a delivered message was confirmed in Close.
-func (t *SMTP) Publish(ctx context.Context, ds []Delivery) error { return nil }
-
-// Delivered knows no tokens: it reports nothing.
-func (t *SMTP) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
-	return map[string]bool{}, nil
-}
-
-// Cleanup has nothing to clean up.
-func (t *SMTP) Cleanup(ctx context.Context, tokens []string) error { return nil }
-
 // Close aborts the deliveries still open (their servers see the
 // connection drop before the final dot and deliver nothing), quits the
 // idle sessions and refuses further deliveries.
@@ -530,312 +297,4 @@ func (t *SMTP) forget(d *smtpDelivery) {
 	t.mu.Lock()
 	delete(t.live, d)
 	t.mu.Unlock()
-}
-
-// smtpDelivery states.
-const (
-	smtpWriting = iota // buffering the header section, or in DATA
-	smtpDone           // delivered
-	smtpFailed         // err says why
-	smtpAborted
-)
-
-type smtpDelivery struct {
-	t     *SMTP
-	s     *smtpSession // nil once given back
-	ctx   context.Context
-	stop  func() bool // stops the AfterFunc that closes s on ctx's end
-	state int
-	err   error
-
-	hdr headerBuf
-	dw  *smtp.DataCommand // non-nil once DATA was accepted
-	n   int64             // message bytes after bare LF became CRLF
-	cr  bool              // the last byte counted was CR
-}
-
-func (d *smtpDelivery) Token() string { return "" }
-
-// Size counts the bytes of the message as it goes on the wire, before
-// dot-stuffing: bare LF counts as CRLF.
-func (d *smtpDelivery) Size() int64 { return d.n }
-
-func (d *smtpDelivery) Write(p []byte) (int, error) {
-	switch d.state {
-	case smtpFailed:
-		return 0, d.err
-	case smtpDone, smtpAborted:
-		return 0, fmt.Errorf("%s: writing: %w", d.t.name, ErrState)
-	}
-	if err := d.ctx.Err(); err != nil {
-		return 0, d.fail(d.t.failure(StageData, err), true)
-	}
-	d.count(p)
-	if max := d.s.maxSize; max > 0 && d.n > max {
-		return 0, d.fail(&DeliveryError{Target: d.t.name, Stage: StageSize, Err: ErrTooLarge,
-			Text: fmt.Sprintf("message over the server's SIZE of %d bytes", max)}, d.dw != nil)
-	}
-	rest := p
-	if !d.hdr.done {
-		k := d.hdr.add(p)
-		if !d.hdr.done {
-			return len(p), nil
-		}
-		if err := d.start(false); err != nil {
-			return 0, err
-		}
-		rest = p[k:]
-	}
-	if len(rest) > 0 {
-		if _, err := d.dw.Write(rest); err != nil {
-			return 0, d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
-		}
-	}
-	return len(p), nil
-}
-
-// count adds p to the size, counting a bare LF as the CRLF it becomes.
-func (d *smtpDelivery) count(p []byte) {
-	if len(p) == 0 {
-		return
-	}
-	d.n += int64(len(p))
-	prevCR := d.cr
-	for off := 0; off < len(p); {
-		i := bytes.IndexByte(p[off:], '\n')
-		if i < 0 {
-			break
-		}
-		i += off
-		if i > 0 && p[i-1] != '\r' || i == 0 && !prevCR {
-			d.n++
-		}
-		off = i + 1
-	}
-	d.cr = p[len(p)-1] == '\r'
-}
-
-// start opens the mail transaction once the header section is known: MAIL
-// FROM, RCPT TO for every recipient, DATA, and the held bytes.
-func (d *smtpDelivery) start(ended bool) error {
-	t, s := d.t, d.s
-	hdr := d.hdr.header()
-	sender, ok := returnPath(hdr)
-	if !ok {
-		sender = t.opts.From
-	}
-	if !isASCII(sender) && !s.utf8 {
-		t.log.Debug("Return-Path needs SMTPUTF8, which the server does not offer; using from", "return_path", sender)
-		sender = t.opts.From
-	}
-	// RFC 6531 §3.4: SMTPUTF8 when the envelope or the header needs it;
-	// a header section not seen whole may need it.
-	utf8 := s.utf8 && (!isASCII(sender) || t.rcptUTF8 || !isASCII(hdr) || !d.hdr.complete(ended))
-	if err := s.c.Mail(sender, &smtp.MailOptions{UTF8: utf8}); err != nil {
-		return d.fail(t.failure(StageMail, ctxErr(d.ctx, err)), broken(err))
-	}
-	replies := make([]RcptReply, 0, len(t.opts.Rcpt))
-	var refused *DeliveryError
-	for _, r := range t.opts.Rcpt {
-		err := s.c.Rcpt(r, nil)
-		if err == nil {
-			replies = append(replies, RcptReply{Rcpt: r, Code: 250})
-			continue
-		}
-		if broken(err) {
-			return d.fail(t.failure(StageRcpt, ctxErr(d.ctx, err)), true)
-		}
-		f := t.failure(StageRcpt, err)
-		replies = append(replies, RcptReply{Rcpt: r, Code: f.Code, Text: f.Text})
-		// The first temporary refusal decides; else the first one.
-		if refused == nil || f.Temporary && !refused.Temporary {
-			refused = f
-		}
-	}
-	if refused != nil {
-		// Not every recipient would get it: no DATA, so nobody does.
-		if len(replies) > 1 {
-			refused.Rcpts = replies
-		}
-		return d.fail(refused, false)
-	}
-	dw, err := s.c.Data()
-	if err != nil {
-		return d.fail(t.failure(StageData, ctxErr(d.ctx, err)), broken(err))
-	}
-	d.dw = dw
-	s.conn.dataPhase(time.Now().Add(t.opts.DataTimeout))
-	if _, err := dw.Write(d.hdr.buf); err != nil {
-		return d.fail(t.failure(StageData, ctxErr(d.ctx, err)), true)
-	}
-	d.hdr.release()
-	return nil
-}
-
-// Close sends the final dot and waits for the verdict: nil means the
-// server took responsibility for the message (for LMTP: every recipient
-// answered 250).
-func (d *smtpDelivery) Close() error {
-	switch d.state {
-	case smtpFailed:
-		return d.err
-	case smtpDone, smtpAborted:
-		return fmt.Errorf("%s: closing: %w", d.t.name, ErrState)
-	}
-	if !d.hdr.done {
-		d.hdr.done = true
-		if err := d.start(true); err != nil {
-			return err
-		}
-	}
-	// The context may have ended without its AfterFunc having closed the
-	// connection yet: never send the final dot then.
-	if err := d.ctx.Err(); err != nil {
-		return d.fail(d.t.failure(StageData, err), true)
-	}
-	if d.t.lmtp {
-		resp, err := d.dw.CloseWithLMTPResponse()
-		if err != nil {
-			return d.lmtpFailure(resp, err)
-		}
-	} else if _, err := d.dw.CloseWithResponse(); err != nil {
-		return d.fail(d.t.failure(StageReply, ctxErr(d.ctx, err)), broken(err))
-	}
-	d.state = smtpDone
-	d.finish(false)
-	return nil
-}
-
-// lmtpFailure classifies LMTP's replies after the final dot, one per
-// recipient in RCPT order (RFC 2033 §4.2): any 4xx or missing reply makes
-// the delivery temporary, else any 5xx permanent.
-func (d *smtpDelivery) lmtpFailure(resp map[string]*smtp.DataResponse, err error) error {
-	t := d.t
-	perRcpt, onlyReplies := err.(smtp.LMTPDataError)
-	if !onlyReplies {
-		errors.As(err, &perRcpt)
-	}
-	de := &DeliveryError{Target: t.name, Stage: StageReply}
-	var first *RcptReply
-	delivered := 0
-	for _, r := range t.opts.Rcpt {
-		rr := RcptReply{Rcpt: r}
-		if _, ok := resp[r]; ok {
-			rr.Code = 250
-			delivered++
-		} else if se := perRcpt[r]; se != nil {
-			rr.Code, rr.Text = se.Code, replyText(se)
-		}
-		de.Rcpts = append(de.Rcpts, rr)
-		if rr.Code != 250 && rr.Code/100 != 5 {
-			de.Temporary = true
-		}
-		if rr.Code != 250 && (first == nil || rr.Code/100 != 5 && first.Code/100 == 5) {
-			first = &de.Rcpts[len(de.Rcpts)-1]
-		}
-	}
-	if first != nil {
-		de.Code, de.Text = first.Code, first.Text
-	}
-	switch {
-	case !onlyReplies:
-		de.Temporary = true
-		de.Err = ctxErr(d.ctx, err)
-	case delivered > 0:
-		de.Err = ErrPartial
-	default:
-		de.Err = err
-	}
-	return d.fail(de, !onlyReplies)
-}
-
-// Abort gives up the message. In DATA that means dropping the connection:
-// without the final dot the server completes no transaction (RFC 5321
-// §4.1.1.4). A delivered message stays delivered.
-func (d *smtpDelivery) Abort() error {
-	if d.state != smtpWriting {
-		if d.state == smtpFailed {
-			d.state = smtpAborted
-		}
-		return nil
-	}
-	d.state = smtpAborted
-	d.finish(d.dw != nil)
-	return nil
-}
-
-// fail records err as the delivery's outcome and gives the session back,
-// or drops it when brokenSession.
-func (d *smtpDelivery) fail(err *DeliveryError, brokenSession bool) error {
-	d.state = smtpFailed
-	d.err = err
-	d.finish(brokenSession)
-	return err
-}
-
-// finish releases the session: back to the pool, or closed when it is
-// broken or ctx closed it.
-func (d *smtpDelivery) finish(brokenSession bool) {
-	s := d.s
-	if s == nil {
-		return
-	}
-	d.s = nil
-	d.hdr.release()
-	alive := d.stop()
-	d.t.forget(d)
-	if brokenSession || !alive {
-		s.close()
-		return
-	}
-	d.t.put(s)
-}
-
-// timedConn puts every deadline of a connection under popsync's control:
-// go-smtp sets its own per command, and this clamps them to limit from now
-// (its greeting under STARTTLS would wait 5 minutes) and, during DATA, to
-// the deadline of the whole message. go-smtp clears the deadline after
-// each command; while a message streams that becomes the DATA deadline.
-type timedConn struct {
-	net.Conn
-	limit time.Duration // longest deadline from now between messages
-
-	mu      sync.Mutex
-	dataEnd time.Time // during DATA: the deadline of everything; else zero
-}
-
-func (c *timedConn) clamp(t time.Time) time.Time {
-	c.mu.Lock()
-	end := c.dataEnd
-	c.mu.Unlock()
-	if !end.IsZero() {
-		if t.IsZero() || t.After(end) {
-			return end
-		}
-		return t
-	}
-	if l := time.Now().Add(c.limit); c.limit > 0 && !t.IsZero() && t.After(l) {
-		return l
-	}
-	return t
-}
-
-func (c *timedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
-func (c *timedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
-func (c *timedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
-
-// dataPhase bounds everything until the reply to the final dot by end.
-func (c *timedConn) dataPhase(end time.Time) {
-	c.mu.Lock()
-	c.dataEnd = end
-	c.mu.Unlock()
-	c.Conn.SetDeadline(end)
-}
-
-// commandPhase goes back to per-command deadlines.
-func (c *timedConn) commandPhase() {
-	c.mu.Lock()
-	c.dataEnd = time.Time{}
-	c.mu.Unlock()
-	c.Conn.SetDeadline(time.Time{})
 }

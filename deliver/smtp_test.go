@@ -3,15 +3,10 @@ package deliver_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +21,8 @@ import (
 
 	"popsync/deliver"
 	"popsync/deliver/delivertest"
+	"popsync/internal/credential"
+	"popsync/internal/testcert"
 )
 
 // send delivers msg through tg in one Write and returns the first error of
@@ -236,15 +233,16 @@ func TestSMTPWire(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wantData := "Subject: dots\r\n\r\n.\r\n..two\r\n.x\r\nbare LF line\r\nlone\rCR\r\nno final newline\r\n"
+	// A bare CR becomes CRLF, as a bare LF does.
+	wantData := "Subject: dots\r\n\r\n.\r\n..two\r\n.x\r\nbare LF line\r\nlone\r\nCR\r\nno final newline\r\n"
 	if got := m.messages(); len(got) != 1 || string(got[0]) != wantData {
 		t.Fatalf("server got %q\nwant %q", got, wantData)
 	}
 	if d.Size() != int64(len(wantData)-2) {
-		t.Errorf("Size() = %d, want %d (bare LF counted as CRLF)", d.Size(), len(wantData)-2)
+		t.Errorf("Size() = %d, want %d (bare LF and bare CR counted as CRLF)", d.Size(), len(wantData)-2)
 	}
 	wire := m.transcript()
-	wantWire := "Subject: dots\r\n\r\n..\r\n...two\r\n..x\r\nbare LF line\r\nlone\rCR\r\nno final newline\r\n.\r\n"
+	wantWire := "Subject: dots\r\n\r\n..\r\n...two\r\n..x\r\nbare LF line\r\nlone\r\nCR\r\nno final newline\r\n.\r\n"
 	if !strings.Contains(wire, wantWire) {
 		t.Errorf("wire lacks the dot-stuffed data %q:\n%s", wantWire, wire)
 	}
@@ -546,7 +544,7 @@ func TestSMTPRefused(t *testing.T) {
 // a target-wide temporary failure, not a verdict on the message.
 func TestSMTPNoAuthOffered(t *testing.T) {
 	m := newTCPMTA(t, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: "p"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, User: "u", Password: credential.Literal("p")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	var de *deliver.DeliveryError
 	if !errors.As(err, &de) || !de.Temporary || de.Stage != deliver.StageAuth || !errors.Is(err, deliver.ErrNoAuth) {
@@ -661,31 +659,11 @@ func TestSMTPRcptRefusedSendsNoData(t *testing.T) {
 // selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
 func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.New(testcert.Options{Hosts: []string{"mta.test", "127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "mta.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"mta.test"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+	return c.TLS, c.Pool()
 }
 
 // authSession adds AUTH PLAIN to mtaSession.
@@ -743,7 +721,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 				})
 			})
 			tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, TLS: mode, TLSConfig: &tls.Config{RootCAs: pool},
-				User: "me", Password: "secret"})
+				User: "me", Password: credential.Literal("secret")})
 			if err := tg.Check(context.Background()); err != nil {
 				t.Fatalf("Check: %v", err)
 			}
@@ -770,7 +748,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 func TestSMTPInsecureAuth(t *testing.T) {
 	l := newPipeListener()
 	m := startMTA(t, l, nil)
-	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: "secret"})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: "mta.test:25", Dial: l.dial, User: "me", Password: credential.Literal("secret")})
 	_, err := tg.Begin(context.Background(), deliver.Meta{})
 	if !errors.Is(err, deliver.ErrInsecureAuth) || !deliver.IsTemporary(err) {
 		t.Fatalf("Begin: %v, want ErrInsecureAuth", err)

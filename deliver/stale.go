@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+
+	"popsync/internal/osfile"
 )
 
 // StaleRemover is implemented by targets that can leave staged files
@@ -42,7 +44,7 @@ func (m *Maildir) RemoveStale(ctx context.Context) (int, error) {
 			continue
 		}
 		pid, err := strconv.Atoi(sub[1])
-		if err != nil || pid == os.Getpid() || processAlive(pid) {
+		if err != nil || pid == os.Getpid() || osfile.ProcessAlive(pid) {
 			continue
 		}
 		err = os.Remove(filepath.Join(m.dir, "tmp", de.Name()))

@@ -7,26 +7,16 @@ import (
 	"io"
 	"time"
 
+	"popsync/configs"
 	"popsync/deliver"
 	"popsync/fetch/pop3"
 	"popsync/state"
 )
 
-// Intent targets: an intent's Target is the index of the deliver entry in
-// the account's config, or quarantineTarget for the quarantine Maildir.
-const quarantineTarget = 1000
-
-// confirmedToken marks an intent that records a confirming target (SMTP,
-// LMTP, MDA) which already accepted a message whose delivery to another
-// target failed: the retry skips that target instead of delivering twice.
-// No Maildir token starts with '='.
-const confirmedToken = "=confirmed"
-
 // sink is a set of targets one pass of RETRs delivers into: the account's
 // targets, or the quarantine Maildir.
 type sink struct {
-	targets []deliver.Target
-	base    int               // intent Target of targets[0]
+	targets []target
 	state   state.MsgState    // what a committed message is recorded as
 	notes   map[string]string // UIDL → note to record with it
 }
@@ -38,13 +28,6 @@ type staged struct {
 	ds   []deliver.Delivery
 	size int64
 	note string
-}
-
-// rejection is a message a target refused for good.
-type rejection struct {
-	m        serverMsg
-	onReject string
-	reason   string
 }
 
 // fetchAll RETRs msgs, pipelined, into the sink, committing every batch
@@ -60,7 +43,7 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 	}
 	batchBytes := p.o.BatchBytes
 	if batchBytes <= 0 {
-		batchBytes = DefaultBatchBytes
+		batchBytes = defaultBatchBytes
 	}
 	// Batch k commits in the committer's goroutine while batch k+1
 	// streams here.
@@ -104,16 +87,22 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 // once the committer failed.
 func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, todo, doneBefore int, cm *committer) ([]staged, error) {
 	byID := make(map[int]serverMsg, len(msgs))
-	ids := make([]int, len(msgs))
+	list := make([]pop3.MessageInfo, len(msgs))
 	for i, m := range msgs {
-		ids[i] = m.id
+		list[i] = pop3.MessageInfo{ID: m.id, Size: m.size}
 		byID[m.id] = m
 	}
 	batch := make([]staged, 0, len(msgs))
 	header := p.receivedHeader()
-	fetchErr := c.RetrEach(ctx, ids, func(id int, body io.Reader, err error) error {
+	// With the LIST sizes, the client refuses a message far shorter than
+	// announced, or one whose "+OK n octets" disagrees: the framing is in
+	// doubt, so the client is poisoned and the poll ends without QUIT.
+	fetchErr := c.RetrEachListed(ctx, list, func(id int, body io.Reader, err error) error {
 		if cm.failed.Load() {
 			return errCommitFailed
+		}
+		if err := p.held(); err != nil {
+			return err
 		}
 		m := byID[id]
 		if err != nil {
@@ -121,6 +110,7 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 			// another session. Left for the next poll.
 			p.res.Failed++
 			p.log.Warn("server refused RETR", "uidl", m.key, "error", err.Error())
+			p.onMessage(m, m.size, nil, MessageRefused, err)
 			return nil
 		}
 		st, ok, err := p.stream(ctx, m, header, body, s)
@@ -133,6 +123,11 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 		}
 		return nil
 	})
+	if errors.Is(fetchErr, pop3.ErrSizeMismatch) {
+		p.res.Failed++
+		p.log.Warn("message size disagrees with LIST; dropping the session without QUIT, nothing is deleted",
+			"error", fetchErr.Error())
+	}
 	return batch, fetchErr
 }
 
@@ -180,7 +175,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	}
 	f := &fanout{ds: st.ds, errs: make([]error, len(s.targets))}
 	for i, t := range s.targets {
-		if p.partial[m.key][s.base+i] {
+		if p.partial[m.key][t.id] {
 			continue // accepted in an earlier poll
 		}
 		d, err := t.Begin(ctx, deliver.Meta{Account: p.a.Name, UIDL: m.key, Size: m.size})
@@ -255,7 +250,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 			// Not a judgement on this message but a broken target (a
 			// Maildir on a full disk): stop before more is fetched.
 			abort()
-			return st, false, fmt.Errorf("writing message %s: %w", m.key, e)
+			return st, false, asTargetError(fmt.Errorf("writing message %s: %w", m.key, e))
 		case de.Temporary:
 			temp = append(temp, e)
 		default:
@@ -274,25 +269,34 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	// took it are remembered so the retry skips them.
 	var confirmed []state.Intent
 	for i, d := range st.ds {
-		if d != nil && f.errs[i] == nil && d.Token() == "" {
-			confirmed = append(confirmed, state.Intent{UIDL: m.key, Target: s.base + i, Token: confirmedToken, Size: n, Created: p.o.now()})
-			p.markPartial(m.key, s.base+i)
+		if t := s.targets[i]; d != nil && f.errs[i] == nil && deliver.IsConfirming(t.Target) {
+			confirmed = append(confirmed, state.Intent{UIDL: m.key, Target: t.id, Confirmed: true, Size: n, Created: p.o.now()})
+			p.markPartial(m.key, t.id)
 		}
 	}
 	abort()
 	if len(confirmed) > 0 {
+		if err := p.held(); err != nil {
+			return st, false, err
+		}
 		if err := p.o.Store.AddIntents(context.WithoutCancel(ctx), p.id, confirmed); err != nil {
 			return st, false, fmt.Errorf("recording partial delivery of %s: %w", m.key, err)
 		}
 	}
 	if len(temp) > 0 {
 		p.res.Failed++
+		joined := errors.Join(append(temp, perm...)...)
 		p.log.Warn("delivery failed for now; the message stays on the server for the next poll",
-			"uidl", m.key, "error", errors.Join(append(temp, perm...)...).Error())
+			"uidl", m.key, "error", joined.Error())
+		p.onMessage(m, n, s.targets, MessageDeferred, joined)
 		return st, false, nil
 	}
-	entry := p.a.Deliver[s.base+permIdx]
-	p.rejected = append(p.rejected, rejection{m: m, onReject: entry.OnReject, reason: errors.Join(perm...).Error()})
+	onReject := s.targets[permIdx].onReject
+	if onReject == "" {
+		onReject = configs.DefaultOnReject
+	}
+	p.rejected = append(p.rejected, rejection{m: m, onReject: onReject, reason: errors.Join(perm...).Error()})
+	p.onMessage(m, n, s.targets, MessageRejected, errors.Join(perm...))
 	return st, false, nil
 }
 
@@ -313,218 +317,6 @@ func (c *capWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.left -= int64(n)
 	return n, err
-}
-
-func (p *pollRun) markPartial(uidl string, target int) {
-	if p.partial == nil {
-		p.partial = make(map[string]map[int]bool)
-	}
-	if p.partial[uidl] == nil {
-		p.partial[uidl] = make(map[int]bool)
-	}
-	p.partial[uidl][target] = true
-}
-
-// commit makes a batch durable in every target of the sink and records
-// it: prepare, intents, publish, mark delivered. Each step is one call
-// for the whole batch: one fsync of the Maildir folder and two
-// transactions serve many messages.
-func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	// Once the batch is staged the commit runs to its end even if the
-	// poll is being cancelled: the bytes are here, and stopping halfway
-	// would only leave work for the next start.
-	ctx = context.WithoutCancel(ctx)
-	abortAll := func() {
-		for _, st := range batch {
-			for _, d := range st.ds {
-				if d != nil {
-					d.Abort()
-				}
-			}
-		}
-	}
-	cols := make([][]deliver.Delivery, len(s.targets))
-	for _, st := range batch {
-		for ti, d := range st.ds {
-			if d != nil {
-				cols[ti] = append(cols[ti], d)
-			}
-		}
-	}
-	for ti, t := range s.targets {
-		if len(cols[ti]) == 0 {
-			continue
-		}
-		if err := t.Prepare(ctx, cols[ti]); err != nil {
-			abortAll()
-			return fmt.Errorf("making messages durable: %w", err)
-		}
-	}
-	now := p.o.now()
-	var intents []state.Intent
-	for _, st := range batch {
-		for ti, d := range st.ds {
-			if d == nil {
-				continue
-			}
-			if tok := d.Token(); tok != "" {
-				intents = append(intents, state.Intent{UIDL: st.m.key, Target: s.base + ti, Token: tok, Size: st.size, Created: now})
-			}
-		}
-	}
-	if len(intents) > 0 {
-		if err := p.o.Store.AddIntents(ctx, p.id, intents); err != nil {
-			abortAll()
-			return fmt.Errorf("recording delivery intents: %w", err)
-		}
-	}
-	for ti, t := range s.targets {
-		if len(cols[ti]) == 0 {
-			continue
-		}
-		if err := t.Publish(ctx, cols[ti]); err != nil {
-			// Some may be in place: the committer resolves the intents
-			// once nothing streams any more.
-			return &publishError{fmt.Errorf("delivering: %w", err)}
-		}
-	}
-	recs := make([]state.Record, len(batch))
-	for i, st := range batch {
-		recs[i] = state.Record{UIDL: st.m.key, State: s.state, Size: st.size, FirstSeen: now, DeliveredAt: now, Note: st.note}
-	}
-	if err := p.o.Store.MarkDelivered(ctx, p.id, recs); err != nil {
-		// Published but not recorded: the open intents make the next poll
-		// record them instead of fetching them again.
-		return fmt.Errorf("recording delivered messages: %w", err)
-	}
-	if s.state == state.Delivered {
-		p.res.Delivered += len(batch)
-	}
-	return nil
-}
-
-// resolveIntents settles deliveries a crash interrupted: an intent whose
-// file every target published is recorded as delivered; any other is
-// dropped, its leftovers removed, and the message fetched again. Intents
-// of confirming targets that accepted a message are kept: they spare that
-// target a second copy when the message is fetched again.
-func (p *pollRun) resolveIntents(ctx context.Context) error {
-	all, err := p.o.Store.Intents(ctx, p.id)
-	if err != nil || len(all) == 0 {
-		return err
-	}
-	var intents []state.Intent
-	for _, in := range all {
-		if in.Token == confirmedToken {
-			p.markPartial(in.UIDL, in.Target)
-			continue
-		}
-		intents = append(intents, in)
-	}
-	if len(intents) == 0 {
-		return nil
-	}
-	tokens := make(map[int][]string)
-	for _, in := range intents {
-		tokens[in.Target] = append(tokens[in.Target], in.Token)
-	}
-	found := make(map[int]map[string]bool, len(tokens))
-	for ti, toks := range tokens {
-		t, err := p.intentTarget(ti)
-		if err != nil {
-			return err
-		}
-		if t == nil {
-			continue // the target left the config: treat as not delivered
-		}
-		f, err := t.Delivered(ctx, toks)
-		if err != nil {
-			return fmt.Errorf("looking for interrupted deliveries: %w", err)
-		}
-		found[ti] = f
-	}
-	type verdict struct {
-		all, any, quarantine bool
-		size                 int64
-		at                   time.Time
-	}
-	byUIDL := make(map[string]*verdict)
-	var order []string
-	for _, in := range intents {
-		v := byUIDL[in.UIDL]
-		if v == nil {
-			v = &verdict{all: true, size: in.Size, at: in.Created}
-			byUIDL[in.UIDL] = v
-			order = append(order, in.UIDL)
-		}
-		v.quarantine = v.quarantine || in.Target == quarantineTarget
-		if found[in.Target][in.Token] {
-			v.any = true
-		} else {
-			v.all = false
-		}
-	}
-	var recs []state.Record
-	var drop []string
-	for _, u := range order {
-		v := byUIDL[u]
-		if v.all {
-			st := state.Delivered
-			if v.quarantine {
-				st = state.Quarantined
-			}
-			recs = append(recs, state.Record{UIDL: u, State: st, Size: v.size, FirstSeen: v.at, DeliveredAt: v.at})
-			continue
-		}
-		if v.any {
-			p.log.Warn("interrupted delivery reached only some targets; fetching it again for all", "uidl", u)
-		}
-		drop = append(drop, u)
-	}
-	for ti, toks := range tokens {
-		t, _ := p.intentTarget(ti)
-		if t == nil {
-			continue
-		}
-		var left []string
-		for _, tok := range toks {
-			if !found[ti][tok] {
-				left = append(left, tok)
-			}
-		}
-		if len(left) > 0 {
-			if err := t.Cleanup(ctx, left); err != nil {
-				p.log.Warn("removing leftovers of interrupted deliveries", "target", t.String(), "error", err.Error())
-			}
-		}
-	}
-	if len(recs) > 0 {
-		if err := p.o.Store.MarkDelivered(ctx, p.id, recs); err != nil {
-			return err
-		}
-		p.log.Info("recorded deliveries completed before an interruption", "messages", len(recs))
-	}
-	if len(drop) > 0 {
-		if err := p.o.Store.DropIntents(ctx, p.id, drop); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// intentTarget returns the target an intent's Target index names, or nil
-// when the config no longer has it.
-func (p *pollRun) intentTarget(i int) (deliver.Target, error) {
-	if i == quarantineTarget {
-		return p.quarantine()
-	}
-	if i < 0 || i >= len(p.targets) {
-		return nil, nil
-	}
-	return p.targets[i], nil
 }
 
 // receivedHeader is the one trace header popsync adds (RFC 5321 §4.4

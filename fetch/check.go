@@ -7,6 +7,7 @@ import (
 
 	"popsync/configs"
 	"popsync/fetch/pop3"
+	"popsync/internal/credential"
 )
 
 // CheckOptions configure Check.
@@ -15,6 +16,8 @@ type CheckOptions struct {
 	Trace     bool
 	TraceAuth bool
 	Dial      func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error)
+	// Credential is as in Options.
+	Credential func(a *configs.Account) (credential.Credential, error)
 }
 
 // CheckResult is what `popsync check --connect` reports of one account.
@@ -50,8 +53,9 @@ func Check(ctx context.Context, a *configs.Account, o CheckOptions) (r CheckResu
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &pollRun{o: &Options{Dial: o.Dial, Trace: o.Trace, TraceAuth: o.TraceAuth}, a: a, log: log.With("account", a.Name)}
-	secret, err := a.Secret(ctx)
+	p := &pollRun{o: &Options{Dial: o.Dial, Trace: o.Trace, TraceAuth: o.TraceAuth, Credential: o.Credential},
+		a: a, log: log.With("account", a.Name)}
+	secret, _, err := p.o.secret(ctx, a)
 	if err != nil {
 		r.Err = err
 		return r

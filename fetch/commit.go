@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+
+	"popsync/deliver"
+	"popsync/state"
 )
 
 // committer commits batches in a goroutine of its own while the next
@@ -112,4 +115,98 @@ func abortStaged(batch []staged) {
 			}
 		}
 	}
+}
+
+// commit makes a batch durable in every target of the sink and records
+// it: prepare, intents, publish, mark delivered. Each step is one call
+// for the whole batch: one fsync of the Maildir folder and two
+// transactions serve many messages.
+func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	// Once the batch is staged the commit runs to its end even if the
+	// poll is being cancelled: the bytes are here, and stopping halfway
+	// would only leave work for the next start.
+	ctx = context.WithoutCancel(ctx)
+	abortAll := func() {
+		for _, st := range batch {
+			for _, d := range st.ds {
+				if d != nil {
+					d.Abort()
+				}
+			}
+		}
+	}
+	cols := make([][]deliver.Delivery, len(s.targets))
+	for _, st := range batch {
+		for ti, d := range st.ds {
+			if d != nil {
+				cols[ti] = append(cols[ti], d)
+			}
+		}
+	}
+	for ti, t := range s.targets {
+		if len(cols[ti]) == 0 {
+			continue
+		}
+		if err := t.Prepare(ctx, cols[ti]); err != nil {
+			abortAll()
+			return asTargetError(fmt.Errorf("making messages durable: %w", err))
+		}
+	}
+	now := p.o.now()
+	var intents []state.Intent
+	for _, st := range batch {
+		for ti, d := range st.ds {
+			if d == nil {
+				continue
+			}
+			if tok := d.Token(); tok != "" {
+				intents = append(intents, state.Intent{UIDL: st.m.key, Target: s.targets[ti].id, Token: tok, Size: st.size, Created: now})
+			}
+		}
+	}
+	// Nothing is published or recorded without the account's lease.
+	if err := p.held(); err != nil {
+		abortAll()
+		return err
+	}
+	if len(intents) > 0 {
+		if err := p.o.Store.AddIntents(ctx, p.id, intents); err != nil {
+			abortAll()
+			return fmt.Errorf("recording delivery intents: %w", err)
+		}
+	}
+	for ti, t := range s.targets {
+		if len(cols[ti]) == 0 {
+			continue
+		}
+		if err := t.Publish(ctx, cols[ti]); err != nil {
+			// Some may be in place: the committer resolves the intents
+			// once nothing streams any more.
+			return &publishError{asTargetError(fmt.Errorf("delivering: %w", err))}
+		}
+	}
+	recs := make([]state.Record, len(batch))
+	for i, st := range batch {
+		recs[i] = state.Record{UIDL: st.m.key, State: s.state, Size: st.size, FirstSeen: now, DeliveredAt: now, Note: st.note}
+	}
+	// Published, not recorded: the open intents let whoever holds the
+	// lease next record them.
+	if err := p.held(); err != nil {
+		return err
+	}
+	if err := p.o.Store.MarkDelivered(ctx, p.id, recs); err != nil {
+		// Published but not recorded: the open intents make the next poll
+		// record them instead of fetching them again.
+		return fmt.Errorf("recording delivered messages: %w", err)
+	}
+	if s.state == state.Delivered {
+		p.res.Delivered += len(batch)
+		for _, st := range batch {
+			p.onMessage(st.m, st.size, s.targets, MessageDelivered, nil)
+		}
+	}
+	return nil
 }

@@ -10,9 +10,10 @@ import (
 	"syscall"
 	"testing"
 
-	"popsync/fetch"
+	"popsync/configs"
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/realtest"
+	"popsync/state"
 )
 
 // tmpfs mounts a tmpfs of size bytes on a new folder and unmounts it when
@@ -52,14 +53,14 @@ func remount(t *testing.T, dir, opts string) {
 // Maildir (none of the others), and no open intent.
 func (e *env) wantRecorded(delivered int) {
 	e.t.Helper()
-	known, err := e.store.Known(e.t.Context(), fetch.Identity(e.acct), uids(e.msgs))
+	known, err := state.Known(e.t.Context(), e.store, e.acct.Identity(), uids(e.msgs))
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	if len(known) != delivered {
 		e.t.Fatalf("seen-set holds %d of the messages, the Maildir %d", len(known), delivered)
 	}
-	if in, err := e.store.Intents(e.t.Context(), fetch.Identity(e.acct)); err != nil || len(in) != 0 {
+	if in, err := e.store.Intents(e.t.Context(), e.acct.Identity()); err != nil || len(in) != 0 {
 		e.t.Fatalf("open intents: %v, %v", in, err)
 	}
 }
@@ -90,7 +91,7 @@ func TestFullFilesystem(t *testing.T) {
 	e := newEnv(t, msgs, pop3test.Config{})
 	mnt := tmpfs(t, 512<<10)
 	e.maildir = filepath.Join(mnt, "Maildir")
-	e.acct.Deliver[0].Maildir = e.maildir
+	e.acct.Deliver[0].Target = &configs.MaildirTarget{Path: e.maildir}
 	e.acct.Keep = false
 
 	r := e.poll()
@@ -137,7 +138,7 @@ func TestReadOnlyMaildir(t *testing.T) {
 		// root ignores permission bits: make the file system read-only.
 		mnt := tmpfs(t, 16<<20)
 		e.maildir = filepath.Join(mnt, "Maildir")
-		e.acct.Deliver[0].Maildir = e.maildir
+		e.acct.Deliver[0].Target = &configs.MaildirTarget{Path: e.maildir}
 		for _, sub := range []string{"tmp", "new", "cur"} {
 			if err := os.MkdirAll(filepath.Join(e.maildir, sub), 0o700); err != nil {
 				t.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"popsync/fetch/internal/hostile"
 	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
+	"popsync/state"
 )
 
 // hostileCase is one attack and what the poll of the attacked account
@@ -138,9 +140,9 @@ func runHostile(t *testing.T, tc hostileCase, seed int64) {
 	maildir := filepath.Join(t.TempDir(), "Hostile")
 	bad := &configs.Account{
 		Name: "hostile", Host: "127.0.0.1", Port: port, TLS: configs.TLSNone, User: testUser,
-		Password: configs.Secret(testPass), Auth: configs.AuthUser, Keep: false,
+		Password: credential.Literal(testPass), Auth: configs.AuthUser, Keep: false,
 		Timeout: configs.Duration(hostileTimeout), AddReceived: true,
-		Deliver: []configs.Deliver{{Maildir: maildir}},
+		Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: maildir}}},
 	}
 	if tc.setup != nil {
 		tc.setup(bad)
@@ -179,12 +181,12 @@ func runHostile(t *testing.T, tc hostileCase, seed int64) {
 			t.Fatalf("%s/ of the attacked account's Maildir holds %d files", sub, len(ents))
 		}
 	}
-	id := fetch.Identity(bad)
+	id := bad.Identity()
 	keys := append([]string{"good-1", "good-3"}, sc.UIDs...)
 	for i := range 3 {
 		keys = append(keys, fmt.Sprintf("uid-%d", i+1))
 	}
-	known, err := good.store.Known(t.Context(), id, keys)
+	known, err := state.Known(t.Context(), good.store, id, keys)
 	if err != nil || len(known) != 0 {
 		t.Fatalf("seen-set of the attacked account: %v, %v", known, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"popsync/deliver"
 	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 	"popsync/state"
 )
 
@@ -60,9 +61,9 @@ func newEnv(t *testing.T, msgs []pop3test.Message, cfg pop3test.Config) *env {
 	e := &env{t: t, srv: srv, msgs: msgs, store: st, dir: dir, maildir: maildir,
 		acct: &configs.Account{
 			Name: "test", Host: host, Port: p, TLS: configs.TLSNone, User: testUser,
-			Password: configs.Secret(testPass), Auth: configs.AuthAuto, Keep: true,
+			Password: credential.Literal(testPass), Auth: configs.AuthAuto, Keep: true,
 			Timeout: configs.Duration(10 * time.Second), AddReceived: true,
-			Deliver: []configs.Deliver{{Maildir: maildir}},
+			Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: maildir}}},
 		},
 	}
 	e.opts = &fetch.Options{Store: st, Hostname: "client.test", BatchSize: 7}
@@ -403,7 +404,7 @@ func TestInterruptedAfterPublishIsNotFetchedAgain(t *testing.T) {
 		t.Fatalf("second poll fetched again: %+v", r)
 	}
 	e.wantExactlyOnce(msgs)
-	in, err := e.store.Intents(t.Context(), fetch.Identity(e.acct))
+	in, err := e.store.Intents(t.Context(), e.acct.Identity())
 	if err != nil || len(in) != 0 {
 		t.Fatalf("intents left: %v, %v", in, err)
 	}
@@ -474,7 +475,7 @@ func TestInterruptedBeforePublishIsFetchedAgain(t *testing.T) {
 
 func TestAccountPolledByOneProcessAtATime(t *testing.T) {
 	e := newEnv(t, pop3test.SampleMessages(3, 10), pop3test.Config{})
-	unlock, err := e.store.LockAccount(t.Context(), fetch.Identity(e.acct))
+	lease, err := e.store.LockAccount(t.Context(), e.acct.Identity())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +486,7 @@ func TestAccountPolledByOneProcessAtATime(t *testing.T) {
 	if e.srv.Stats().Sessions != 0 {
 		t.Fatal("a locked account was still contacted")
 	}
-	unlock()
+	lease.Release()
 	e.mustPoll()
 }
 

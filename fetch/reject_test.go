@@ -18,6 +18,7 @@ import (
 // confirmer is an in-memory confirming target (like SMTP): it delivers in
 // Delivery.Close and answers with the scripted error for a UIDL.
 type confirmer struct {
+	deliver.Confirming
 	name string
 	mu   sync.Mutex
 	fail map[string]error  // UIDL → error from Close
@@ -33,13 +34,7 @@ func (c *confirmer) String() string { return "fake " + c.name }
 func (c *confirmer) Begin(ctx context.Context, m deliver.Meta) (deliver.Delivery, error) {
 	return &confirmDelivery{c: c, uidl: m.UIDL}, nil
 }
-func (c *confirmer) Prepare(context.Context, []deliver.Delivery) error { return nil }
-func (c *confirmer) Publish(context.Context, []deliver.Delivery) error { return nil }
-func (c *confirmer) Delivered(context.Context, []string) (map[string]bool, error) {
-	return map[string]bool{}, nil
-}
-func (c *confirmer) Cleanup(context.Context, []string) error { return nil }
-func (c *confirmer) Close() error                            { return nil }
+func (c *confirmer) Close() error { return nil }
 
 func (c *confirmer) setFail(uidl string, err error) {
 	c.mu.Lock()
@@ -89,8 +84,8 @@ func (e *env) withConfirmers(entries []configs.Deliver, cs map[string]*confirmer
 	e.acct.Deliver = entries
 	e.opts.QuarantineDir = filepath.Join(e.dir, "quarantine")
 	e.opts.OpenTarget = func(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
-		if c, ok := cs[d.SMTP]; ok {
-			return c, nil
+		if st, ok := d.Target.(*configs.SMTPTarget); ok && cs[st.Addr] != nil {
+			return cs[st.Addr], nil
 		}
 		return fetch.OpenTarget(a, d)
 	}
@@ -115,7 +110,7 @@ func TestTemporaryRejectionIsRetriedNextPoll(t *testing.T) {
 	e.acct.Keep = false
 	mta := newConfirmer("mta")
 	mta.setFail(msgs[2].UID, tempFail)
-	e.withConfirmers([]configs.Deliver{{SMTP: "mta"}}, map[string]*confirmer{"mta": mta})
+	e.withConfirmers([]configs.Deliver{{Target: &configs.SMTPTarget{Addr: "mta"}}}, map[string]*confirmer{"mta": mta})
 	r := e.mustPoll()
 	if r.Delivered != 5 || r.Failed != 1 || r.Deleted != 5 {
 		t.Fatalf("first poll: %+v", r)
@@ -140,7 +135,7 @@ func TestPermanentRejectionIsQuarantinedAndKept(t *testing.T) {
 	e.acct.Keep = false
 	mta := newConfirmer("mta")
 	mta.setFail(msgs[1].UID, permFail)
-	e.withConfirmers([]configs.Deliver{{SMTP: "mta"}}, map[string]*confirmer{"mta": mta})
+	e.withConfirmers([]configs.Deliver{{Target: &configs.SMTPTarget{Addr: "mta"}}}, map[string]*confirmer{"mta": mta})
 	r := e.mustPoll()
 	if r.Delivered != 3 || r.Rejected != 1 || r.Deleted != 3 {
 		t.Fatalf("poll: %+v", r)
@@ -152,7 +147,7 @@ func TestPermanentRejectionIsQuarantinedAndKept(t *testing.T) {
 	if n := countFiles(t, q); n != 1 {
 		t.Fatalf("quarantine holds %d messages, want 1", n)
 	}
-	known, err := e.store.Known(t.Context(), fetch.Identity(e.acct), []string{msgs[1].UID})
+	known, err := state.Known(t.Context(), e.store, e.acct.Identity(), []string{msgs[1].UID})
 	if err != nil || known[msgs[1].UID].State != state.Quarantined {
 		t.Fatalf("seen-set: %+v, %v", known, err)
 	}
@@ -172,7 +167,7 @@ func TestOnRejectKeepAndDelete(t *testing.T) {
 			e := newEnv(t, msgs, pop3test.Config{})
 			mta := newConfirmer("mta")
 			mta.setFail(msgs[0].UID, permFail)
-			e.withConfirmers([]configs.Deliver{{SMTP: "mta", OnReject: policy}}, map[string]*confirmer{"mta": mta})
+			e.withConfirmers([]configs.Deliver{{Target: &configs.SMTPTarget{Addr: "mta"}, OnReject: policy}}, map[string]*confirmer{"mta": mta})
 			r := e.mustPoll()
 			if r.Delivered != 2 || r.Rejected != 1 {
 				t.Fatalf("poll: %+v", r)
@@ -202,7 +197,7 @@ func TestRetryDoesNotDeliverTwiceToTargetsThatConfirmed(t *testing.T) {
 	e := newEnv(t, msgs, pop3test.Config{})
 	a, b := newConfirmer("a"), newConfirmer("b")
 	b.setFail(msgs[1].UID, tempFail)
-	e.withConfirmers([]configs.Deliver{{SMTP: "a"}, {Maildir: e.maildir}, {SMTP: "b"}},
+	e.withConfirmers([]configs.Deliver{{Target: &configs.SMTPTarget{Addr: "a"}}, {Target: &configs.MaildirTarget{Path: e.maildir}}, {Target: &configs.SMTPTarget{Addr: "b"}}},
 		map[string]*confirmer{"a": a, "b": b})
 	if r := e.mustPoll(); r.Delivered != 2 || r.Failed != 1 {
 		t.Fatalf("first poll: %+v", r)
@@ -221,7 +216,7 @@ func TestRetryDoesNotDeliverTwiceToTargetsThatConfirmed(t *testing.T) {
 		}
 	}
 	e.wantExactlyOnce(msgs)
-	in, err := e.store.Intents(t.Context(), fetch.Identity(e.acct))
+	in, err := e.store.Intents(t.Context(), e.acct.Identity())
 	if err != nil || len(in) != 0 {
 		t.Fatalf("intents left: %v %v", in, err)
 	}

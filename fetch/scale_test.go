@@ -14,6 +14,7 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 	"popsync/state"
 )
 
@@ -52,9 +53,9 @@ func TestManyAccountsNoLeak(t *testing.T) {
 		port, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
 		return srv, &configs.Account{
 			Name: fmt.Sprintf("acct%03d", i), Host: "127.0.0.1", Port: port, TLS: configs.TLSNone,
-			User: testUser, Password: configs.Secret(testPass), Auth: configs.AuthUser, Keep: i%2 == 0,
+			User: testUser, Password: credential.Literal(testPass), Auth: configs.AuthUser, Keep: i%2 == 0,
 			Timeout: configs.Duration(30 * time.Second), AddReceived: true,
-			Deliver: []configs.Deliver{{Maildir: filepath.Join(dir, fmt.Sprintf("M%03d", i))}},
+			Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: filepath.Join(dir, fmt.Sprintf("M%03d", i))}}},
 		}
 	}
 	// A warm-up poll starts what lives as long as the store (database/sql's

@@ -1,15 +1,10 @@
 package fetch_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +15,7 @@ import (
 	"popsync/configs"
 	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/testcert"
 )
 
 // tlsEnv is newEnv with a TLS server: implicit TLS, or STLS offered.
@@ -59,31 +55,11 @@ func caFile(t *testing.T, x *x509.Certificate) string {
 // up to the NUL and sees "localhost"), as DNS name and as common name.
 func nulNameCert(t *testing.T) (tls.Certificate, *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.New(testcert.Options{Hosts: []string{"localhost\x00.evil.example"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := "localhost\x00.evil.example"
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(2009_2666),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{name},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: x}, x
+	return c.TLS, c.X509
 }
 
 // wantNoCredentials fails if any session of the server saw a login

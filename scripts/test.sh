@@ -2,10 +2,13 @@
 # test.sh - popsync's test command: ./scripts/test.sh [go test flags] [packages]
 #
 # 1. Makes sure the real servers the integration tests start are installed
-#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix
-#    postgresql; postfix is preseeded with "No configuration" and
-#    postgresql-common told not to create its "main" cluster, so no system
-#    instance is set up: the tests start private ones). As root it
+#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd dovecot-imapd openssl postfix
+#    postgresql, and the shells, groff and systemd-analyze that check
+#    popsync's completion, man page and service units, and fetchmail
+#    getmail6 mpop for the import tests;
+#    postfix is preseeded with "No configuration" and postgresql-common told
+#    not to create its "main" cluster, so no system instance is set up: the
+#    tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
 #    is missing and goes on (those tests then skip, or fail when
 #    POPSYNC_REQUIRE_REAL=1).
@@ -23,7 +26,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd openssl postfix postgresql)
+PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd dovecot-imapd openssl postfix
+  postgresql                        # state/postgres: the tests run a private cluster
+  fetchmail getmail6 mpop           # cmd/popsync: the import tests run the real tools
+  bash zsh fish groff-base systemd)  # cmd/popsync: completion, man page and unit checks
 TEST_USER=popsynctest
 
 say() { printf '[test.sh] %s\n' "$*" >&2; }
@@ -79,7 +85,7 @@ install_pkgs() {  # packages...
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3 and LMTP), Postfix and PostgreSQL yourself; real-server tests will skip"
+    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3, LMTP and IMAP), Postfix and PostgreSQL yourself; real-server tests will skip"
   elif ! is_root; then
     say "missing: ${missing[*]}"
     say "install with: sudo apt-get install --no-install-recommends ${missing[*]}"

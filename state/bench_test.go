@@ -88,7 +88,7 @@ func BenchmarkReconcile100k(b *testing.B) {
 			cpu := startCPU()
 			for b.Loop() {
 				now = now.Add(time.Minute)
-				m, err := s.Reconcile(b.Context(), acct, uidls, now, 30*24*time.Hour)
+				m, err := state.Reconcile(b.Context(), s, acct, uidls, now, 30*24*time.Hour)
 				if err != nil || len(m) != n {
 					b.Fatalf("Reconcile: %d known, %v", len(m), err)
 				}
@@ -103,7 +103,7 @@ func BenchmarkReconcile100k(b *testing.B) {
 			cpu := startCPU()
 			for b.Loop() {
 				now = now.Add(time.Minute)
-				m, err := s.Reconcile(b.Context(), acct, uidls, now, 30*24*time.Hour)
+				m, err := state.Reconcile(b.Context(), s, acct, uidls, now, 30*24*time.Hour)
 				if err != nil || len(m) != 1 {
 					b.Fatalf("Reconcile: %d known, %v", len(m), err)
 				}
@@ -120,7 +120,7 @@ func BenchmarkReconcile100k(b *testing.B) {
 			cpu := startCPU()
 			for b.Loop() {
 				now = now.Add(time.Minute)
-				if _, err := s.Reconcile(b.Context(), acct, lists[i%2], now, 30*24*time.Hour); err != nil {
+				if _, err := state.Reconcile(b.Context(), s, acct, lists[i%2], now, 30*24*time.Hour); err != nil {
 					b.Fatal(err)
 				}
 				i++
@@ -145,7 +145,7 @@ func BenchmarkMarkDelivered500(b *testing.B) {
 				for i := range recs {
 					u := fmt.Sprintf("b%d-%d", batch, i)
 					recs[i] = state.Record{UIDL: u, State: state.Delivered, Size: 20000, FirstSeen: t0, DeliveredAt: t0}
-					in[i] = state.Intent{UIDL: u, Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
+					in[i] = state.Intent{UIDL: u, Target: "maildir:x", Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
 				}
 				if err := s.AddIntents(b.Context(), acct, in); err != nil {
 					b.Fatal(err)
@@ -188,7 +188,7 @@ func BenchmarkAddIntents500(b *testing.B) {
 				in := make([]state.Intent, 500)
 				for i := range in {
 					u := fmt.Sprintf("b%d-%d", batch, i)
-					in[i] = state.Intent{UIDL: u, Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
+					in[i] = state.Intent{UIDL: u, Target: "maildir:x", Token: "1740830400.M1P2Q3_" + u + ".host", Size: 20000, Created: t0}
 				}
 				batch++
 				if err := s.AddIntents(b.Context(), acct, in); err != nil {

@@ -34,3 +34,9 @@ var LockFileName = lockFileName
 func OpenSQLiteBusy(ctx context.Context, path string, ms int) (*SQLite, error) {
 	return openSQLite(ctx, path, sqliteOptions{busyTimeout: ms})
 }
+
+// OpenSQLiteSchema opens with only the first n migrations: a state file as
+// an older popsync made it.
+func OpenSQLiteSchema(ctx context.Context, path string, n int) (*SQLite, error) {
+	return openSQLite(ctx, path, sqliteOptions{migrations: schemaMigrations[:n]})
+}

@@ -10,8 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
+
+	"popsync/internal/osfile"
 )
 
 // lockFileName names the lock file of a (canonical): the first 16 hex digits
@@ -22,24 +22,25 @@ func lockFileName(a Account) string {
 	return hex.EncodeToString(sum[:])[:16] + ".lock"
 }
 
-// accountLock is one held account lock: an open lock file carrying an
-// exclusive flock(2).
+// accountLock is one held account lease: an open lock file carrying an
+// exclusive flock(2). It is never lost while the process lives; closing
+// the Store ends it as lost.
 type accountLock struct {
-	s    *SQLite
-	f    *os.File
-	once sync.Once
+	*LeaseState
+	s *SQLite
+	f *os.File
+	a Account
 }
 
-func (l *accountLock) release() {
-	l.once.Do(func() {
-		l.s.mu.Lock()
-		delete(l.s.locks, l)
-		l.s.mu.Unlock()
-		// Closing the only descriptor of the open file description drops
-		// the flock; unlocking first is explicit about it.
-		_ = unlockFile(l.f)
-		l.f.Close()
-	})
+// unlock drops the flock; LeaseState runs it once.
+func (l *accountLock) unlock() {
+	l.s.mu.Lock()
+	delete(l.s.locks, l)
+	l.s.mu.Unlock()
+	// Closing the only descriptor of the open file description drops
+	// the flock; unlocking first is explicit about it.
+	_ = osfile.Unlock(l.f)
+	l.f.Close()
 }
 
 // LockAccount implements Store with flock(2) on <db>.locks/<hash>.lock.
@@ -50,8 +51,8 @@ func (l *accountLock) release() {
 // the process dies: the lock cannot go stale. The file is opened close-on-exec
 // (os.OpenFile always is), so MDA children do not inherit it. Lock files on
 // network file systems are only as good as the server's flock support.
-func (s *SQLite) LockAccount(ctx context.Context, a Account) (unlock func(), err error) {
-	a, err = canonical(a)
+func (s *SQLite) LockAccount(ctx context.Context, a Account) (Lease, error) {
+	a, err := CanonicalAccount(a)
 	if err != nil {
 		return nil, fmt.Errorf("locking account: %w", err)
 	}
@@ -64,49 +65,37 @@ func (s *SQLite) LockAccount(ctx context.Context, a Account) (unlock func(), err
 		return nil, fmt.Errorf("locking %s: %w", a, ErrClosed)
 	}
 	p := filepath.Join(s.lockDir, lockFileName(a))
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if _, err := checkLockDir(s.lockDir); err != nil {
+		return nil, fmt.Errorf("locking %s: %w", a, err)
+	}
+	f, err := OpenLockFile(p, "account lock file")
 	if errors.Is(err, fs.ErrNotExist) {
 		// The lock folder was removed behind our back.
 		if err = os.Mkdir(s.lockDir, 0o700); err == nil || errors.Is(err, fs.ErrExist) {
-			f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+			if _, err = checkLockDir(s.lockDir); err == nil {
+				f, err = OpenLockFile(p, "account lock file")
+			}
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("locking %s: %w", a, fileErr(err))
+		return nil, fmt.Errorf("locking %s: %w", a, err)
 	}
-	held, err := tryLockFile(f)
+	held, err := osfile.TryLock(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("locking %s with %s: %w", a, p, err)
 	}
 	if !held {
-		f.Close()
 		holder := "another poll"
-		if pid := lockHolder(p); pid != 0 {
+		if pid := osfile.Holder(f); pid != 0 {
 			holder = "process " + strconv.Itoa(pid)
 		}
+		f.Close()
 		return nil, fmt.Errorf("locking %s: held by %s (lock file %s): %w", a, holder, p, ErrLocked)
 	}
-	// Who holds the lock, for the error message of the next one who tries.
-	// The kernel lock is what counts; the contents are only a hint.
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d\naccount %s\n", os.Getpid(), a)), 0)
-	}
-	l := &accountLock{s: s, f: f}
+	osfile.WriteHolder(f, "account "+a.String())
+	l := &accountLock{s: s, f: f, a: a}
+	l.LeaseState = NewLeaseState(l.unlock)
 	s.locks[l] = struct{}{}
-	return l.release, nil
-}
-
-// lockHolder returns the pid written in a lock file, 0 if unknown.
-func lockHolder(p string) int {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimPrefix(line, "pid "))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	return pid
+	return l, nil
 }

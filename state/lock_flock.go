@@ -2,33 +2,7 @@
 
 package state
 
-import (
-	"errors"
-	"os"
-
-	"golang.org/x/sys/unix"
-)
-
-// tryLockFile takes an exclusive flock on f without waiting; false means
-// another open file description holds it.
-func tryLockFile(f *os.File) (bool, error) {
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		switch {
-		case err == nil:
-			return true, nil
-		case errors.Is(err, unix.EWOULDBLOCK):
-			return false, nil
-		case errors.Is(err, unix.EINTR):
-			continue
-		}
-		return false, err
-	}
-}
-
-func unlockFile(f *os.File) error {
-	return unix.Flock(int(f.Fd()), unix.LOCK_UN)
-}
+import "golang.org/x/sys/unix"
 
 // dirWritable reports whether this process may create files in dir. It asks
 // the kernel (access(2)), so it also answers for root and read-only mounts.

@@ -2,15 +2,4 @@
 
 package state
 
-import (
-	"errors"
-	"os"
-)
-
-var errNoFlock = errors.New("account locks need flock(2), which this platform lacks")
-
-func tryLockFile(*os.File) (bool, error) { return false, errNoFlock }
-
-func unlockFile(*os.File) error { return errNoFlock }
-
 func dirWritable(string) error { return nil }

@@ -31,7 +31,7 @@ func TestReconcileListAligned(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := []string{"new1", "b", "a", "big one", "b", "q", "new2"}
-	got, err := s.ReconcileList(ctx, acct, list, t0.Add(time.Minute), time.Hour)
+	got, err := state.ReconcileList(ctx, s, acct, list, t0.Add(time.Minute), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,10 +45,10 @@ func TestReconcileListAligned(t *testing.T) {
 		}
 	}
 	// "gone-soon" was absent: marked gone now, pruned after the grace.
-	if _, err := s.ReconcileList(ctx, acct, list, t0.Add(2*time.Hour), time.Hour); err != nil {
+	if _, err := state.ReconcileList(ctx, s, acct, list, t0.Add(2*time.Hour), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.Reconcile(ctx, acct, []string{"gone-soon", "a"}, t0.Add(2*time.Hour), time.Hour)
+	m, err := state.Reconcile(ctx, s, acct, []string{"gone-soon", "a"}, t0.Add(2*time.Hour), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestReconcileListManyChunks(t *testing.T) {
 		}
 	}
 	rng.Shuffle(len(list), func(i, j int) { list[i], list[j] = list[j], list[i] })
-	got, err := s.ReconcileList(ctx, acct, list, t0, time.Hour)
+	got, err := state.ReconcileList(ctx, s, acct, list, t0, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func BenchmarkReconcileList100k(b *testing.B) {
 	cpu := startCPU()
 	for b.Loop() {
 		now = now.Add(time.Minute)
-		recs, err := s.ReconcileList(b.Context(), acct, uidls, now, 30*24*time.Hour)
+		recs, err := state.ReconcileList(b.Context(), s, acct, uidls, now, 30*24*time.Hour)
 		if err != nil || len(recs) != n || recs[n-1].State != state.Delivered {
 			b.Fatalf("ReconcileList: %d records, %v", len(recs), err)
 		}
@@ -146,11 +146,11 @@ func TestBatchWritesAcrossStatements(t *testing.T) {
 	for i := range n {
 		u := fmt.Sprintf("u%03d", i)
 		all = append(all, u)
-		in = append(in, state.Intent{UIDL: u, Token: "tok-" + u, Size: int64(i), Created: t0})
+		in = append(in, state.Intent{UIDL: u, Target: "maildir:x", Token: "tok-" + u, Size: int64(i), Created: t0})
 		recs = append(recs, state.Record{UIDL: u, State: state.Delivered, Size: int64(i), FirstSeen: t0, DeliveredAt: t0})
 	}
 	// The same UIDL and target again: the later intent replaces it.
-	in = append(in, state.Intent{UIDL: "u007", Token: "tok-again", Size: 7, Created: t0})
+	in = append(in, state.Intent{UIDL: "u007", Target: "maildir:x", Token: "tok-again", Size: 7, Created: t0})
 	if err := s.AddIntents(ctx, acct, in); err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestBatchWritesAcrossStatements(t *testing.T) {
 	if err := s.MarkDeleted(ctx, acct, all[5:], t0.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.Reconcile(ctx, acct, all, t0.Add(3*time.Hour), time.Hour)
+	m, err := state.Reconcile(ctx, s, acct, all, t0.Add(3*time.Hour), time.Hour)
 	if err != nil || len(m) != n {
 		t.Fatalf("Reconcile: %d records, %v", len(m), err)
 	}
@@ -201,7 +201,7 @@ func TestBatchWritesAcrossStatements(t *testing.T) {
 
 // BenchmarkReconcileSeen100k measures the two halves of ReconcileList
 // apart: ReadSeen, which a poll overlaps with the server's login, and
-// ReconcileSeen, which waits for the server's list.
+// SeenSet.Reconcile, which waits for the server's list.
 func BenchmarkReconcileSeen100k(b *testing.B) {
 	const n = 100000
 	s := benchStore(b, "FULL")
@@ -214,7 +214,7 @@ func BenchmarkReconcileSeen100k(b *testing.B) {
 			}
 		}
 	})
-	b.Run("ReconcileSeen", func(b *testing.B) {
+	b.Run("Reconcile", func(b *testing.B) {
 		now := t0
 		for b.Loop() {
 			b.StopTimer()
@@ -224,9 +224,9 @@ func BenchmarkReconcileSeen100k(b *testing.B) {
 			}
 			now = now.Add(time.Minute)
 			b.StartTimer()
-			recs, err := s.ReconcileSeen(b.Context(), seen, uidls, now, 30*24*time.Hour)
+			recs, err := seen.Reconcile(b.Context(), uidls, now, 30*24*time.Hour)
 			if err != nil || len(recs) != n || recs[n-1].State != state.Delivered {
-				b.Fatalf("ReconcileSeen: %d records, %v", len(recs), err)
+				b.Fatalf("Reconcile: %d records, %v", len(recs), err)
 			}
 		}
 	})

@@ -14,6 +14,8 @@ type migration func(ctx context.Context, tx *sql.Tx) error
 // migration is never edited, and PRAGMA user_version counts how many ran.
 var schemaMigrations = []migration{
 	migrate1,
+	migrate2,
+	migrate3,
 }
 
 // migrate1 creates the tables.
@@ -84,6 +86,87 @@ CREATE INDEX poll_account ON poll (account_id, id);
 
 PRAGMA application_id = %d;
 `, sqliteAppID))
+	return err
+}
+
+// migrate2 lets message.state hold Imported (4). SQLite cannot alter a
+// CHECK constraint, so the table is rebuilt with the same columns.
+func migrate2(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `
+CREATE TABLE message_v2 (
+	account_id   INTEGER NOT NULL REFERENCES account (id),
+	uidl         TEXT NOT NULL,
+	state        INTEGER NOT NULL CHECK (state IN (1, 2, 3, 4)), -- MsgState
+	size         INTEGER NOT NULL,
+	first_seen   INTEGER NOT NULL,
+	delivered_at INTEGER,
+	deleted_at   INTEGER,
+	gone_since   INTEGER,
+	note         TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (account_id, uidl)
+) WITHOUT ROWID;
+INSERT INTO message_v2 SELECT account_id, uidl, state, size, first_seen, delivered_at, deleted_at, gone_since, note FROM message;
+DROP TABLE message;
+ALTER TABLE message_v2 RENAME TO message;
+CREATE INDEX message_gone ON message (account_id, gone_since) WHERE gone_since IS NOT NULL;
+`)
+	return err
+}
+
+// migrate3 names intents' targets by a stable ID instead of their index
+// in the config, and makes "confirmed" a column instead of a token value.
+//
+// Indexes become state.LegacyTarget IDs ("index:N"), which the fetcher
+// maps to the target at that index, so that an intent left by a crash
+// before the upgrade is still resolved; the quarantine's index 1000
+// becomes QuarantineTarget. The "=confirmed" token becomes confirmed = 1
+// with an empty token.
+//
+// message's CHECK on state becomes state >= 1: which states exist is the
+// Go code's business (MsgState), so the next one needs no table rebuild
+// like migrate2's.
+func migrate3(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `
+CREATE TABLE intent2 (
+	account_id INTEGER NOT NULL REFERENCES account (id),
+	uidl       TEXT NOT NULL,
+	target     TEXT NOT NULL,    -- the target's stable ID
+	token      TEXT NOT NULL,    -- '' for a confirmed intent
+	confirmed  INTEGER NOT NULL, -- 1: a confirming target accepted the message
+	size       INTEGER NOT NULL,
+	created    INTEGER NOT NULL,
+	PRIMARY KEY (account_id, uidl, target)
+) WITHOUT ROWID;
+
+INSERT INTO intent2 (account_id, uidl, target, token, confirmed, size, created)
+SELECT account_id, uidl,
+	CASE target WHEN 1000 THEN 'quarantine' ELSE 'index:' || target END,
+	CASE token WHEN '=confirmed' THEN '' ELSE token END,
+	token = '=confirmed',
+	size, created
+FROM intent;
+
+DROP TABLE intent;
+ALTER TABLE intent2 RENAME TO intent;
+
+CREATE TABLE message2 (
+	account_id   INTEGER NOT NULL REFERENCES account (id),
+	uidl         TEXT NOT NULL,
+	state        INTEGER NOT NULL CHECK (state >= 1), -- MsgState
+	size         INTEGER NOT NULL,
+	first_seen   INTEGER NOT NULL,
+	delivered_at INTEGER,
+	deleted_at   INTEGER,
+	gone_since   INTEGER,           -- first Reconcile that missed the UIDL
+	note         TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (account_id, uidl)
+) WITHOUT ROWID;
+
+INSERT INTO message2 SELECT account_id, uidl, state, size, first_seen, delivered_at, deleted_at, gone_since, note FROM message;
+DROP TABLE message;
+ALTER TABLE message2 RENAME TO message;
+CREATE INDEX message_gone ON message (account_id, gone_since) WHERE gone_since IS NOT NULL;
+`)
 	return err
 }
 

@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/mattn/go-sqlite3"
+
+	"popsync/internal/osfile"
 )
 
 // sqliteAppID marks popsync state files in the SQLite header (PRAGMA
@@ -67,7 +69,11 @@ type sqliteOptions struct {
 // (ErrNewerSchema), a damaged file, a file that is not SQLite or not a
 // popsync state file (ErrCorrupt; `PRAGMA quick_check` runs at every open
 // unless the file is unchanged since popsync closed it, see stampMatches),
-// and a file or folder it cannot write (ErrReadOnly).
+// a file or folder it cannot write (ErrReadOnly), and (ErrUnsafe) a folder
+// that group or others can write or another user owns, a state file or
+// lock folder owned by another user, and a symbolic link in place of the
+// state file, its -wal, -shm or -journal file, the lock folder or a lock
+// file (see CheckFolder).
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return openSQLite(ctx, path, sqliteOptions{})
 }
@@ -90,6 +96,9 @@ func openSQLite(ctx context.Context, path string, opt sqliteOptions) (*SQLite, e
 		return nil, fmt.Errorf("opening state file %s: %w", path, err)
 	}
 	if err := prepareFile(abs); err != nil {
+		return nil, err
+	}
+	if _, err := checkLockDir(abs + ".locks"); err != nil {
 		return nil, err
 	}
 	if err := probe(ctx, abs, len(opt.migrations), !stampMatches(abs, abs+".locks")); err != nil {
@@ -156,6 +165,9 @@ func (s *SQLite) init(ctx context.Context, opt sqliteOptions) error {
 	if err := os.Mkdir(s.lockDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("creating lock folder: %w", fileErr(err))
 	}
+	if _, err := checkLockDir(s.lockDir); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -168,11 +180,24 @@ func fileURI(abs string) string {
 // prepareFile creates the parent folders (0700) and the database file (0600)
 // if missing, and checks that both can be written: SQLite would silently open
 // a write-protected file read-only, and needs the folder for its -wal and
-// -shm files.
+// -shm files. The folder must be the user's alone (CheckFolder) and no
+// file SQLite opens may be a symbolic link.
 func prepareFile(abs string) error {
 	dir := filepath.Dir(abs)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating the folder of state file %s: %w", abs, fileErr(err))
+	}
+	if err := CheckFolder(dir); err != nil {
+		return fmt.Errorf("opening state file %s: %w", abs, err)
+	}
+	// SQLite opens these by name; none may be a link planted before the
+	// folder was checked.
+	for _, p := range []struct{ path, what string }{
+		{abs, "state file"}, {abs + "-wal", "state log file"}, {abs + "-shm", "state index file"}, {abs + "-journal", "state journal file"},
+	} {
+		if err := noLink(p.path, p.what); err != nil {
+			return err
+		}
 	}
 	if err := dirWritable(dir); err != nil {
 		return &stateError{
@@ -181,12 +206,15 @@ func prepareFile(abs string) error {
 			err:  err,
 		}
 	}
-	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	created := err == nil
 	if errors.Is(err, fs.ErrExist) {
-		f, err = os.OpenFile(abs, os.O_RDWR, 0)
+		f, err = os.OpenFile(abs, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	}
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return symlinkError(abs, "state file")
+		}
 		if errors.Is(err, syscall.EISDIR) {
 			return fmt.Errorf("opening state file %s: it is a folder", abs)
 		}
@@ -202,6 +230,9 @@ func prepareFile(abs string) error {
 	}
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("opening state file %s: not a regular file", abs)
+	}
+	if err := checkOwner(abs, "state file", st); err != nil {
+		return err
 	}
 	if !created && st.Size() == 0 {
 		// SQLite takes an empty file for a new database. The lock folder
@@ -219,21 +250,9 @@ func prepareFile(abs string) error {
 	if created {
 		// Make the new directory entry durable before SQLite commits into
 		// the file.
-		if err := syncDir(dir); err != nil {
-			return fmt.Errorf("creating state file %s: %w", abs, err)
+		if err := osfile.SyncDir(dir); err != nil {
+			return fmt.Errorf("creating state file %s: syncing folder %s: %w", abs, dir, err)
 		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing folder %s: %w", dir, err)
 	}
 	return nil
 }
@@ -416,7 +435,7 @@ func (s *SQLite) Close() error {
 	}
 	s.mu.Unlock()
 	for _, l := range locks {
-		l.release()
+		l.End(lostLease(l.a, "the state store was closed"))
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing state file %s: %w", s.path, err)

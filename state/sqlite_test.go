@@ -159,11 +159,11 @@ func TestFileModes(t *testing.T) {
 	path := filepath.Join(base, "a", "b", "state.db")
 	s := open(t, path)
 	deliver(t, s, acct, 10)
-	unlock, err := s.LockAccount(t.Context(), acct)
+	lease, err := s.LockAccount(t.Context(), acct)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lease.Release()
 
 	for p, want := range map[string]fs.FileMode{
 		filepath.Join(base, "a"):      0o700,
@@ -237,7 +237,7 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = open(t, path)
-	m, err := s.Reconcile(t.Context(), acct, []string{acct.User + "-000001", "new"}, t0, time.Hour)
+	m, err := state.Reconcile(t.Context(), s, acct, []string{acct.User + "-000001", "new"}, t0, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,7 +600,7 @@ func TestMigrationForward(t *testing.T) {
 		if v != state.SchemaVersion+1 {
 			t.Errorf("user_version = %d, want %d", v, state.SchemaVersion+1)
 		}
-		m, err := s.Reconcile(t.Context(), acct, []string{acct.User + "-000000"}, t0, time.Hour)
+		m, err := state.Reconcile(t.Context(), s, acct, []string{acct.User + "-000000"}, t0, time.Hour)
 		if err != nil || len(m) != 1 {
 			t.Errorf("Reconcile after migration = %v, %v", m, err)
 		}
@@ -658,7 +658,7 @@ func TestTwoStoresConcurrentWriters(t *testing.T) {
 					if err := s.MarkDelivered(ctx, shared, recs[:1]); err != nil {
 						return err
 					}
-					if _, err := s.Reconcile(ctx, a, all, t0, time.Hour); err != nil {
+					if _, err := state.Reconcile(ctx, s, a, all, t0, time.Hour); err != nil {
 						return err
 					}
 					if err := s.RecordPoll(ctx, state.Poll{Name: a.User, Account: a, Start: t0.Add(time.Duration(r) * time.Second)}); err != nil {
@@ -697,7 +697,7 @@ func TestLockAcrossStores(t *testing.T) {
 	path := tempPath(t)
 	s1, s2 := open(t, path), open(t, path)
 	ctx := t.Context()
-	unlock, err := s1.LockAccount(ctx, acct)
+	lease, err := s1.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -708,12 +708,12 @@ func TestLockAcrossStores(t *testing.T) {
 	if want := fmt.Sprintf("process %d", os.Getpid()); !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not name the holder (%s)", err, want)
 	}
-	unlock()
-	unlock2, err := s2.LockAccount(ctx, acct)
+	lease.Release()
+	lease2, err := s2.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatalf("LockAccount after the other store unlocked: %v", err)
 	}
-	unlock2()
+	lease2.Release()
 
 	// Close releases what the store still holds.
 	if _, err := s1.LockAccount(ctx, acct); err != nil {
@@ -722,11 +722,11 @@ func TestLockAcrossStores(t *testing.T) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	unlock3, err := s2.LockAccount(ctx, acct)
+	lease3, err := s2.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatalf("LockAccount after the holder closed: %v", err)
 	}
-	unlock3()
+	lease3.Release()
 }
 
 func TestLockFolderRecreated(t *testing.T) {
@@ -735,11 +735,11 @@ func TestLockFolderRecreated(t *testing.T) {
 	if err := os.RemoveAll(path + ".locks"); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := s.LockAccount(t.Context(), acct)
+	lease, err := s.LockAccount(t.Context(), acct)
 	if err != nil {
 		t.Fatalf("LockAccount after the lock folder was removed: %v", err)
 	}
-	unlock()
+	lease.Release()
 	if got := mode(t, path+".locks"); got != 0o700 {
 		t.Errorf("mode of the recreated lock folder = %v, want 0700", got)
 	}
@@ -760,21 +760,21 @@ func TestLockAcrossProcesses(t *testing.T) {
 	// Another account is free.
 	other := acct
 	other.Port = 110
-	unlock, err := s.LockAccount(ctx, other)
+	lease, err := s.LockAccount(ctx, other)
 	if err != nil {
 		t.Fatal(err)
 	}
-	unlock()
+	lease.Release()
 	// The holder dies without unlocking: the lock goes with it.
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	unlock, err = s.LockAccount(ctx, acct)
+	lease, err = s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatalf("LockAccount after the holder was killed: %v", err)
 	}
-	unlock()
+	lease.Release()
 }
 
 // A delivery a killed process had committed is there for the next one.
@@ -786,7 +786,7 @@ func TestCommittedSurvivesKill(t *testing.T) {
 	}
 	cmd.Wait()
 	s := open(t, path)
-	m, err := s.Reconcile(t.Context(), acct, []string{"u0", "u99", "u100"}, t0, time.Hour)
+	m, err := state.Reconcile(t.Context(), s, acct, []string{"u0", "u99", "u100"}, t0, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

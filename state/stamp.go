@@ -36,11 +36,24 @@ func writeStamp(abs, lockDir string) {
 	if !ok {
 		return
 	}
-	tmp := filepath.Join(lockDir, stampName+".tmp")
-	if err := os.WriteFile(tmp, []byte(st), 0o600); err != nil {
+	if ok, err := checkLockDir(lockDir); !ok || err != nil {
 		return
 	}
-	if err := os.Rename(tmp, filepath.Join(lockDir, stampName)); err != nil {
+	// A new file, never an existing one nor a link's target: the rename
+	// then replaces whatever is at the stamp's name, link or not.
+	tmp := filepath.Join(lockDir, stampName+".tmp")
+	f, err := createExcl(tmp)
+	if err != nil {
+		return
+	}
+	_, err = f.WriteString(st)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(lockDir, stampName))
+	}
+	if err != nil {
 		os.Remove(tmp)
 	}
 }

@@ -30,6 +30,11 @@ var (
 	// ErrLocked: LockAccount found the account held by another poller (this
 	// process or another one).
 	ErrLocked = errors.New("account is locked by another poll")
+	// ErrLeaseLost: an account's Lease ended before the poller released
+	// it; whatever the poller has not committed yet must not be.
+	ErrLeaseLost = errors.New("account lease lost")
+	// ErrLeaseReleased: the Lease was released by its holder.
+	ErrLeaseReleased = errors.New("account lease released")
 	// ErrNewerSchema: the state file was written by a newer popsync; it is
 	// left untouched.
 	ErrNewerSchema = errors.New("state file has a newer schema")
@@ -41,12 +46,13 @@ var (
 	// ErrBusy: another writer held the database for longer than the busy
 	// timeout. Temporary; the operation may be retried.
 	ErrBusy = errors.New("state database is busy")
+	// ErrUnsafe: a file or folder of the state could be (or was) planted
+	// by someone else: a symbolic link where popsync writes, a folder
+	// others can write, a file or folder not owned by the user. Nothing
+	// was written through it.
+	ErrUnsafe = errors.New("state path is unsafe")
 	// ErrClosed: the Store was used after Close.
 	ErrClosed = errors.New("state store is closed")
-	// ErrLeaseLost: the account's lease (a fleet of daemons sharing one
-	// database) expired or was taken over; the write was refused. The
-	// poll must stop: no DELE, no QUIT.
-	ErrLeaseLost = errors.New("account lease lost")
 )
 
 // KeepPolls is how many polls per account a Store keeps; RecordPoll drops
@@ -95,14 +101,24 @@ type MsgState int
 const (
 	// Delivered: every delivery target confirmed the message durably.
 	Delivered MsgState = 1
-	// Quarantined: handled without normal delivery (for example kept aside
-	// because it could not be parsed); not fetched again.
+	// Quarantined: refused for good by a delivery target and kept in the
+	// quarantine Maildir instead (on_reject); not fetched again.
 	Quarantined MsgState = 2
 	// Skipped: left on the server on purpose (for example larger than
 	// max_size); recorded so it is reported once, and upgraded by
 	// MarkDelivered if it is delivered later.
 	Skipped MsgState = 3
+	// Imported: delivered by another tool (fetchmail, getmail, mpop) before
+	// popsync took the account over; recorded by MarkImported. Never fetched,
+	// and never deleted by popsync, which did not deliver it.
+	Imported MsgState = 4
 )
+
+// recordedByMarkDelivered reports whether Store.MarkDelivered records
+// messages in state s: the states of a message that is handled for good.
+func (s MsgState) recordedByMarkDelivered() bool {
+	return s == Delivered || s == Quarantined
+}
 
 // String returns the lower-case name of s.
 func (s MsgState) String() string {
@@ -113,6 +129,8 @@ func (s MsgState) String() string {
 		return "quarantined"
 	case Skipped:
 		return "skipped"
+	case Imported:
+		return "imported"
 	}
 	return "MsgState(" + strconv.Itoa(int(s)) + ")"
 }
@@ -129,16 +147,34 @@ type Record struct {
 	Note        string    // why it was skipped or quarantined
 }
 
-// Intent records a delivery about to be made durable: before the Maildir file
-// named Token is renamed into new/ for delivery target Target, so that after a
-// crash the fetcher can look for the file and decide delivered or not.
+// Intent records a delivery in flight to one target. Two kinds:
+//
+//   - Before a staging target (Maildir) publishes a message, an intent
+//     names where it will appear (Token, the Maildir file's unique name),
+//     so that after a crash the fetcher can look for it and decide
+//     delivered or not.
+//   - Confirmed: a confirming target (SMTP, LMTP, MDA) accepted a message
+//     whose delivery to another target failed; the retry skips this target
+//     instead of delivering twice. Token is then empty.
 type Intent struct {
-	UIDL    string
-	Target  int    // index of the delivery target in the account's config
-	Token   string // the Maildir file's unique name
-	Size    int64
-	Created time.Time
+	UIDL string
+	// Target is the stable ID of the delivery target, derived from the
+	// target's own settings (configs.Deliver.ID), not from its place in
+	// the config. Schema 1 stored indexes: they read as LegacyTarget(i).
+	Target    string
+	Token     string // the target's name for the delivery; "" when Confirmed
+	Confirmed bool
+	Size      int64
+	Created   time.Time
 }
+
+// QuarantineTarget is the Target of intents for the quarantine Maildir.
+const QuarantineTarget = "quarantine"
+
+// LegacyTarget is how an intent written by schema 1, which stored the
+// index of the target in the account's deliver list, reads today. The
+// fetcher maps it to the target at that index of the config it runs.
+func LegacyTarget(index int) string { return "index:" + strconv.Itoa(index) }
 
 // Poll is the outcome of one poll of one account.
 type Poll struct {
@@ -175,17 +211,11 @@ type AccountStatus struct {
 // nothing. Accounts are keyed by their Canonical form. Blocking methods honour
 // ctx.
 type Store interface {
-	// Reconcile takes the server's current UIDL list. In one transaction it
-	// marks known UIDLs absent from the list as gone (since now, unless they
-	// already are), clears "gone" for present ones, deletes records gone for
-	// longer than grace (gone since before now-grace), and returns the
-	// records of the present UIDLs that are known, Skipped ones included,
-	// keyed by UIDL. Duplicate UIDLs in the list are tolerated.
-	Reconcile(ctx context.Context, a Account, uidls []string, now time.Time, grace time.Duration) (map[string]Record, error)
-
-	// Known returns the records of the given UIDLs that the seen-set
-	// holds, like Reconcile but writing nothing (for a dry run).
-	Known(ctx context.Context, a Account, uidls []string) (map[string]Record, error)
+	// ReadSeen reads the account's seen-set for a SeenSet.Reconcile (or
+	// Lookup) with the server's list. An account without records gives an
+	// empty set. The caller holds the account's lease until it has
+	// reconciled. See also the package functions Reconcile and Known.
+	ReadSeen(ctx context.Context, a Account) (SeenSet, error)
 
 	// AddIntents records delivery intents, replacing an existing intent for
 	// the same UIDL and target. A zero Created means now.
@@ -206,6 +236,14 @@ type Store interface {
 	// or zero; Note says why). It never downgrades a Delivered or
 	// Quarantined record.
 	MarkSkipped(ctx context.Context, a Account, recs []Record) error
+	// MarkImported records UIDLs that another tool (fetchmail, getmail,
+	// mpop) delivered before popsync took the account over, as State
+	// Imported (the State given must be Imported or zero), in one
+	// transaction; see PrepareImported for the defaults. It is a union: a
+	// Delivered, Quarantined or Imported record is left as it is, a
+	// Skipped one becomes Imported. It returns how many records it added
+	// or upgraded.
+	MarkImported(ctx context.Context, a Account, recs []Record) (added int, err error)
 	// MarkDeleted sets DeletedAt of the given UIDLs; UIDLs without a record
 	// are ignored. A zero at means now.
 	MarkDeleted(ctx context.Context, a Account, uidls []string, at time.Time) error
@@ -220,14 +258,14 @@ type Store interface {
 	Status(ctx context.Context) ([]AccountStatus, error)
 
 	// LockAccount makes sure two pollers (goroutines or processes) never poll
-	// the same account at once. It returns an error wrapping ErrLocked at
-	// once, without waiting, if another holder has the account. The lock
-	// cannot go stale: it is released when unlock is called, when the Store
-	// is closed, or when the process dies. unlock may be called more than
-	// once.
-	LockAccount(ctx context.Context, a Account) (unlock func(), err error)
+	// the same account at once: it returns a held Lease, or an error
+	// wrapping ErrLocked at once, without waiting, if another holder has
+	// the account. A lease cannot go stale: it ends with Release, when the
+	// Store is closed (then it is lost), when the process dies, or, for a
+	// backend whose leases expire, when it cannot be renewed (lost).
+	LockAccount(ctx context.Context, a Account) (Lease, error)
 
-	// Close releases held account locks and closes the store. Calling it
-	// again returns nil.
+	// Close ends held leases and closes the store. Calling it again
+	// returns nil.
 	Close() error
 }

@@ -100,16 +100,6 @@ func (u *osUser) mkdirAll(path string, mode os.FileMode) error {
 	return nil
 }
 
-func (u *osUser) writeFile(path string, data []byte, mode os.FileMode) error {
-	if err := os.WriteFile(path, data, mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return u.chown(path)
-}
-
 // chownTree gives every file and folder under root to u.
 func (u *osUser) chownTree(root string) error {
 	if !u.switchTo {

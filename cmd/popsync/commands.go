@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,77 +20,139 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/fetch/pop3"
+	"popsync/schedule"
 	"popsync/state"
 )
 
 // common holds the flags every command that reads the config shares.
+// They may also be given before the command: `popsync -c FILE fetch`.
 type common struct {
 	config    string
+	quiet     bool
 	verbose   bool
-	trace     bool
-	traceAuth bool
+	trace     traceLevel
 	logFormat string
 }
 
-func (c *common) register(fs *flag.FlagSet) {
-	def := configs.DefaultPath()
-	fs.StringVar(&c.config, "c", def, "config file")
-	fs.StringVar(&c.config, "config", def, "config file")
-	fs.BoolVar(&c.verbose, "v", false, "verbose: log at debug level")
-	fs.BoolVar(&c.trace, "trace", false, "log the POP3 dialogue (credentials redacted)")
-	fs.BoolVar(&c.traceAuth, "trace-auth", false, "with --trace, do not redact credentials (never share such a log)")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+func newCommon() *common {
+	return &common{config: configs.DefaultPath(), logFormat: "text"}
 }
 
+var configDef = flagDef{short: "c", long: "config", arg: "FILE", file: true,
+	help: "the config file (default: $XDG_CONFIG_HOME/popsync/config.toml, else ~/.config/popsync/config.toml)"}
+
+func (c *common) register(f *flags) {
+	f.String(&c.config, configDef)
+	f.Bool(&c.quiet, flagDef{short: "q", long: "quiet",
+		help: "print errors only; a poll that finds no new mail prints nothing at all (for cron)"})
+	f.Bool(&c.verbose, flagDef{short: "v", long: "verbose",
+		help: "log at debug level, with one line per message: UIDL, size, target and result"})
+	f.Var(&c.trace, flagDef{long: "trace", arg: "[=LEVEL]", values: traceNames,
+		help: "log the POP3 dialogue; LEVEL protocol (the default) replaces credentials by <redacted>, auth shows them (never share such a log)"})
+	f.Var(traceAuthAlias{&c.trace}, flagDef{long: "trace-auth", hidden: true, help: "the old spelling of --trace=auth"})
+	f.String(&c.logFormat, flagDef{long: "log-format", arg: "FORMAT", values: []string{"text", "json"},
+		help: "the log format on stderr: text or json (JSON lines)"})
+}
+
+// logger builds the logger the flags ask for. Levels below Debug are
+// named TRACE and TRACE-AUTH in the output, not DEBUG-4 and DEBUG-8.
 func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
+	if c.quiet && (c.verbose || c.trace != traceOff) {
+		return nil, usageErrorf("-q cannot be combined with -v or --trace")
+	}
 	level := slog.LevelInfo
-	if c.verbose {
+	switch {
+	case c.quiet:
+		level = slog.LevelError
+	case c.trace == traceAuth:
+		// The unredacted login lines are logged one level lower.
+		level = pop3.LevelTraceAuth
+	case c.trace == traceProtocol:
+		level = pop3.LevelTrace
+	case c.verbose:
 		level = slog.LevelDebug
 	}
-	if c.trace {
-		level = pop3.LevelTrace
-		if c.traceAuth {
-			// The unredacted login lines are logged one level lower.
-			level = pop3.LevelTraceAuth
-		}
-	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: levelNames}
 	switch c.logFormat {
 	case "text":
 		return slog.New(slog.NewTextHandler(stderr, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
 	}
-	return nil, exitWith(exitUsage, fmt.Errorf("--log-format must be text or json, not %q", c.logFormat))
+	return nil, usageErrorf("--log-format must be text or json, not %q", c.logFormat)
 }
+
+// levelNames names the trace levels in log output.
+func levelNames(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) > 0 || a.Key != slog.LevelKey {
+		return a
+	}
+	l, ok := a.Value.Any().(slog.Level)
+	switch {
+	case !ok || l >= slog.LevelDebug:
+		return a
+	case l <= pop3.LevelTraceAuth:
+		return slog.String(slog.LevelKey, "TRACE-AUTH")
+	}
+	return slog.String(slog.LevelKey, "TRACE")
+}
+
+// configError is a config file that is missing or cannot be used: exit
+// status exitConfig.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// stateError is a state file that cannot be used: exit status exitState.
+type stateError struct{ err error }
+
+func (e *stateError) Error() string { return e.err.Error() }
+func (e *stateError) Unwrap() error { return e.err }
 
 func (c *common) load() (*configs.Config, error) {
 	cfg, err := configs.Load(c.config)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &configError{missingConfig(c.config)}
+	}
 	if err != nil {
-		return nil, exitWith(exitConfig, err)
+		return nil, &configError{err}
 	}
 	return cfg, nil
 }
 
+// missingConfig says where popsync looked and how to get a config.
+func missingConfig(path string) error {
+	if path == configs.DefaultPath() {
+		return fmt.Errorf("no config file at %s (the default place: $XDG_CONFIG_HOME/popsync/config.toml, else ~/.config/popsync/config.toml; -c FILE names another); "+
+			"write a starter config with: popsync init you@example.net", path)
+	}
+	return fmt.Errorf("no config file at %s; write a starter config with: popsync init -c %s you@example.net", path, shellQuote(path))
+}
+
+// shellQuote quotes s for a shell command line when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+@:~", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // quarantineDir is where rejected messages go when a deliver entry names
-// no quarantine: next to the state file.
+// no quarantine: in the state folder.
 func quarantineDir(cfg *configs.Config) string {
-	return filepath.Join(filepath.Dir(cfg.State.Path), "quarantine")
+	return filepath.Join(cfg.State.Dir, "quarantine")
 }
 
 func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
 	st, err := state.OpenSQLite(ctx, cfg.State.Path)
 	if err != nil {
-		return nil, exitWith(exitState, err)
+		return nil, &stateError{err}
 	}
 	return st, nil
 }
-
-// names is a repeatable string flag.
-type names []string
-
-func (n *names) String() string     { return strings.Join(*n, ",") }
-func (n *names) Set(v string) error { *n = append(*n, v); return nil }
 
 // selectAccounts returns the accounts named, or all when none is named.
 func selectAccounts(cfg *configs.Config, want []string) ([]*configs.Account, error) {
@@ -104,144 +166,225 @@ func selectAccounts(cfg *configs.Config, want []string) ([]*configs.Account, err
 		all = append(all, a.Name)
 	}
 	var out []*configs.Account
+	seen := make(map[string]bool)
 	for _, n := range want {
 		a, ok := byName[n]
 		if !ok {
-			return nil, exitWith(exitUsage, fmt.Errorf("no account %q in %s (accounts: %s)", n, cfg.Path, strings.Join(all, ", ")))
+			return nil, usageErrorf("no account %q in %s (accounts: %s)", n, cfg.Path, strings.Join(all, ", "))
 		}
-		out = append(out, a)
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, a)
+		}
 	}
 	return out, nil
 }
 
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("popsync "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
+// accountFailure is one account that failed in a fetch or check.
+type accountFailure struct {
+	name string
+	err  error
 }
 
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+// accountsError reports that accounts failed; the others were polled.
+// Its exit status is that of the first failure in config order.
+type accountsError struct {
+	failed []accountFailure
+	total  int
+}
+
+func (e *accountsError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d accounts failed", len(e.failed), e.total)
+	for _, f := range e.failed {
+		if h := hint(f.err); h != "" {
+			fmt.Fprintf(&b, "\n  account %q: %s", f.name, h)
+		}
+	}
+	return b.String()
+}
+
+func (e *accountsError) Unwrap() error { return e.failed[0].err }
+
+// hint says what to change for the mistakes users make most, or "".
+func hint(err error) string {
+	switch {
+	case errors.Is(err, pop3.ErrNotTLS):
+		return `the server did not answer TLS; try tls = "starttls" or port 110`
+	case errors.Is(err, pop3.ErrUnexpectedTLS):
+		return `the server speaks TLS from the first byte on this port; try tls = "implicit" (port 995)`
+	case errors.Is(err, pop3.ErrTLSRequired):
+		return `the server does not offer STLS on this port; try tls = "implicit" and port 995`
+	}
+	return ""
+}
+
+func setupFetch(f *flags, g *common) runFunc {
+	g.register(f)
+	var accounts names
+	f.Var(&accounts, flagDef{long: "account", arg: "NAME", help: "poll only this account (repeatable; names after the flags work too)"})
+	var dryRun, keep, noKeep bool
+	f.Bool(&dryRun, flagDef{long: "dry-run", help: "show what would be fetched and deleted; change nothing"})
+	f.Bool(&keep, flagDef{long: "keep", help: "this time, leave every message on the server (keep = true, no delete_after)"})
+	f.Bool(&noKeep, flagDef{long: "no-keep", help: "this time, delete each message from the server once it is delivered (keep = false)"})
+	fetchLimit := -1
+	f.Int(&fetchLimit, flagDef{long: "fetch-limit", arg: "N", help: "this time, fetch at most N new messages per account (0: all)"})
+	return func(ctx context.Context, e *env, args []string) error {
+		if keep && noKeep {
+			return usageErrorf("--keep and --no-keep contradict each other")
+		}
+		if fetchLimit < -1 {
+			return usageErrorf("--fetch-limit must be 0 or more, not %d", fetchLimit)
+		}
+		log, err := g.logger(e.stderr)
+		if err != nil {
 			return err
 		}
-		return exitWith(exitUsage, errors.New(""))
-	}
-	if fs.NArg() > 0 {
-		return exitWith(exitUsage, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
-	}
-	return nil
-}
-
-func cmdFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("fetch", stderr)
-	var c common
-	c.register(fs)
-	var accounts names
-	fs.Var(&accounts, "account", "poll only this account (repeatable)")
-	dryRun := fs.Bool("dry-run", false, "show what would be fetched and deleted; change nothing")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return err
-	}
-	cfg, err := c.load()
-	if err != nil {
-		return err
-	}
-	sel, err := selectAccounts(cfg, accounts)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	o := &fetch.Options{Store: st, Logger: log, DryRun: *dryRun, Trace: c.trace, TraceAuth: c.traceAuth,
-		QuarantineDir: quarantineDir(cfg)}
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		o.Progress = newProgress(f).update
-	}
-	results := o.PollAll(ctx, sel, cfg.Daemon.MaxParallel)
-	failed := 0
-	for _, r := range results {
-		if r.Err != nil {
-			failed++
+		cfg, err := g.load()
+		if err != nil {
+			return err
 		}
-	}
-	if failed > 0 {
-		return exitWith(exitAccounts, fmt.Errorf("%d of %d accounts failed", failed, len(results)))
-	}
-	return nil
-}
-
-func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("check", stderr)
-	var c common
-	c.register(fs)
-	var accounts names
-	fs.Var(&accounts, "account", "check only this account (repeatable)")
-	connect := fs.Bool("connect", false, "log in to each account and report what the server offers")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return err
-	}
-	cfg, err := c.load()
-	if err != nil {
-		return err
-	}
-	sel, err := selectAccounts(cfg, accounts)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Path)
-	if !*connect {
-		for _, a := range sel {
-			fmt.Fprintf(stdout, "  %s: %s@%s tls=%s auth=%s keep=%v\n", a.Name, a.User, a.Addr(), a.TLS, a.Auth, a.Keep)
+		sel, err := selectAccounts(cfg, append(accounts, args...))
+		if err != nil {
+			return err
+		}
+		sel = override(sel, keep, noKeep, fetchLimit)
+		st, err := openStore(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		o := &fetch.Options{Store: st, Logger: log, DryRun: dryRun, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
+			QuarantineDir: quarantineDir(cfg)}
+		if g.verbose {
+			o.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
+		}
+		if f, ok := e.stderr.(*os.File); ok && !g.quiet && term.IsTerminal(int(f.Fd())) {
+			o.Progress = newProgress(f).update
+		}
+		results := o.PollAll(ctx, sel, cfg.Daemon.MaxParallel)
+		if err := interrupted(ctx); err != nil {
+			return err
+		}
+		var failed []accountFailure
+		for _, r := range results {
+			if r.Err != nil {
+				failed = append(failed, accountFailure{r.Account, r.Err})
+			}
+		}
+		if len(failed) > 0 {
+			return &accountsError{failed: failed, total: len(results)}
 		}
 		return nil
 	}
-	failed := 0
-	for _, a := range sel {
-		r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: c.trace, TraceAuth: c.traceAuth})
-		if r.Err != nil && r.Count == 0 && len(r.Targets) == 0 {
-			failed++
-			fmt.Fprintf(stdout, "  %s: FAILED: %v\n", a.Name, r.Err)
-			continue
-		}
-		fmt.Fprintf(stdout, "  %s: %s, %s; auth %s; %d messages, %d bytes\n    capabilities: %s\n",
-			a.Name, r.Addr, r.TLSState, r.Mechanism, r.Count, r.Size, strings.Join(r.Caps, " "))
-		for _, tc := range r.Targets {
-			if tc.Err != nil {
-				fmt.Fprintf(stdout, "    deliver %s: FAILED: %v\n", tc.Target, tc.Err)
-			} else {
-				fmt.Fprintf(stdout, "    deliver %s: ok\n", tc.Target)
-			}
-		}
-		if r.Err != nil {
-			failed++
-		}
-	}
-	if failed > 0 {
-		return exitWith(exitAccounts, fmt.Errorf("%d of %d accounts failed", failed, len(sel)))
-	}
-	return nil
 }
 
-func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("status", stderr)
-	var c common
-	c.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
+// logMessage is the line -v adds per message, as fetchmail -v does.
+func logMessage(ctx context.Context, log *slog.Logger, ev fetch.MessageEvent) {
+	attrs := []slog.Attr{slog.String("account", ev.Account), slog.String("uidl", ev.UIDL),
+		slog.Int64("size", ev.Size), slog.String("target", ev.Target), slog.String("result", ev.Result)}
+	level := slog.LevelInfo
+	if ev.Err != nil {
+		attrs = append(attrs, slog.String("error", ev.Err.Error()))
+		level = slog.LevelWarn
 	}
+	log.LogAttrs(ctx, level, "message", attrs...)
+}
+
+// override applies the one-off --keep, --no-keep and --fetch-limit to
+// copies of the accounts; the config is not changed.
+func override(sel []*configs.Account, keep, noKeep bool, fetchLimit int) []*configs.Account {
+	if !keep && !noKeep && fetchLimit < 0 {
+		return sel
+	}
+	out := make([]*configs.Account, len(sel))
+	for i, a := range sel {
+		cp := *a
+		switch {
+		case keep:
+			cp.Keep, cp.DeleteAfter = true, 0
+		case noKeep:
+			cp.Keep = false
+		}
+		if fetchLimit >= 0 {
+			cp.FetchLimit = fetchLimit
+		}
+		out[i] = &cp
+	}
+	return out
+}
+
+func setupCheck(f *flags, g *common) runFunc {
+	g.register(f)
+	var accounts names
+	f.Var(&accounts, flagDef{long: "account", arg: "NAME", help: "check only this account (repeatable; names after the flags work too)"})
+	var connect bool
+	f.Bool(&connect, flagDef{long: "connect", help: "log in to each account and report what the server offers; try every delivery target"})
+	return func(ctx context.Context, e *env, args []string) error {
+		log, err := g.logger(e.stderr)
+		if err != nil {
+			return err
+		}
+		cfg, err := g.load()
+		if err != nil {
+			return err
+		}
+		sel, err := selectAccounts(cfg, append(accounts, args...))
+		if err != nil {
+			return err
+		}
+		stdout := e.stdout
+		fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Path)
+		if !connect {
+			for _, a := range sel {
+				fmt.Fprintf(stdout, "  %s: %s@%s tls=%s auth=%s keep=%v\n", a.Name, a.User, a.Addr(), a.TLS, a.Auth, a.Keep)
+			}
+			return nil
+		}
+		var failed []accountFailure
+		for _, a := range sel {
+			r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth})
+			if err := interrupted(ctx); err != nil {
+				return err
+			}
+			if r.Err != nil && r.Count == 0 && len(r.Targets) == 0 {
+				failed = append(failed, accountFailure{a.Name, r.Err})
+				fmt.Fprintf(stdout, "  %s: FAILED: %v\n", a.Name, r.Err)
+				continue
+			}
+			fmt.Fprintf(stdout, "  %s: %s, %s; auth %s; %d messages, %d bytes\n    capabilities: %s\n",
+				a.Name, r.Addr, r.TLSState, r.Mechanism, r.Count, r.Size, strings.Join(r.Caps, " "))
+			for _, tc := range r.Targets {
+				if tc.Err != nil {
+					fmt.Fprintf(stdout, "    deliver %s: FAILED: %v\n", tc.Target, tc.Err)
+				} else {
+					fmt.Fprintf(stdout, "    deliver %s: ok\n", tc.Target)
+				}
+			}
+			if r.Err != nil {
+				failed = append(failed, accountFailure{a.Name, r.Err})
+			}
+		}
+		if len(failed) > 0 {
+			return &accountsError{failed: failed, total: len(sel)}
+		}
+		return nil
+	}
+}
+
+func setupStatus(f *flags, g *common) runFunc {
+	g.register(f)
+	var asJSON bool
+	f.Bool(&asJSON, flagDef{long: "json", help: "print JSON"})
+	return func(ctx context.Context, e *env, args []string) error {
+		if len(args) > 0 {
+			return usageErrorf("unexpected argument %q", args[0])
+		}
+		return status(ctx, e.stdout, g, asJSON)
+	}
+}
+
+func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error {
 	cfg, err := c.load()
 	if err != nil {
 		return err
@@ -253,32 +396,34 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer st.Close()
 	all, err := st.Status(ctx)
 	if err != nil {
-		return exitWith(exitState, err)
+		return &stateError{err}
 	}
-	byName := make(map[string]state.AccountStatus, len(all))
+	// The store keys by identity: an account renamed in the config keeps
+	// its history, and two names never share one.
+	byID := make(map[state.Account]state.AccountStatus, len(all))
 	for _, s := range all {
-		byName[s.Name] = s
+		byID[s.Account.Canonical()] = s
 	}
 	type row struct {
-		Account     string             `json:"account"`
-		Schedule    string             `json:"schedule"`
-		LastPoll    time.Time          `json:"last_poll,omitzero"`
-		LastSuccess time.Time          `json:"last_success,omitzero"`
-		LastError   string             `json:"last_error,omitempty"`
-		LastErrorAt time.Time          `json:"last_error_at,omitzero"`
-		Seen        int                `json:"seen"`
-		Pending     int                `json:"pending"`
-		Daemon      *fetch.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+		Account     string                `json:"account"`
+		Schedule    string                `json:"schedule"`
+		LastPoll    time.Time             `json:"last_poll,omitzero"`
+		LastSuccess time.Time             `json:"last_success,omitzero"`
+		LastError   string                `json:"last_error,omitempty"`
+		LastErrorAt time.Time             `json:"last_error_at,omitzero"`
+		Seen        int                   `json:"seen"`
+		Pending     int                   `json:"pending"`
+		Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
 	}
-	plan := daemonPlan(cfg.State.Path)
+	plan := daemonPlan(cfg.State)
 	rows := make([]row, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
-		s := byName[a.Name]
+		s := byID[a.Identity()]
 		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
 			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
 			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
@@ -299,11 +444,16 @@ func when(t time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05")
 }
 
-func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("version", stderr)
-	if err := parse(fs, args); err != nil {
-		return err
+func setupVersion(f *flags, g *common) runFunc {
+	return func(ctx context.Context, e *env, args []string) error {
+		if len(args) > 0 {
+			return usageErrorf("unexpected argument %q", args[0])
+		}
+		return printVersion(e.stdout)
 	}
+}
+
+func printVersion(stdout io.Writer) error {
 	v, rev, dirty, goVersion := "(devel)", "", "", ""
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,16 +20,22 @@ import (
 // with a pinned certificate, a few dozen realistic messages, a real
 // seen-set and a real Maildir, so a new user sees popsync work without an
 // account of their own.
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr)
-	dir := fs.String("dir", "demo", "folder for the demo's config, state and Maildir")
-	n := fs.Int("messages", 40, "messages on the demo server")
-	if err := parse(fs, args); err != nil {
-		return err
+func setupDemo(f *flags, g *common) runFunc {
+	dir, n := "demo", 40
+	f.String(&dir, flagDef{long: "dir", arg: "DIR", file: true, help: "the folder for the demo's config, state and Maildir (default: demo)"})
+	f.Int(&n, flagDef{long: "messages", arg: "N", help: "messages on the demo server (default: 40)"})
+	return func(ctx context.Context, e *env, args []string) error {
+		if len(args) > 0 {
+			return usageErrorf("unexpected argument %q", args[0])
+		}
+		if n < 1 || n > 100000 {
+			return usageErrorf("--messages must be between 1 and 100000")
+		}
+		return demo(ctx, e.stdout, e.stderr, &dir, &n)
 	}
-	if *n < 1 || *n > 100000 {
-		return exitWith(exitUsage, errors.New("--messages must be between 1 and 100000"))
-	}
+}
+
+func demo(ctx context.Context, stdout, stderr io.Writer, dir *string, n *int) error {
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		return err
@@ -79,11 +84,11 @@ keep = true
 	}
 	cfg, err := configs.Load(cfgPath)
 	if err != nil {
-		return exitWith(exitConfig, err)
+		return &configError{err}
 	}
 	st, err := state.OpenSQLite(ctx, cfg.State.Path)
 	if err != nil {
-		return exitWith(exitState, err)
+		return &stateError{err}
 	}
 	defer st.Close()
 
@@ -93,13 +98,13 @@ keep = true
 	fmt.Fprintf(stdout, "config: %s\n\nfirst poll:\n", cfgPath)
 	first := o.Poll(ctx, cfg.Accounts[0])
 	if first.Err != nil {
-		return exitWith(exitAccounts, first.Err)
+		return &accountsError{failed: []accountFailure{{"demo", first.Err}}, total: 1}
 	}
 	fmt.Fprintf(stdout, "  %d new, %d delivered, %d bytes in %.2fs\n", first.New, first.Delivered, first.Bytes, first.Duration.Seconds())
 	fmt.Fprintf(stdout, "second poll (nothing is fetched twice):\n")
 	second := o.Poll(ctx, cfg.Accounts[0])
 	if second.Err != nil {
-		return exitWith(exitAccounts, second.Err)
+		return &accountsError{failed: []accountFailure{{"demo", second.Err}}, total: 1}
 	}
 	fmt.Fprintf(stdout, "  %d new, %d delivered\n\n", second.New, second.Delivered)
 	fmt.Fprintf(stdout, "Your mail is in %s (read it with: mutt -f %s)\n",

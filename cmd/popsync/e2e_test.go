@@ -227,8 +227,8 @@ func TestEndToEndDovecot(t *testing.T) {
 
 	// A wrong password fails that account alone, with a clear message.
 	r := runPopsync(t, "fetch", "-c", cfg)
-	if r.code != 1 {
-		t.Fatalf("exit code %d, want 1 (one account failed)\n%s", r.code, r.stderr)
+	if r.code != 3 {
+		t.Fatalf("exit code %d, want 3 (one account's login failed)\n%s", r.code, r.stderr)
 	}
 	if !strings.Contains(r.stderr, "account=typo") || !strings.Contains(r.stderr, "logging in") {
 		t.Fatalf("the failing account is not named with the reason:\n%s", r.stderr)

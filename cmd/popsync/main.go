@@ -1,102 +1,316 @@
-// Command popsync fetches mail from POP3 accounts into Maildirs, exactly
-// once. This file is the command line only: flags, wiring and exit codes.
-// The work is done by the fetch, deliver, state and configs packages.
+// Command popsync fetches mail from POP3 accounts into Maildirs, MTAs,
+// MDAs and IMAP mailboxes, exactly once. This file is the command line
+// only: the command table, global flags, signals and the one switch from
+// error to exit status. The work is done by the fetch, schedule, deliver,
+// state and configs packages.
 package main
+
+//go:generate sh -c "awk '/^## Configuration reference/{p=1} /^## Running as a service/{p=0} p' ../../README.md > configref.md"
+//go:generate sh -c "go run . help --man > ../../docs/popsync.1"
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"popsync/configs"
+	"popsync/deliver"
+	"popsync/fetch"
+	"popsync/fetch/pop3"
 )
 
-// Exit codes; the README's table is generated from the same meanings.
+// Exit statuses. Where fetchmail(1) has a status for the same cause, it
+// is fetchmail's, so that scripts written for it keep working; the rest
+// are sysexits(3), as mpop(1) uses. 1 (fetchmail: "no mail") is never
+// used: a poll that finds nothing new succeeded.
 const (
-	exitOK       = 0 // every account succeeded
-	exitAccounts = 1 // at least one account failed; the others were polled
-	exitUsage    = 2 // bad command line
-	exitConfig   = 3 // the config file is missing or invalid
-	exitState    = 4 // the state file cannot be used
-	exitInternal = 70
+	exitOK         = 0
+	exitConnect    = 2   // connection, DNS or TLS failure (fetchmail 2)
+	exitAuth       = 3   // login refused, or no password to log in with (fetchmail 3)
+	exitProtocol   = 4   // the server broke the protocol (fetchmail 4)
+	exitConfig     = 5   // config file missing or invalid (fetchmail 5, 6)
+	exitServer     = 7   // the server answered -ERR (fetchmail 7)
+	exitBusy       = 8   // another popsync polls the account or runs the daemon (fetchmail 8)
+	exitLocked     = 9   // the server says the mailbox is in use, [IN-USE] (fetchmail 9)
+	exitDelivery   = 10  // a delivery target failed (fetchmail 10)
+	exitOther      = 11  // an account failed for another reason; the log says which
+	exitUsage      = 64  // bad command line (EX_USAGE)
+	exitInternal   = 70  // a bug (EX_SOFTWARE)
+	exitState      = 74  // the state file cannot be used (EX_IOERR)
+	exitSignalBase = 128 // + the signal: 130 for Ctrl-C, 143 for SIGTERM
 )
 
-// exitError carries an exit code through the command functions.
-type exitError struct {
-	code int
-	err  error
+// exitCodes documents the statuses for `-h`, the man page and the README.
+var exitCodes = []struct {
+	code    int
+	meaning string
+}{
+	{exitOK, "success: every account was polled (with or without new mail)"},
+	{exitConnect, "could not connect: refused, timed out, DNS, TLS handshake or certificate"},
+	{exitAuth, "authentication failed: the server refused the login, or the password could not be obtained"},
+	{exitProtocol, "the server sent something that is not POP3"},
+	{exitConfig, "the config file is missing or invalid (every problem is listed, with its line)"},
+	{exitServer, "the server refused a command with -ERR (other than the login)"},
+	{exitBusy, "another popsync is polling the account, or a daemon already runs on the state file"},
+	{exitLocked, "the server says the mailbox is in use ([IN-USE]); try again later"},
+	{exitDelivery, "a delivery target failed: Maildir, SMTP, LMTP or MDA"},
+	{exitOther, "an account failed for another reason; the log says which and why"},
+	{exitUsage, "bad command line"},
+	{exitInternal, "internal error: please report it"},
+	{exitState, "the state file cannot be used (corrupt, from a newer popsync, read-only, ...)"},
+	{exitSignalBase + int(syscall.SIGINT), "interrupted (Ctrl-C); 143 for SIGTERM"},
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
-
+// command is one entry of the command table.
 type command struct {
 	name    string
+	args    string // the arguments after the flags, for the synopsis
 	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	about   string // a paragraph for `popsync help CMD` and the man page
+	polls   bool   // its exit status follows the table above: help lists it
+	setup   func(f *flags, g *common) runFunc
 }
 
-var commands = []command{
-	{"fetch", "poll accounts once and exit", cmdFetch},
-	{"run", "the daemon: poll every account on its schedule until stopped", cmdRun},
-	{"check", "validate the config; with --connect, log in to each account", cmdCheck},
-	{"status", "show per-account state: last poll, last error, seen, pending", cmdStatus},
-	{"demo", "try popsync against a built-in POP3 server, into ./demo", cmdDemo},
-	{"version", "print version and build information", cmdVersion},
+// runFunc runs a command with its arguments that are not flags.
+type runFunc func(ctx context.Context, e *env, args []string) error
+
+// env is where a command writes.
+type env struct {
+	stdout, stderr io.Writer
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintf(w, "usage: popsync COMMAND [flags]\n\ncommands:\n")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+var commands []*command
+
+func init() {
+	commands = []*command{
+		{name: "fetch", args: "[NAME...]", summary: "poll accounts once and exit", polls: true, setup: setupFetch,
+			about: "Polls every account of the config once, or only the accounts named, and exits. " +
+				"Each poll logs one line; -v adds one line per message, -q prints errors only."},
+		{name: "run", summary: "the daemon: poll every account on its schedule until stopped", polls: true, setup: setupRun,
+			about: "Polls every account on its schedule until SIGTERM or SIGINT (running polls may finish for " +
+				"[daemon] shutdown_grace). SIGHUP reloads the config; SIGUSR1 polls every account now."},
+		{name: "check", args: "[NAME...]", summary: "validate the config; with --connect, log in to each account", polls: true, setup: setupCheck,
+			about: "Reads and validates the config and prints each account. With --connect it also logs in " +
+				"to each account and reports what the server offers, and tries every delivery target, without fetching."},
+		{name: "status", summary: "show per-account state: last poll, last error, seen, pending", setup: setupStatus,
+			about: "Shows, for each configured account, its schedule, the daemon's next poll, the last poll, " +
+				"the last success, the last error and the seen and pending counts."},
+		{name: "init", args: "ADDRESS", summary: "write a commented starter config for an address", setup: setupInit,
+			about: "Writes a starter config for ADDRESS (mode 0600; an existing file is never overwritten), " +
+				"with the POP3 server, port and TLS of known providers: Gmail, Outlook and Microsoft 365, Yahoo, " +
+				"GMX, web.de and Fastmail; other domains get pop.DOMAIN as a guess. It then says what to do next."},
+		{name: "import", args: "fetchmail|getmail|mpop", summary: "convert a fetchmail, getmail or mpop config and its seen-state", setup: setupImport,
+			about: "Reads the old tool's config and seen-state (never changing them, never contacting a server) and writes " +
+				"a popsync config and seen-set, so that the first fetch gets exactly the mail the old tool had not fetched. " +
+				"Options that cannot be converted are listed with file and line; --dry-run writes nothing."},
+		{name: "demo", summary: "try popsync against a built-in POP3 server, into ./demo", setup: setupDemo,
+			about: "Starts a built-in POP3 server with sample mail and syncs it into a real Maildir and seen-set in " +
+				"the demo folder, twice, to show that nothing is fetched twice."},
+		{name: "version", summary: "print version and build information", setup: setupVersion,
+			about: "Prints popsync's version, the commit it was built from and the Go version (also: popsync --version, -V)."},
+		{name: "help", args: "[COMMAND]", summary: "show the help of popsync or of a command", setup: setupHelp,
+			about: "Shows the help of a command, or the list of commands. With --man, prints the man page instead."},
+		{name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script", setup: setupCompletion,
+			about: "Prints a completion script for bash, zsh or fish. Load it with: " +
+				"source <(popsync completion bash), or for zsh: popsync completion zsh > \"${fpath[1]}/_popsync\", " +
+				"or for fish: popsync completion fish > ~/.config/fish/completions/popsync.fish."},
 	}
-	fmt.Fprintf(w, "\nRun 'popsync COMMAND -h' for the flags of a command.\n")
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(&signalError{s})
+		case <-done:
+		}
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	close(done)
+	signal.Stop(sigs)
+	cancel(nil)
 	os.Exit(code)
 }
 
+// run is popsync with its arguments: global flags, then a command.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	g := newCommon()
+	gf := newFlags("")
+	g.register(gf)
+	var version bool
+	gf.Bool(&version, flagDef{short: "V", long: "version", help: "print the version and exit"})
+	if err := gf.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
+			return exitOK
+		}
+		return report(e, "", usageErrorf("%v", err))
+	}
+	args = gf.fs.Args()
+	if version {
+		return report(e, "version", printVersion(stdout))
+	}
 	if len(args) == 0 {
 		usage(stderr)
 		return exitUsage
 	}
-	name := args[0]
-	if name == "-h" || name == "--help" || name == "help" {
-		usage(stdout)
+	c := lookup(args[0])
+	if c == nil {
+		return report(e, "", usageErrorf("unknown command %q (commands: %s)", args[0], commandNames()))
+	}
+	f := newFlags(c.name)
+	runCmd := c.setup(f, g)
+	pos, err := f.parse(args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		commandHelp(stdout, c)
 		return exitOK
 	}
-	for _, c := range commands {
-		if c.name != name {
-			continue
-		}
-		err := c.run(ctx, args[1:], stdout, stderr)
-		if err == nil {
-			return exitOK
-		}
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		var ee *exitError
-		if errors.As(err, &ee) {
-			if ee.err != nil && ee.err.Error() != "" {
-				fmt.Fprintf(stderr, "popsync %s: %v\n", name, ee.err)
-			}
-			return ee.code
-		}
-		fmt.Fprintf(stderr, "popsync %s: %v\n", name, err)
-		return exitInternal
+	if err == nil {
+		err = runCmd(ctx, e, pos)
 	}
-	fmt.Fprintf(stderr, "popsync: unknown command %q\n\n", name)
-	usage(stderr)
-	return exitUsage
+	return report(e, c.name, err)
+}
+
+// report prints err, if any, and returns its exit status.
+func report(e *env, name string, err error) int {
+	code := exitCode(err)
+	if code == exitOK {
+		return code
+	}
+	prefix := "popsync: "
+	if name != "" {
+		prefix = "popsync " + name + ": "
+	}
+	fmt.Fprintf(e.stderr, "%s%v\n", prefix, err)
+	if code == exitUsage {
+		if name != "" {
+			fmt.Fprintf(e.stderr, "Run 'popsync help %s' for its flags.\n", name)
+		} else {
+			fmt.Fprintf(e.stderr, "Run 'popsync help' for the commands.\n")
+		}
+	}
+	return code
+}
+
+// exitCode is the one place an error becomes an exit status. It looks at
+// the error's type, never its text. An *accountsError stands for its
+// first failed account, in config order.
+func exitCode(err error) int {
+	var (
+		usage    *usageError
+		cfgErr   *configError
+		stErr    *stateError
+		sig      *signalError
+		accounts *accountsError
+		server   *pop3.Error
+		netErr   net.Error
+		rhe      tls.RecordHeaderError
+		certErr  *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+	)
+	polled := errors.As(err, &accounts)
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &sig):
+		return exitSignalBase + sig.number()
+	case errors.As(err, &usage):
+		return exitUsage
+	case errors.As(err, &cfgErr) || errors.Is(err, configs.ErrInvalid):
+		return exitConfig
+	case errors.As(err, &stErr):
+		return exitState
+	case errors.Is(err, fetch.ErrAccountBusy) || errors.Is(err, errDaemonRunning):
+		return exitBusy
+	case errors.Is(err, fetch.ErrDelivery) || errors.As(err, new(*deliver.DeliveryError)):
+		return exitDelivery
+	case errors.As(err, &server) && serverCode(server, "IN-USE"):
+		return exitLocked
+	case errors.As(err, &server) && isLoginError(server),
+		errors.Is(err, configs.ErrSecretUnavailable), errors.Is(err, pop3.ErrNoMechanism),
+		errors.Is(err, pop3.ErrPlaintextAuth):
+		return exitAuth
+	case errors.As(err, &netErr), errors.As(err, &rhe), errors.As(err, &certErr), errors.As(err, &unknown),
+		errors.Is(err, pop3.ErrNotTLS), errors.Is(err, pop3.ErrUnexpectedTLS), errors.Is(err, pop3.ErrTLSRequired),
+		errors.Is(err, pop3.ErrCertificate), errors.Is(err, pop3.ErrFingerprintMismatch),
+		errors.Is(err, pop3.ErrTooSlow), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return exitConnect
+	case errors.As(err, &server):
+		return exitServer
+	case errors.Is(err, pop3.ErrProtocol), errors.Is(err, pop3.ErrLineTooLong), errors.Is(err, pop3.ErrBadUIDL),
+		errors.Is(err, pop3.ErrTooManyEntries), errors.Is(err, pop3.ErrDrainLimit),
+		errors.Is(err, fetch.ErrListedSize), errors.Is(err, fetch.ErrOversized):
+		return exitProtocol
+	case polled:
+		return exitOther
+	}
+	return exitInternal
+}
+
+// isLoginError reports whether a -ERR reply refused the login: RFC 3206
+// §5 [AUTH], or any -ERR to the login commands themselves.
+func isLoginError(e *pop3.Error) bool {
+	if serverCode(e, "AUTH") {
+		return true
+	}
+	switch e.Command {
+	case "USER", "PASS", "APOP", "AUTH":
+		return !e.Temporary()
+	}
+	return false
+}
+
+// serverCode reports whether the reply's RFC 2449 §8 response code is
+// want or below it.
+func serverCode(e *pop3.Error, want string) bool {
+	return e.Code == want || len(e.Code) > len(want) && e.Code[:len(want)+1] == want+"/"
+}
+
+// signalError is the cause of a command stopped by a signal.
+type signalError struct{ sig os.Signal }
+
+func (e *signalError) Error() string {
+	if e.sig == syscall.SIGTERM {
+		return "terminated"
+	}
+	return "interrupted"
+}
+
+func (e *signalError) number() int {
+	if s, ok := e.sig.(syscall.Signal); ok {
+		return int(s)
+	}
+	return int(syscall.SIGINT)
+}
+
+// interrupted returns the signal that stopped ctx, or nil.
+func interrupted(ctx context.Context) error {
+	var se *signalError
+	if ctx.Err() != nil && errors.As(context.Cause(ctx), &se) {
+		return se
+	}
+	return nil
 }

@@ -24,18 +24,23 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/internal/metrics"
+	"popsync/internal/osfile"
+	"popsync/schedule"
 	"popsync/state"
 )
 
-// Files the daemon keeps next to the state database.
+// Files the daemon keeps beside the store (configs.State.LocalFile).
 const (
-	// daemonLockSuffix names the lock that allows one daemon per state
-	// file: <state>.daemon.lock, holding an flock and the holder's pid.
+	// daemonLockSuffix names the lock that allows one daemon per store:
+	// it holds an flock and the holder's pid.
 	daemonLockSuffix = ".daemon.lock"
 	// planSuffix names the file with the next poll times that `popsync
-	// status` shows: <state>.schedule.json.
+	// status` shows.
 	planSuffix = ".schedule.json"
 )
+
+// planPath is the daemon's schedule file of the state st.
+func planPath(st configs.State) string { return st.LocalFile(planSuffix) }
 
 // Timeouts of the metrics server and its scrapes.
 const (
@@ -50,13 +55,27 @@ const (
 // cmdRun is `popsync run`: the daemon. It polls every account on its
 // schedule until SIGTERM or SIGINT; SIGHUP reloads the config, SIGUSR1
 // polls every account now.
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", stderr)
-	var c common
-	c.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+func setupRun(f *flags, g *common) runFunc {
+	g.register(f)
+	return func(ctx context.Context, e *env, args []string) error {
+		if len(args) > 0 {
+			return usageErrorf("unexpected argument %q", args[0])
+		}
+		return daemonMain(ctx, e.stderr, g)
 	}
+}
+
+// errDaemonRunning means another daemon holds the state file's lock.
+var errDaemonRunning = errors.New("another popsync daemon is already running")
+
+// daemonRunningError names the daemon that holds the lock; it is
+// errDaemonRunning.
+type daemonRunningError struct{ msg string }
+
+func (e *daemonRunningError) Error() string        { return e.msg }
+func (e *daemonRunningError) Is(target error) bool { return target == errDaemonRunning }
+
+func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	// Caught from here on: the default action of SIGHUP and SIGUSR1 is to
 	// end the process, which a reload sent during start must not do.
 	sigs := make(chan os.Signal, 8)
@@ -70,9 +89,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	lock, err := lockDaemon(cfg.State.Path)
+	lock, err := lockDaemon(cfg.State)
+	if err != nil && !errors.Is(err, errDaemonRunning) {
+		err = &stateError{err}
+	}
 	if err != nil {
-		return exitWith(exitState, err)
+		return err
 	}
 	defer lock.release()
 	st, err := openStore(ctx, cfg)
@@ -81,24 +103,27 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer st.Close()
 
-	d := &daemon{log: log, store: st, planPath: cfg.State.Path + planSuffix, reg: metrics.NewRegistry()}
+	d := &daemon{log: log, store: st, planPath: planPath(cfg.State), reg: metrics.NewRegistry()}
 	d.cfg.Store(cfg)
-	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace, TraceAuth: c.traceAuth,
+	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace != traceOff, TraceAuth: c.trace == traceAuth,
 		QuietFailures: true, QuarantineDir: quarantineDir(cfg)}
-	d.sched, err = fetch.NewScheduler(fetch.SchedulerOptions{
+	if c.verbose {
+		poll.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
+	}
+	d.sched, err = schedule.New(schedule.Options{
 		Poll:    poll.PollReport,
 		Logger:  log,
-		Metrics: fetch.NewMetrics(d.reg),
+		Metrics: schedule.NewMetrics(d.reg),
 		OnPlan:  d.writePlan,
 	}, settings(cfg))
 	if err != nil {
-		return exitWith(exitConfig, err)
+		return &configError{err}
 	}
 	d.registerMetrics()
 	if cfg.Daemon.Metrics != "" {
 		stop, err := d.serveMetrics(cfg.Daemon.Metrics)
 		if err != nil {
-			return exitWith(exitConfig, err)
+			return &configError{err}
 		}
 		defer stop()
 	}
@@ -121,15 +146,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log.Info("popsync daemon started", "pid", os.Getpid(), "config", cfg.Path, "state", cfg.State.Path,
 		"accounts", len(cfg.Accounts), "max_parallel", cfg.Daemon.MaxParallel, "metrics", cfg.Daemon.Metrics)
 	if err := d.sched.Run(runCtx); err != nil {
-		return exitWith(exitAccounts, err)
+		return fmt.Errorf("scheduler: %w", err)
 	}
 	log.Info("popsync daemon stopped")
 	return nil
 }
 
 // settings are the parts of a config the scheduler takes.
-func settings(cfg *configs.Config) fetch.Settings {
-	return fetch.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
+func settings(cfg *configs.Config) schedule.Settings {
+	return schedule.Settings{Accounts: cfg.Accounts, MaxParallel: cfg.Daemon.MaxParallel,
 		ShutdownGrace: cfg.Daemon.ShutdownGrace.D()}
 }
 
@@ -138,7 +163,7 @@ type daemon struct {
 	log      *slog.Logger
 	cfg      atomic.Pointer[configs.Config] // the running config; replaced by a good reload
 	store    state.Store
-	sched    *fetch.Scheduler
+	sched    *schedule.Scheduler
 	reg      *metrics.Registry
 	reloads  *metrics.Vec
 	planPath string
@@ -198,10 +223,10 @@ func (d *daemon) reload() {
 		d.log.Error("reloading the config failed; keeping the running config", "config", old.Path, "problems", len(lines))
 		return
 	}
-	if cfg.State.Path != old.State.Path {
+	if cfg.State != old.State {
 		d.log.Warn("[state] path changed: the daemon keeps using the old one until it is restarted",
 			"running", old.State.Path, "new", cfg.State.Path)
-		cfg.State.Path = old.State.Path
+		cfg.State = old.State
 	}
 	if cfg.Daemon.Metrics != old.Daemon.Metrics {
 		d.log.Warn("[daemon] metrics changed: takes effect when the daemon is restarted",
@@ -245,7 +270,7 @@ func (d *daemon) seenSamples() []metrics.Sample {
 	cfg := d.cfg.Load()
 	out := make([]metrics.Sample, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
-		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[fetch.Identity(a).Canonical()])})
+		out = append(out, metrics.Sample{Labels: []string{a.Name}, Value: float64(seen[a.Identity()])})
 	}
 	return out
 }
@@ -299,18 +324,18 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok\n")
 }
 
-// planFile is the content of <state>.schedule.json.
+// planFile is the content of the schedule file (planPath).
 type planFile struct {
-	PID      int                 `json:"pid"`
-	Written  time.Time           `json:"written"`
-	Accounts []fetch.PlannedPoll `json:"accounts"`
+	PID      int                    `json:"pid"`
+	Written  time.Time              `json:"written"`
+	Accounts []schedule.PlannedPoll `json:"accounts"`
 }
 
 // writePlan replaces the plan file. The file is a hint for `status`, not
 // state: it is renamed into place so a reader never sees half of it, but
 // not fsynced, and a failure to write it is logged once and otherwise
 // ignored.
-func (d *daemon) writePlan(plan []fetch.PlannedPoll) {
+func (d *daemon) writePlan(plan []schedule.PlannedPoll) {
 	err := writeFileAtomic(d.planPath, planFile{PID: os.Getpid(), Written: time.Now().UTC(), Accounts: plan})
 	switch {
 	case err != nil && err.Error() != d.planErr:
@@ -344,18 +369,18 @@ func writeFileAtomic(path string, v any) error {
 	return nil
 }
 
-// daemonPlan returns the plan of the daemon running on the state file at
-// statePath, by account name; nil when no daemon runs there.
-func daemonPlan(statePath string) map[string]fetch.PlannedPoll {
-	b, err := os.ReadFile(statePath + planSuffix)
+// daemonPlan returns the plan of the daemon running on the state st, by
+// account name; nil when no daemon runs there.
+func daemonPlan(st configs.State) map[string]schedule.PlannedPoll {
+	b, err := os.ReadFile(planPath(st))
 	if err != nil {
 		return nil
 	}
 	var pf planFile
-	if json.Unmarshal(b, &pf) != nil || !processAlive(pf.PID) {
+	if json.Unmarshal(b, &pf) != nil || !osfile.ProcessAlive(pf.PID) {
 		return nil // left behind by a daemon that was killed
 	}
-	out := make(map[string]fetch.PlannedPoll, len(pf.Accounts))
+	out := make(map[string]schedule.PlannedPoll, len(pf.Accounts))
 	for _, p := range pf.Accounts {
 		out[p.Account] = p
 	}
@@ -363,7 +388,7 @@ func daemonPlan(statePath string) map[string]fetch.PlannedPoll {
 }
 
 // planned returns the daemon's plan for account, nil without a daemon.
-func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPoll {
+func planned(plan map[string]schedule.PlannedPoll, account string) *schedule.PlannedPoll {
 	if p, ok := plan[account]; ok {
 		return &p
 	}
@@ -371,7 +396,7 @@ func planned(plan map[string]fetch.PlannedPoll, account string) *fetch.PlannedPo
 }
 
 // nextPollText is the NEXT POLL column of `popsync status`.
-func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
+func nextPollText(plan map[string]schedule.PlannedPoll, account string) string {
 	p, ok := plan[account]
 	switch {
 	case plan == nil:
@@ -384,19 +409,10 @@ func nextPollText(plan map[string]fetch.PlannedPoll, account string) string {
 		return "never"
 	}
 	s := when(p.Next)
-	if p.Reason == fetch.ReasonBackoff || p.Reason == fetch.ReasonLoginDelay {
+	if p.Reason == schedule.ReasonBackoff || p.Reason == schedule.ReasonLoginDelay {
 		s += " (" + p.Reason + ")"
 	}
 	return s
-}
-
-// processAlive reports whether a process with this pid exists.
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 // daemonLock is the held lock of one daemon on one state file.
@@ -404,50 +420,44 @@ type daemonLock struct {
 	f *os.File
 }
 
-// lockDaemon takes <statePath>.daemon.lock, or says who holds it. The lock
-// is an flock(2): the kernel drops it when the process dies, however it
-// dies, so it cannot go stale. The pid in the file is only for the message
-// a second daemon prints.
-func lockDaemon(statePath string) (*daemonLock, error) {
-	path := statePath + daemonLockSuffix
+// lockDaemon takes the daemon lock in the state folder, or says who holds
+// it. The lock is an flock(2): the kernel drops it when the process dies,
+// however it dies, so it cannot go stale. The pid in the file is only for
+// the message a second daemon prints.
+func lockDaemon(st configs.State) (*daemonLock, error) {
+	statePath, path := st.Path, st.LocalFile(daemonLockSuffix)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the state folder: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// The lock is truncated below: it must be no link to another file.
+	if err := state.CheckFolder(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	f, err := state.OpenLockFile(path, "daemon lock")
 	if err != nil {
-		return nil, fmt.Errorf("opening the daemon lock: %w", err)
+		return nil, err
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if errors.Is(err, unix.EWOULDBLOCK) {
+	held, err := osfile.TryLock(f)
+	if err == nil && !held {
 		holder := "another process"
-		if b, rerr := io.ReadAll(io.LimitReader(f, 64)); rerr == nil {
-			line, _, _ := strings.Cut(string(b), "\n")
-			if pid, perr := strconv.Atoi(strings.TrimPrefix(line, "pid ")); perr == nil && pid > 0 {
-				holder = "pid " + strconv.Itoa(pid)
-			}
+		if pid := osfile.Holder(f); pid != 0 {
+			holder = "pid " + strconv.Itoa(pid)
 		}
 		f.Close()
-		return nil, fmt.Errorf("another popsync daemon (%s) is already running on the state file %s (lock file %s); stop it first, or give this one a config with another [state] path",
-			holder, statePath, path)
+		return nil, &daemonRunningError{fmt.Sprintf("another popsync daemon (%s) is already running on the state file %s (lock file %s); stop it first, or give this one a config with another [state] path",
+			holder, statePath, path)}
 	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	osfile.WriteHolder(f)
 	return &daemonLock{f: f}, nil
 }
 
 // release drops the lock; the file stays (removing it would let two
 // daemons lock two different files of the same name).
 func (l *daemonLock) release() {
-	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	_ = osfile.Unlock(l.f)
 	l.f.Close()
 }

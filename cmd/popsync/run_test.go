@@ -19,9 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"popsync/fetch"
+	"popsync/configs"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/osfile"
 	"popsync/internal/realtest"
+	"popsync/schedule"
 )
 
 // daemonWait bounds every wait for the daemon to log something.
@@ -243,18 +245,19 @@ func checkOnce(t *testing.T, maildir string, msgs [][]byte) {
 
 func TestDaemonLock(t *testing.T) {
 	statePath := filepath.Join(t.TempDir(), "sub", "state.db")
-	l1, err := lockDaemon(statePath)
+	st := configs.State{Path: statePath, Dir: filepath.Dir(statePath), Name: "state.db"}
+	l1, err := lockDaemon(st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// flock conflicts between two open files of one process too.
-	_, err = lockDaemon(statePath)
-	want := fmt.Sprintf("another popsync daemon (pid %d) is already running on the state file %s (lock file %s.daemon.lock)", os.Getpid(), statePath, statePath)
+	_, err = lockDaemon(st)
+	want := fmt.Sprintf("another popsync daemon (pid %d) is already running on the state file %s (lock file %s)", os.Getpid(), statePath, statePath+".daemon.lock")
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("second lock: %v\nwant it to contain: %s", err, want)
 	}
 	l1.release()
-	l2, err := lockDaemon(statePath)
+	l2, err := lockDaemon(st)
 	if err != nil {
 		t.Fatalf("lock after release: %v", err)
 	}
@@ -263,19 +266,20 @@ func TestDaemonLock(t *testing.T) {
 
 func TestDaemonPlanFile(t *testing.T) {
 	statePath := filepath.Join(t.TempDir(), "state.db")
-	if daemonPlan(statePath) != nil {
+	st := configs.State{Path: statePath, Dir: filepath.Dir(statePath), Name: "state.db"}
+	if daemonPlan(st) != nil {
 		t.Error("plan without a file")
 	}
 	next := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	plan := []fetch.PlannedPoll{
-		{Account: "a", Schedule: "@every 5m", Next: next, Reason: fetch.ReasonSchedule},
+	plan := []schedule.PlannedPoll{
+		{Account: "a", Schedule: "@every 5m", Next: next, Reason: schedule.ReasonSchedule},
 		{Account: "b", Schedule: "@hourly", Running: true},
-		{Account: "c", Schedule: "@every 5m", Next: next, Reason: fetch.ReasonBackoff, Failures: 3},
+		{Account: "c", Schedule: "@every 5m", Next: next, Reason: schedule.ReasonBackoff, Failures: 3},
 	}
-	if err := writeFileAtomic(statePath+planSuffix, planFile{PID: os.Getpid(), Accounts: plan}); err != nil {
+	if err := writeFileAtomic(planPath(st), planFile{PID: os.Getpid(), Accounts: plan}); err != nil {
 		t.Fatal(err)
 	}
-	got := daemonPlan(statePath)
+	got := daemonPlan(st)
 	if len(got) != 3 || !got["a"].Next.Equal(next) || !got["b"].Running || got["c"].Failures != 3 {
 		t.Errorf("plan read back: %+v", got)
 	}
@@ -299,13 +303,13 @@ func TestDaemonPlanFile(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFileAtomic(statePath+planSuffix, planFile{PID: cmd.Process.Pid, Accounts: plan}); err != nil {
+	if err := writeFileAtomic(planPath(st), planFile{PID: cmd.Process.Pid, Accounts: plan}); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(cmd.Process.Pid) {
+	if osfile.ProcessAlive(cmd.Process.Pid) {
 		t.Skip("the pid was reused already")
 	}
-	if p := daemonPlan(statePath); p != nil {
+	if p := daemonPlan(st); p != nil {
 		t.Errorf("plan of a dead daemon: %+v", p)
 	}
 }
@@ -474,7 +478,7 @@ func TestRunDaemonInProcess(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(p.dir, "state.db"+planSuffix)); !os.IsNotExist(err) {
 		t.Errorf("plan file left behind: %v", err)
 	}
-	l, err := lockDaemon(filepath.Join(p.dir, "state.db"))
+	l, err := lockDaemon(configs.State{Path: filepath.Join(p.dir, "state.db"), Dir: p.dir, Name: "state.db"})
 	if err != nil {
 		t.Errorf("daemon lock not released: %v", err)
 	} else {
@@ -690,8 +694,8 @@ schedule = "@every 1s"
 
 	// A second daemon on the same state file refuses to start.
 	second := startDaemonProc(t, "run", "-c", cfgPath)
-	if code := second.waitExit(t, 30*time.Second); code != exitState {
-		t.Errorf("second daemon: exit %d, want %d", code, exitState)
+	if code := second.waitExit(t, 30*time.Second); code != exitBusy {
+		t.Errorf("second daemon: exit %d, want %d", code, exitBusy)
 	}
 	wantMsg := fmt.Sprintf("another popsync daemon (pid %d) is already running on the state file %s (lock file %s)",
 		p.cmd.Process.Pid, filepath.Join(dir, "state.db"), filepath.Join(dir, "state.db.daemon.lock"))
@@ -751,7 +755,7 @@ schedule = "@every 1s"
 	p3.log.wait(t, 0, "the rest of the messages", deliveredAtLeast("dove", len(all)-inMaildir))
 	checkOnce(t, maildir, all)
 	p3.signal(t, syscall.SIGTERM)
-	if code := p3.waitExit(t, grace+fetch.DefaultCancelWait+5*time.Second); code != 0 {
+	if code := p3.waitExit(t, grace+schedule.DefaultCancelWait+5*time.Second); code != 0 {
 		t.Errorf("last run: exit %d:\n%s", code, p3.log.text())
 	}
 	if n := d.Count(t); n != 0 {
@@ -783,13 +787,13 @@ func stopMidPoll(t *testing.T, p *daemonProc, from int, grace time.Duration) {
 	})
 	termAt := time.Now()
 	p.signal(t, syscall.SIGTERM)
-	if code := p.waitExit(t, grace+fetch.DefaultCancelWait+5*time.Second); code != 0 {
+	if code := p.waitExit(t, grace+schedule.DefaultCancelWait+5*time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM:\n%s", code, p.log.text())
 	}
 	took := time.Since(termAt)
 	t.Logf("stopped %v after SIGTERM (grace %v); polls cancelled: %v", took, grace,
 		strings.Contains(p.log.text(), "shutdown grace is over"))
-	if took > grace+fetch.DefaultCancelWait {
+	if took > grace+schedule.DefaultCancelWait {
 		t.Errorf("stopping took %v, grace is %v", took, grace)
 	}
 }

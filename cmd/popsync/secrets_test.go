@@ -129,8 +129,8 @@ password = %[10]q
 			}
 			switch cmd[0] {
 			case "fetch", "check":
-				if r.code != 1 || !strings.Contains(r.stdout+r.stderr, "3 of 3 accounts failed") {
-					t.Fatalf("%s: exit %d, want 1 with every account failed\n%s%s", name, r.code, r.stdout, r.stderr)
+				if r.code != 3 || !strings.Contains(r.stdout+r.stderr, "3 of 3 accounts failed") {
+					t.Fatalf("%s: exit %d, want 3 (authentication) with every account failed\n%s%s", name, r.code, r.stdout, r.stderr)
 				}
 			default:
 				if r.code != 0 {

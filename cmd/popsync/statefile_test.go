@@ -21,7 +21,7 @@ import (
 )
 
 // exitState is cmd/popsync's exit code for a state file it cannot use.
-const exitState = 4
+const exitState = 74
 
 // stateEnv is a config whose one account points at a closed port, and a
 // real state file with a seen-set of n messages and a recorded poll: a
@@ -211,7 +211,7 @@ func TestStateFileReadOnly(t *testing.T) {
 	var dir string
 	if os.Getuid() == 0 {
 		dir = t.TempDir()
-		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", dir).CombinedOutput(); err != nil {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
 			if realtest.RequireReal() {
 				t.Fatalf("mount tmpfs: %v: %s", err, out)
 			}
@@ -233,6 +233,39 @@ func TestStateFileReadOnly(t *testing.T) {
 		t.Cleanup(func() { os.Chmod(dir, 0o700) })
 	}
 	e.wantRefused(t, "not writable")
+}
+
+// TestStateFolderUnsafe: `popsync fetch` with a state folder that others
+// can write, or a link in place of the state file, exits 4 naming the
+// path, the reason and the fix, and writes nothing through the link.
+func TestStateFolderUnsafe(t *testing.T) {
+	e := newStateEnv(t, t.TempDir(), 10)
+	if err := os.Chmod(e.dir, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, "state folder "+e.dir+" is writable by others (mode 0775)", "chmod go-w "+e.dir)
+	if err := os.Chmod(e.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	real := filepath.Join(t.TempDir(), "real.db")
+	if err := os.Rename(e.db, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, e.db); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wantRefused(t, "is a symbolic link")
+	if after, _ := os.ReadFile(real); !bytes.Equal(before, after) {
+		t.Error("the link's target was changed")
+	}
+	if _, err := os.Stat(real + "-wal"); err == nil {
+		t.Error("a WAL was made next to the link's target")
+	}
 }
 
 // TestStateFileLockedByAnotherProcess holds the state file with an
@@ -259,8 +292,8 @@ func TestStateAccountLockedByAnotherProcess(t *testing.T) {
 	stop := holdLock(t, "account", e.db)
 	defer stop()
 	r := e.fetch(t)
-	if r.code != 1 || !strings.Contains(r.stderr, "another popsync is polling this account") {
-		t.Fatalf("exit %d, want 1 naming the other poller\n%s", r.code, r.stderr)
+	if r.code != 8 || !strings.Contains(r.stderr, "another popsync is polling this account") {
+		t.Fatalf("exit %d, want 8 naming the other poller\n%s", r.code, r.stderr)
 	}
 }
 
@@ -333,11 +366,11 @@ func TestHelperHoldLock(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		unlock, err := st.LockAccount(ctx, state.Account{Host: "127.0.0.1", Port: 1, User: stateUser})
+		lease, err := st.LockAccount(ctx, state.Account{Host: "127.0.0.1", Port: 1, User: stateUser})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer unlock()
+		defer lease.Release()
 	}
 	fmt.Println("HELD")
 	os.Stdin.Read(make([]byte, 1))

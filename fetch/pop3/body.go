@@ -13,15 +13,28 @@ import (
 // endings as the server sent them. It works on the bufio buffer in place
 // (Peek/Discard), so it does not allocate per line and holds no more than
 // the buffer however long a line is.
+//
+// RFC 1939 §3 defines lines by CRLF, so only CRLF "." CRLF ends the reply
+// and only a "." right after CRLF is a stuffing dot. A bare LF is data,
+// and a "." after it is passed on unchanged: a server that stuffs only
+// after CRLF would otherwise let a message that contains "\n.\n" end
+// early and have its next bytes read as the reply to the next command.
+// In a session whose status lines end in bare LF (linesLF) an LF ends a
+// line too.
 type body struct {
 	c         *Client
 	cmd       command
 	ctx       context.Context // for the trace only
 	n         int64           // octets delivered so far
-	lineStart bool
-	state     bodyState
-	err       error  // sticky error for stateFailed
-	unwatch   func() // context watch owned by this body (Retr, Top)
+	lf        bool            // LF alone ends a line (linesLF)
+	lineStart bool            // the next octet starts a line
+	cr        bool            // the last octet delivered was CR
+	// min is the fewest octets the body may have (see MinOctets), -1
+	// when nothing is known; listed is the LIST size it came from.
+	min, listed int64
+	state       bodyState
+	err         error  // sticky error for stateFailed
+	unwatch     func() // context watch owned by this body (Retr, Top)
 }
 
 type bodyState int
@@ -34,7 +47,7 @@ const (
 )
 
 func (c *Client) newBody(ctx context.Context, cmd command) *body {
-	b := &body{c: c, cmd: cmd, ctx: ctx, lineStart: true}
+	b := &body{c: c, cmd: cmd, ctx: ctx, lf: c.lines == linesLF, lineStart: true, min: -1, listed: -1}
 	c.active = b
 	return b
 }
@@ -52,15 +65,16 @@ func (b *body) chunk() ([]byte, error) {
 		}
 		if p[0] == '.' {
 			// RFC 1939 §3: a line "." ends the reply; any other line
-			// starting with "." had one "." prepended. A bare LF ending
-			// is accepted from broken servers.
+			// starting with "." had one "." prepended.
 			if p, err = br.Peek(2); err != nil {
 				return nil, b.fail(err)
 			}
 			end := 0
 			switch p[1] {
 			case '\n':
-				end = 2
+				if b.lf {
+					end = 2
+				}
 			case '\r':
 				if p, err = br.Peek(3); err != nil {
 					return nil, b.fail(err)
@@ -71,12 +85,16 @@ func (b *body) chunk() ([]byte, error) {
 			}
 			if end > 0 {
 				br.Discard(end)
+				if err := b.checkSize(); err != nil {
+					return nil, err
+				}
 				b.finish()
 				return nil, io.EOF
 			}
 			br.Discard(1)
 		}
 		b.lineStart = false
+		b.cr = false
 	}
 	n := br.Buffered()
 	if n == 0 {
@@ -88,19 +106,82 @@ func (b *body) chunk() ([]byte, error) {
 	p, _ := br.Peek(n)
 	// Only a line starting with "." needs attention, so a run may span
 	// many lines: it ends just before the next such line.
-	if i := bytes.Index(p, dotLine); i >= 0 {
-		p = p[:i+1]
+	switch {
+	case b.lf:
+		if i := bytes.Index(p, lfDot); i >= 0 {
+			p = p[:i+1]
+		}
+	case b.cr && p[0] == '\n':
+		// The CR of a CRLF ended the last run: the LF alone, so that
+		// the next octet is looked at as a line start.
+		p = p[:1]
+	default:
+		if i := bytes.Index(p, crlfDot); i >= 0 {
+			p = p[:i+2]
+		}
 	}
 	return p, nil
 }
 
-var dotLine = []byte("\n.")
+var (
+	lfDot   = []byte("\n.")
+	crlfDot = []byte("\r\n.")
+)
 
 // consume discards k octets of the last chunk p.
 func (b *body) consume(p []byte, k int) {
+	if k <= 0 {
+		return
+	}
 	b.c.br.Discard(k)
 	b.n += int64(k)
-	b.lineStart = k > 0 && p[k-1] == '\n'
+	last := p[k-1]
+	prevCR := b.cr
+	if k >= 2 {
+		prevCR = p[k-2] == '\r'
+	}
+	b.lineStart = last == '\n' && (b.lf || prevCR)
+	b.cr = last == '\r'
+}
+
+// SizeSlack is what MinOctets allows below half the LIST size.
+const SizeSlack = 1024
+
+// MinOctets is the fewest octets a message that LIST announced as size
+// octets may bring in a RETR: half of size, less SizeSlack. The octets
+// counted are those received, stuffing dots removed, line endings as
+// sent. RFC 1939 §5 asks LIST for the exact size, but §11 admits that a
+// server may count line endings its own way. Honest counting stays
+// above half: a server that counts a CRLF for every LF it passes on bare
+// sends one octet per two counted for a message of empty lines, and
+// counting stuffing dots adds one octet to a line of at least two (".\n"
+// counted as "..\r\n" is again one half). The slack covers servers whose
+// LIST is an estimate of a few rewritten header lines. Less than that is
+// not a difference in counting but a message cut short.
+func MinOctets(size int64) int64 {
+	return size/2 - SizeSlack
+}
+
+// expect arms the size checks of a RETR whose LIST size is listed: the
+// "+OK n octets" of the status line rest, when the server sends one, must
+// be that size (RFC 1939 §5 shows "+OK 120 octets" for the octets of
+// the message, which LIST counts too), and the body at least MinOctets
+// of it. A mismatch of the status line poisons at once.
+func (b *body) expect(rest []byte, listed int64) error {
+	b.listed, b.min = listed, max(MinOctets(listed), 0)
+	if n, ok := parseOctets(rest); ok && n != listed {
+		return b.fail(fmt.Errorf("%w: reply announced %d octets, LIST said %d", ErrSizeMismatch, n, listed))
+	}
+	return nil
+}
+
+// checkSize applies the size check at the terminator: a body far shorter
+// than LIST announced is a framing doubt (ErrSizeMismatch), and poisons.
+func (b *body) checkSize() error {
+	if b.min < 0 || b.n >= b.min {
+		return nil
+	}
+	return b.fail(fmt.Errorf("%w: %d octets received, LIST said %d (at least %d expected)", ErrSizeMismatch, b.n, b.listed, b.min))
 }
 
 // Read implements io.Reader. It returns what is buffered without waiting

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 )
 
@@ -43,6 +44,10 @@ type Client struct {
 	// -1 before one: RFC 1939 §4 locks the maildrop for the session, so
 	// no listing can be longer.
 	listed int
+	// lines is how this session's lines end: CRLF only (RFC 1939 §3),
+	// or, for a server whose own status lines end in bare LF, LF too.
+	// See lineMode.
+	lines lineMode
 
 	err     error // poison: the first I/O, parse or cancellation error
 	closed  bool
@@ -64,6 +69,25 @@ type command struct {
 
 func newCmd(verb string) command { return command{verb: verb, a: -1, b: -1} }
 
+// lineMode says which octets end a line of the session.
+type lineMode int
+
+const (
+	// linesCRLF: only CRLF ends a line (RFC 1939 §3). A status or listing
+	// line with a bare LF is a protocol error; in a message body a bare
+	// LF is data, and so is a "." after it.
+	linesCRLF lineMode = iota
+	// linesDetect: the next status line decides between linesCRLF and
+	// linesLF. It is the mode for the greeting, and again for the first
+	// reply after the STLS handshake, so that nothing sent in the clear
+	// decides how the encrypted session is framed.
+	linesDetect
+	// linesLF: the server ended that status line in a bare LF, so it
+	// does not speak CRLF at all; LF or CRLF end every line, a "." line
+	// after either ends a body. Message bytes never choose this mode.
+	linesLF
+)
+
 // Dial connects to addr ("host:port") over TCP and runs NewClient. The host
 // part of addr is the default TLS server name.
 func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
@@ -80,6 +104,9 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	}
 	d := net.Dialer{Timeout: o.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctxError(ctx)
+	}
 	if err != nil {
 		return nil, err // net's error names the address; callers add context
 	}
@@ -118,6 +145,7 @@ func newClient(ctx context.Context, conn net.Conn, opts Options) (*Client, error
 		log:  o.Logger,
 
 		listed: -1,
+		lines:  linesDetect,
 	}
 	c.br = bufio.NewReaderSize(c.dc, readBufferSize)
 	c.bw = bufio.NewWriter(c.dc)
@@ -148,6 +176,12 @@ func newClient(ctx context.Context, conn net.Conn, opts Options) (*Client, error
 func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 	tc := tls.Client(c.dc, cfg)
 	if err := tc.Handshake(); err != nil {
+		var rhe tls.RecordHeaderError
+		if errors.As(err, &rhe) {
+			// The first five octets back were no TLS record header: a
+			// server speaking plain POP3 here sends "+OK ...".
+			return c.fail(fmt.Errorf("TLS handshake with %s: %w (it sent %q): %w", cfg.ServerName, ErrNotTLS, sanitize(rhe.RecordHeader[:]), err))
+		}
 		return c.fail(fmt.Errorf("TLS handshake with %s: %w", cfg.ServerName, certError(err, cfg.ServerName)))
 	}
 	c.tls = tc
@@ -162,8 +196,20 @@ func tlsVersion(v uint16) string {
 }
 
 func (c *Client) readGreeting(ctx context.Context) error {
-	line, err := c.readLine(ctx)
+	var line []byte
+	var err error
+	if c.tls == nil {
+		err = c.checkNotTLS()
+	}
+	if err == nil {
+		line, err = c.readLine(ctx)
+	}
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && c.tls == nil {
+			// RFC 8314 §3.3: on an implicit-TLS port the server waits for
+			// the client's handshake and sends nothing.
+			err = fmt.Errorf("%w (no greeting: a port that expects implicit TLS, such as 995, stays silent without it)", err)
+		}
 		return c.fail(fmt.Errorf("reading greeting: %w", err))
 	}
 	kind, rest, err := parseStatus(line)
@@ -177,6 +223,27 @@ func (c *Client) readGreeting(ctx context.Context) error {
 	}
 	c.greeting = sanitize(rest)
 	c.timestamp = apopTimestamp(c.greeting)
+	return nil
+}
+
+// checkNotTLS looks at the first octets of a greeting expected in the
+// clear. A TLS record starts with its content type, 0x15 (alert) or 0x16
+// (handshake), and the major version 0x03 (RFC 8446 §5.1); a POP3 greeting
+// starts with "+" or "-". Seeing the record now fails at once instead of
+// waiting for a line end that never comes.
+func (c *Client) checkNotTLS() error {
+	b, err := c.br.Peek(2)
+	if len(b) >= 1 && (b[0] == 0x15 || b[0] == 0x16) && (len(b) < 2 || b[1] == 0x03) {
+		return fmt.Errorf("%w: the port expects implicit TLS", ErrUnexpectedTLS)
+	}
+	if err != nil {
+		// Peek consumed the error: report it here, as readLine would,
+		// rather than read (and wait) again.
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("connection closed by server: %w", io.ErrUnexpectedEOF)
+		}
+		return err
+	}
 	return nil
 }
 
@@ -242,6 +309,9 @@ func (c *Client) startTLS(ctx context.Context, cfg *tls.Config) error {
 	if err := c.handshake(ctx, cfg); err != nil {
 		return err
 	}
+	// The greeting's line ending was seen in the clear: the first reply
+	// over TLS decides again.
+	c.lines = linesDetect
 	c.caps, c.capaOK = Capabilities{}, false
 	return c.capa(ctx)
 }
@@ -319,8 +389,8 @@ func (c *Client) begin(ctx context.Context) error {
 	if c.closed {
 		return ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pop3: before sending: %w", err)
+	if ctx.Err() != nil {
+		return fmt.Errorf("pop3: before sending: %w", ctxError(ctx))
 	}
 	if b := c.active; b != nil {
 		b.stopWatch()
@@ -366,6 +436,11 @@ func (c *Client) poisonErr() error {
 // readLine reads one reply or listing line, up to MaxLineLength octets. The
 // returned slice points into the read buffer and is valid until the next
 // read. It does not poison; callers do.
+//
+// RFC 1939 §3: lines end in CRLF. A line that ends in a bare LF is refused
+// unless the session's own status lines end that way (see lineMode): none
+// of these lines carries message data, so a bare LF in one is never
+// meaningful, and reading on past it could let a listing end early.
 func (c *Client) readLine(ctx context.Context) ([]byte, error) {
 	line, err := c.br.ReadSlice('\n')
 	if err != nil {
@@ -379,6 +454,16 @@ func (c *Client) readLine(ctx context.Context) ([]byte, error) {
 	}
 	if len(line) > MaxLineLength {
 		return nil, fmt.Errorf("%w: %d octets, limit %d", ErrLineTooLong, len(line), MaxLineLength)
+	}
+	crlf := len(line) >= 2 && line[len(line)-2] == '\r'
+	switch {
+	case c.lines == linesDetect && crlf:
+		c.lines = linesCRLF
+	case c.lines == linesDetect:
+		c.lines = linesLF
+		c.tracef(ctx, "server ends its lines in bare LF; accepting LF line endings for this session")
+	case c.lines == linesCRLF && !crlf:
+		return nil, fmt.Errorf("%w: line %q ends in a bare LF, the session's lines end in CRLF", ErrProtocol, clip(trimEOL(line)))
 	}
 	line = trimEOL(line)
 	c.traceRecv(ctx, line)

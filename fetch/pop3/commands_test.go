@@ -193,11 +193,12 @@ func TestArgumentsChecked(t *testing.T) {
 }
 
 func TestBodyDotUnstuffing(t *testing.T) {
-	// Bare LF lines, a "." + LF terminator, CR inside a line, an empty line,
-	// a line of just "..", and a dot line that is not the terminator.
+	// Bare LF inside lines, a "." + LF after a bare LF (data: RFC 1939
+	// §3 lines end in CRLF), CR inside a line, an empty line, a line of
+	// just "..", and a dot line that is not the terminator.
 	s := start(t, plain, dovecotStart+`
 		C: RETR 1
-		R: "+OK\r\nA: b\n\nline\rwith CR\r\n..\r\n.\rx\r\n...\r\nlast\n.\n"
+		R: "+OK\r\nA: b\n\nline\rwith CR\r\n..\r\n.\rx\r\n...\r\nlast\n.\n..\n.\r\n\r\n.\r\n"
 		C: RETR 2
 		R: "+OK\r\nno final newline?.\r\n.\r\n"
 		C: NOOP
@@ -207,7 +208,7 @@ func TestBodyDotUnstuffing(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := readAll(r)
-	if want := "A: b\n\nline\rwith CR\r\n.\r\n\rx\r\n..\r\nlast\n"; err != nil || string(b) != want {
+	if want := "A: b\n\nline\rwith CR\r\n.\r\n\rx\r\n..\r\nlast\n.\n..\n.\r\n\r\n"; err != nil || string(b) != want {
 		t.Fatalf("body = %q, %v; want %q", b, err, want)
 	}
 	r, err = s.c.Retr(bg, 2)
@@ -397,12 +398,12 @@ func TestListingLimits(t *testing.T) {
 }
 
 func TestListingTolerance(t *testing.T) {
-	// Text after the size (RFC 1939 §5 allows it), extra spaces, bare LF,
-	// UIDs at the limits of RFC 1939 §7.
+	// Text after the size (RFC 1939 §5 allows it), extra spaces, UIDs at
+	// the limits of RFC 1939 §7.
 	uid70 := strings.Repeat("~", 70)
 	s := start(t, plain, dovecotStart+`
 		C: LIST
-		R: "+OK\r\n1 10 extra info\r\n2  20\n.\n"
+		R: "+OK\r\n1 10 extra info\r\n2  20\r\n.\r\n"
 		C: UIDL
 		S: +OK
 		S: 1 !

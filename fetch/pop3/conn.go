@@ -137,7 +137,7 @@ func (d *deadlineConn) watch(ctx context.Context) func() {
 	done := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(done)
-		d.interrupt(ctx.Err())
+		d.interrupt(ctxError(ctx))
 	})
 	return func() {
 		if !stop() {
@@ -146,3 +146,19 @@ func (d *deadlineConn) watch(ctx context.Context) func() {
 		}
 	}
 }
+
+// ctxError is ctx's error, told by its cause when the canceller gave one
+// ("interrupted" rather than "context canceled"); errors.Is still finds
+// context.Canceled or context.DeadlineExceeded in it.
+func ctxError(ctx context.Context) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return &causeError{cause: cause, err: err}
+	}
+	return err
+}
+
+type causeError struct{ cause, err error }
+
+func (e *causeError) Error() string   { return e.cause.Error() }
+func (e *causeError) Unwrap() []error { return []error{e.cause, e.err} }

@@ -20,6 +20,32 @@
 // commands at once when the server advertises PIPELINING and fall back to
 // lockstep otherwise.
 //
+// # Framing
+//
+// RFC 1939 §3 defines lines by CRLF, and so does this client: only CRLF
+// "." CRLF ends a multi-line reply (RETR, TOP, LIST, UIDL, CAPA), and only
+// a "." right after CRLF is a stuffing dot. In a message body a bare LF is
+// data, and a "." after it is passed on unchanged, so a message holding
+// "\n.\n+OK" cannot end early at a server that stuffs only after CRLF and
+// have its tail read as the reply to the next command. A status or
+// listing line carries no message data, so one that ends in a bare LF is
+// a protocol error.
+//
+// The one exception is a server that does not speak CRLF at all: when the
+// greeting ends in a bare LF, LF ends every line of that session, bodies
+// included. Only the session's own status lines choose this: the
+// greeting, and after STLS the first reply over TLS (what was seen in the
+// clear does not count). Message bytes never do.
+//
+// RetrEachListed also checks every message against its LIST size. LIST
+// should count exactly the octets RETR sends (RFC 1939 §5), but servers
+// count line endings and stuffing dots their own way, so the tolerance is
+// wide: a body is refused only below MinOctets, half the LIST size less
+// SizeSlack (1 KiB), which no honest way of counting reaches. A "+OK n
+// octets" reply must name the LIST size exactly. Either failure is a
+// doubt about where replies begin and end: the client is poisoned with
+// ErrSizeMismatch, and the message is never handed out whole.
+//
 // # Errors and poisoning
 //
 // A -ERR reply is returned as *Error and leaves the connection usable. Any

@@ -57,6 +57,21 @@ var (
 	// longer than MaxDrain octets: instead of reading it, the client
 	// closed the connection and is poisoned.
 	ErrDrainLimit = errors.New("pop3: unread reply too long to discard")
+	// ErrSizeMismatch means a message retrieved with RetrEachListed was
+	// far shorter than LIST announced (see MinOctets), or its "+OK n
+	// octets" named another size than LIST. Either is a doubt about the
+	// server's framing: the client is poisoned, so QUIT is never sent and
+	// the server deletes nothing.
+	ErrSizeMismatch = errors.New("pop3: message size disagrees with LIST")
+	// ErrNotTLS means the TLS handshake of implicit TLS got a reply that
+	// is not TLS: most often a plain POP3 greeting, from a port that wants
+	// STLS (RFC 2595 §4) or no TLS at all. The error text quotes the start
+	// of what the server sent.
+	ErrNotTLS = errors.New("pop3: server did not answer TLS")
+	// ErrUnexpectedTLS means the server's first bytes on a connection
+	// opened without TLS are a TLS record, not a greeting: the port expects
+	// implicit TLS (RFC 8314 §3.3, port 995).
+	ErrUnexpectedTLS = errors.New("pop3: server answered with TLS on a connection without TLS")
 	// ErrBodyClosed is returned when a message body is read after the
 	// client moved on to another command and drained it.
 	ErrBodyClosed = errors.New("pop3: message body no longer readable")

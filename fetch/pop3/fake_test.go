@@ -4,18 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"popsync/internal/testcert"
 )
 
 // inbox takes everything the client writes as soon as it is written, so a
@@ -312,44 +307,19 @@ type certOpts struct {
 
 func newTestCert(t testing.TB, o certOpts) testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if o.notAfter.IsZero() {
 		o.notAfter = time.Now().Add(24 * time.Hour)
 	}
 	if o.hosts == nil {
 		o.hosts = []string{"mail.example.test"}
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: o.hosts[0]},
-		NotBefore:             o.notAfter.Add(-48 * time.Hour),
-		NotAfter:              o.notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	for _, h := range o.hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	c, err := testcert.New(testcert.Options{Hosts: o.hosts, NotBefore: o.notAfter.Add(-48 * time.Hour), NotAfter: o.notAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
+	der := c.X509.Raw
 	sum := sha256.Sum256(der)
-	return testCert{
-		cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-		der:  der,
-		pem:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		fp:   FormatFingerprint(sum[:]),
-	}
+	return testCert{cert: c.TLS, der: der, pem: c.CertPEM(), fp: FormatFingerprint(sum[:])}
 }
 
 func (tc testCert) caFile(t testing.TB) string {

@@ -184,19 +184,25 @@ func FuzzListing(f *testing.F) {
 }
 
 // refUnstuff is the obvious dot-unstuffing over a complete byte slice
-// (RFC 1939 §3): split into lines ending in LF, a line "." + CRLF or "." +
-// LF ends the body, one leading "." is removed from other lines. ok is
-// false when the data ends before the terminator.
-func refUnstuff(data []byte) (body, rest []byte, ok bool) {
+// (RFC 1939 §3): split into lines ending in CRLF (with lf, in LF as in a
+// session whose status lines end in bare LF), a line "." ends the body,
+// one leading "." is removed from other lines. A bare LF inside a CRLF
+// line is data, and so is a "." after it. ok is false when the data ends
+// before the terminator.
+func refUnstuff(data []byte, lf bool) (body, rest []byte, ok bool) {
 	body = []byte{}
+	sep := []byte("\r\n")
+	if lf {
+		sep = []byte("\n")
+	}
 	for {
-		i := bytes.IndexByte(data, '\n')
+		i := bytes.Index(data, sep)
 		if i < 0 {
 			return body, nil, false
 		}
-		line := data[:i+1]
-		data = data[i+1:]
-		if string(line) == ".\r\n" || string(line) == ".\n" {
+		line := data[:i+len(sep)]
+		data = data[i+len(sep):]
+		if string(line) == ".\r\n" || (lf && string(line) == ".\n") {
 			return body, data, true
 		}
 		if line[0] == '.' {
@@ -210,7 +216,12 @@ func FuzzDotReader(f *testing.F) {
 	for _, s := range []string{
 		"Subject: x\r\n\r\nbody\r\n.\r\n",
 		"..\r\n...\r\n.x\r\n.\r\n+OK next",
-		"bare\nlf\n.\n",
+		// A "." after a bare LF is data, not a terminator: the
+		// smuggling of a reply past a server that stuffs after CRLF only.
+		"bare\nlf\n.\nstill data\r\n.\r\n",
+		"x\n.\n+OK\r\nFrom: ceo@victim.example\r\n\r\nforged\r\n.\r\n",
+		"x\n.\r\n+OK\r\n.\r\n",
+		"x\r\n.\n+OK\r\n.\r\n",
 		".\r\n",
 		".\n",
 		".\rx\r\n.\r\n",
@@ -220,12 +231,16 @@ func FuzzDotReader(f *testing.F) {
 		"a\r\n.\r",
 		strings.Repeat("x", 100) + "\r\n.\r\n",
 	} {
-		f.Add([]byte(s), uint8(7), uint8(16))
+		f.Add([]byte(s), uint8(7), uint8(16), false)
 	}
-	f.Fuzz(func(t *testing.T, data []byte, readSize, bufSize uint8) {
-		want, wantRest, ok := refUnstuff(data)
+	f.Add([]byte("bare\nlf\n.\n"), uint8(7), uint8(16), true)
+	f.Fuzz(func(t *testing.T, data []byte, readSize, bufSize uint8, lf bool) {
+		want, wantRest, ok := refUnstuff(data, lf)
 		for _, useWriteTo := range []bool{false, true} {
 			c := readerClient(data, 16+int(bufSize%64), 10)
+			if lf {
+				c.lines = linesLF
+			}
 			b := c.newBody(bg, command{verb: "RETR", a: 1, b: -1})
 			var got bytes.Buffer
 			var err error
@@ -254,7 +269,7 @@ func FuzzDotReader(f *testing.F) {
 				}
 				// What was delivered is what a complete message would
 				// have started with.
-				full, _, _ := refUnstuff(append(bytes.Clone(data), "\r\n.\r\n"...))
+				full, _, _ := refUnstuff(append(bytes.Clone(data), "\r\n.\r\n"...), lf)
 				if !bytes.HasPrefix(full, got.Bytes()) {
 					t.Fatalf("input %q: partial output %q is not a prefix of %q", data, got.Bytes(), full)
 				}
@@ -273,6 +288,79 @@ func FuzzDotReader(f *testing.F) {
 			if c.active != nil {
 				t.Fatal("body still active after EOF")
 			}
+		}
+	})
+}
+
+// crlfOnlyStuff is what a server that knows only CRLF lines sends for
+// data: a "." is doubled only at the start of the data or after CRLF, a
+// bare LF passes through, and data not ending in CRLF gets one. It
+// returns the wire (without the terminator) and the body a correct
+// client must hand out.
+func crlfOnlyStuff(data []byte) (wire, body []byte) {
+	body = bytes.Clone(data)
+	if !bytes.HasSuffix(body, []byte("\r\n")) {
+		body = append(body, "\r\n"...)
+	}
+	start := true
+	for i, c := range body {
+		if start && c == '.' {
+			wire = append(wire, '.')
+		}
+		wire = append(wire, c)
+		start = c == '\n' && i > 0 && body[i-1] == '\r'
+	}
+	return wire, body
+}
+
+// FuzzPipelinedBodies serves any body as message 1 of two, the way a
+// server that stuffs dots only after CRLF frames it, and reads both with
+// RetrEach: message 1 must come out exactly as served, never shortened
+// and never holding message 2's status line, and message 2 must come out
+// whole after its own status line.
+func FuzzPipelinedBodies(f *testing.F) {
+	for _, s := range []string{
+		"Subject: x\r\n\r\nhello\r\n",
+		"hello\n.\n+OK\r\nFrom: ceo@victim.example\r\n\r\nforged\r\n",
+		"hello\n.\r\n+OK\r\nforged\r\n",
+		"hello\r\n.\n+OK\r\nforged\r\n",
+		"hello\r\n.\r\n+OK\r\nforged",
+		".\r\n..\r\n\n.\n\r.\r\n",
+		"",
+	} {
+		f.Add([]byte(s), uint8(16))
+	}
+	const second = "Subject: two\r\n\r\n..second\r\n"
+	wire2, body2 := crlfOnlyStuff([]byte(second))
+	f.Fuzz(func(t *testing.T, data []byte, bufSize uint8) {
+		wire1, body1 := crlfOnlyStuff(data)
+		var in []byte
+		in = append(in, "+OK 1\r\n"...)
+		in = append(in, wire1...)
+		in = append(in, ".\r\n+OK 2\r\n"...)
+		in = append(in, wire2...)
+		in = append(in, ".\r\n"...)
+		c := readerClient(in, 16+int(bufSize%64), 10)
+		var got [][]byte
+		err := c.RetrEach(bg, []int{1, 2}, func(id int, r io.Reader, err error) error {
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(r)
+			got = append(got, b)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("body %q: %v", data, err)
+		}
+		if len(got) != 2 {
+			t.Fatalf("body %q: %d messages", data, len(got))
+		}
+		if !bytes.Equal(got[0], body1) {
+			t.Fatalf("message 1: got %q, want %q", got[0], body1)
+		}
+		if !bytes.Equal(got[1], body2) {
+			t.Fatalf("message 2: got %q, want %q", got[1], body2)
 		}
 	})
 }

@@ -156,6 +156,18 @@ func parseScanLine(line []byte) (MessageInfo, error) {
 	return MessageInfo{ID: id, Size: size}, nil
 }
 
+// parseOctets reads the size a RETR reply announces, as in "+OK 120
+// octets" (RFC 1939 §5): a number followed by a word starting with
+// "octet". ok is false for any other text, which RFC 1939 allows.
+func parseOctets(rest []byte) (n int64, ok bool) {
+	f1, r := nextField(rest)
+	f2, _ := nextField(r)
+	if len(f2) < 5 || !strings.EqualFold(string(f2[:5]), "octet") {
+		return 0, false
+	}
+	return parseNumber(f1)
+}
+
 // parseUIDLine parses a unique-id listing, "msg uid" (RFC 1939 §7). Spaces
 // between and after the fields are tolerated; the unique-id itself must
 // be valid.

@@ -59,7 +59,23 @@ func (c *Client) pipeline(n int, send func(i int), recv func(i int, stopping boo
 // connection instead and is poisoned with ErrDrainLimit. An I/O or
 // protocol error poisons the client and is returned. fn must not call methods of c: other commands may be in flight.
 func (c *Client) RetrEach(ctx context.Context, ids []int, fn func(id int, body io.Reader, err error) error) error {
-	return c.fetchEach(ctx, "RETR", ids, -1, fn)
+	return c.fetchEach(ctx, "RETR", ids, nil, -1, fn)
+}
+
+// RetrEachListed is RetrEach for messages whose LIST sizes are known, and
+// checks every message against its size: a "+OK n octets" reply that
+// names another size than LIST, or a body shorter than MinOctets of it,
+// is a doubt about where the server's replies begin and end. The client
+// is then poisoned with an error wrapping ErrSizeMismatch (fn's reader
+// fails with it instead of ending), so the message is never seen whole
+// and QUIT is never sent. A negative Size means unknown: not checked.
+func (c *Client) RetrEachListed(ctx context.Context, msgs []MessageInfo, fn func(id int, body io.Reader, err error) error) error {
+	ids := make([]int, len(msgs))
+	sizes := make([]int64, len(msgs))
+	for i, m := range msgs {
+		ids[i], sizes[i] = m.ID, m.Size
+	}
+	return c.fetchEach(ctx, "RETR", ids, sizes, -1, fn)
 }
 
 // TopEach is RetrEach with TOP id lines (RFC 1939 §7).
@@ -67,10 +83,12 @@ func (c *Client) TopEach(ctx context.Context, ids []int, lines int, fn func(id i
 	if lines < 0 {
 		return fmt.Errorf("%w: TOP line count %d", ErrBadArgument, lines)
 	}
-	return c.fetchEach(ctx, "TOP", ids, lines, fn)
+	return c.fetchEach(ctx, "TOP", ids, nil, lines, fn)
 }
 
-func (c *Client) fetchEach(ctx context.Context, verb string, ids []int, lines int, fn func(int, io.Reader, error) error) error {
+// fetchEach runs RETR or TOP for ids. sizes, when not nil, holds the LIST
+// size of each (negative: unknown) for the checks of RetrEachListed.
+func (c *Client) fetchEach(ctx context.Context, verb string, ids []int, sizes []int64, lines int, fn func(int, io.Reader, error) error) error {
 	for _, id := range ids {
 		if err := checkID(id); err != nil {
 			return err
@@ -94,7 +112,7 @@ func (c *Client) fetchEach(ctx context.Context, verb string, ids []int, lines in
 		func(i int) { c.send(ctx, cmdFor(i)) },
 		func(i int, stopping bool) (bool, error) {
 			cmd := cmdFor(i)
-			_, serr, err := c.reply(ctx, cmd)
+			rest, serr, err := c.reply(ctx, cmd)
 			if err != nil {
 				return false, err
 			}
@@ -106,6 +124,11 @@ func (c *Client) fetchEach(ctx context.Context, verb string, ids []int, lines in
 				return fnErr != nil, nil
 			}
 			b := c.newBody(ctx, cmd)
+			if sizes != nil && sizes[i] >= 0 {
+				if err := b.expect(rest, sizes[i]); err != nil {
+					return false, err
+				}
+			}
 			if !stopping {
 				fnErr = fn(cmd.a, b, nil)
 			}

@@ -3,16 +3,13 @@ package realtest
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,11 +51,33 @@ type DovecotOptions struct {
 	// into the same mailbox; its address is Dovecot.LMTPAddr. Recipient:
 	// the User.
 	LMTP bool
+	// IMAP adds IMAP listeners (RFC 3501) on 127.0.0.1 for the same
+	// mailbox: Dovecot.IMAPAddr (plain text, STARTTLS offered) and
+	// Dovecot.IMAPTLSAddr (implicit TLS). See imap.go.
+	IMAP bool
 	// Config is appended to the generated dovecot.conf as it is, for
 	// settings a test needs and this type does not name, for example
 	// "pop3_lock_session = yes" or "login_greeting = hello". A setting
 	// given here overrides the generated one.
 	Config string
+	// OAuth2 adds Dovecot's oauth2 passdb (XOAUTH2 and OAUTHBEARER,
+	// tokens checked by introspection); see oauth2.go.
+	OAuth2 *OAuth2Passdb
+
+	// Users are more mailboxes beside User, with the same Password; see
+	// MaildirOf. Same rules as User.
+	Users []string
+	// Connections, when set, is how many POP3 sessions may run at once,
+	// in all and per user and address (the default is Dovecot's process
+	// limits and 100 per user and address).
+	Connections int
+	// RunAs names the user Dovecot runs as when this process is root;
+	// default TestUser. Without root it runs as the current user.
+	RunAs string
+	// Parent is the folder the instance directory is made in; default
+	// the system's temporary folder. Its Unix socket paths must stay
+	// under 108 bytes.
+	Parent string
 }
 
 // Dovecot is a running private Dovecot instance with one mailbox.
@@ -66,6 +85,8 @@ type Dovecot struct {
 	Addr     string // 127.0.0.1:port, POP3 in plain text, STLS offered
 	TLSAddr  string // 127.0.0.1:port, POP3 over implicit TLS
 	LMTPAddr string // 127.0.0.1:port, LMTP; empty unless DovecotOptions.LMTP
+
+	IMAPAddr, IMAPTLSAddr string // 127.0.0.1:port, IMAP; empty unless DovecotOptions.IMAP
 
 	User, Password string
 
@@ -117,6 +138,9 @@ func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
 func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error)) *Dovecot {
 	t.Helper()
 	Require(t, "dovecot")
+	if opts.IMAP {
+		requireIMAP(t)
+	}
 	bin, err := LookPath("dovecot")
 	if err != nil {
 		t.Fatal(err)
@@ -124,14 +148,43 @@ func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error
 	if err := opts.fill(); err != nil {
 		t.Fatalf("starting dovecot: %v", err)
 	}
-	who, err := serverUser()
+	who, err := serverUser(opts.RunAs)
 	if err != nil {
 		unavailable(t, err.Error())
 	}
 	d := &Dovecot{User: opts.User, Password: opts.Password, who: who, opts: opts}
 	t.Cleanup(func() { d.cleanup(t) })
+	if err := d.launch(bin, pickPort, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// LaunchDovecot is StartDovecot for programs (the peer benchmark): it
+// returns an error where StartDovecot skips or fails, and the caller stops
+// the instance with Close. On error, a non-nil Dovecot still has a
+// directory (with its log) for Close to remove.
+func LaunchDovecot(opts DovecotOptions) (*Dovecot, error) {
+	bin, err := LookPath("dovecot")
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.fill(); err != nil {
+		return nil, fmt.Errorf("starting dovecot: %w", err)
+	}
+	who, err := serverUser(opts.RunAs)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dovecot{User: opts.User, Password: opts.Password, who: who, opts: opts}
+	return d, d.launch(bin, freePort, func(string, ...any) {})
+}
+
+// launch prepares the instance and starts it, trying new ports while the
+// ones picked turn out to be taken; logf reports the retries.
+func (d *Dovecot) launch(bin string, pickPort func() (int, error), logf func(string, ...any)) error {
 	if err := d.prepare(); err != nil {
-		t.Fatalf("starting dovecot: %v", err)
+		return fmt.Errorf("starting dovecot: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
 		err := d.configure(pickPort)
@@ -142,255 +195,46 @@ func startDovecot(t testing.TB, opts DovecotOptions, pickPort func() (int, error
 			d.stopMu.Lock()
 			d.started = true
 			d.stopMu.Unlock()
-			return d
+			return nil
 		}
 		if errors.Is(err, errAddrInUse) && attempt < startAttempts {
-			t.Logf("dovecot start attempt %d: %v; retrying with new ports", attempt, err)
+			logf("dovecot start attempt %d: %v; retrying with new ports", attempt, err)
 			continue
 		}
-		t.Fatalf("starting dovecot (attempt %d): %v\n%s", attempt, err, d.logTail(40))
+		return fmt.Errorf("starting dovecot (attempt %d): %w\n%s", attempt, err, d.logTail(40))
 	}
 }
 
-// fill sets the defaults and checks what Dovecot's files cannot hold.
-func (o *DovecotOptions) fill() error {
-	if o.User == "" {
-		o.User = "popsync@example.test"
-	}
-	if o.Password == "" {
-		b := make([]byte, 12)
-		if _, err := rand.Read(b); err != nil {
-			return fmt.Errorf("making a password: %w", err)
-		}
-		o.Password = hex.EncodeToString(b)
-	}
-	if strings.ContainsAny(o.User, ":\r\n \t") || strings.ContainsAny(o.Password, ":\r\n") {
-		return fmt.Errorf("user or password contains ':', a space or a line break")
-	}
-	if o.User != strings.ToLower(o.User) {
-		return fmt.Errorf("user %q is not lower case", o.User)
-	}
-	for _, m := range o.Mechanisms {
-		if m == "" || strings.Trim(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
-			return fmt.Errorf("bad SASL mechanism name %q", m)
+// Close stops the instance and removes its directory, for a Dovecot from
+// LaunchDovecot.
+func (d *Dovecot) Close() error {
+	d.stopMu.Lock()
+	d.stopped = true
+	d.stopMu.Unlock()
+	err := d.terminate()
+	if d.Dir != "" {
+		if rerr := os.RemoveAll(d.Dir); rerr != nil && err == nil {
+			err = fmt.Errorf("removing dovecot instance: %w", rerr)
 		}
 	}
-	return nil
+	return err
 }
 
-// serverUser decides who Dovecot runs as: TestUser under root, else the
-// current user.
-func serverUser() (runAs, error) {
-	if os.Geteuid() != 0 {
-		u, err := user.Current()
-		if err != nil {
-			return runAs{}, fmt.Errorf("looking up the current user for dovecot: %w", err)
-		}
-		return runAsFrom(u, false)
+// Pid is the master process's pid, 0 when it does not run.
+func (d *Dovecot) Pid() int {
+	if d.proc == nil || d.proc.Process == nil {
+		return 0
 	}
-	u, err := user.Lookup(TestUser)
-	if err != nil {
-		return runAs{}, fmt.Errorf("tests run as root but the unprivileged user %s that runs dovecot is missing (./scripts/test.sh creates it): %w", TestUser, err)
-	}
-	return runAsFrom(u, true)
+	return d.proc.Process.Pid
 }
 
-func runAsFrom(u *user.User, switchTo bool) (runAs, error) {
-	uid, err := strconv.Atoi(u.Uid)
-	if err != nil {
-		return runAs{}, fmt.Errorf("parsing uid of %s: %w", u.Username, err)
+// MaildirOf is the server-side Maildir of user: User's is Maildir, those
+// of DovecotOptions.Users are mail/USER/Maildir in the instance directory.
+func (d *Dovecot) MaildirOf(user string) string {
+	if user == d.User {
+		return d.Maildir
 	}
-	gid, err := strconv.Atoi(u.Gid)
-	if err != nil {
-		return runAs{}, fmt.Errorf("parsing gid of %s: %w", u.Username, err)
-	}
-	g, err := user.LookupGroupId(u.Gid)
-	if err != nil {
-		return runAs{}, fmt.Errorf("looking up the group of %s: %w", u.Username, err)
-	}
-	return runAs{name: u.Username, group: g.Name, uid: uid, gid: gid, switchTo: switchTo}, nil
-}
-
-// prepare makes the instance directory with everything but the
-// configuration: certificate, passwd file and an empty Maildir, all owned
-// by the Dovecot user.
-func (d *Dovecot) prepare() error {
-	// A directory of its own rather than t.TempDir: the Dovecot user must
-	// own it, and its Unix socket paths must stay short (108 bytes).
-	parent := os.TempDir()
-	if len(parent) > 60 {
-		parent = "/tmp"
-	}
-	dir, err := os.MkdirTemp(parent, "popsync-dovecot-")
-	if err != nil {
-		return fmt.Errorf("making instance directory: %w", err)
-	}
-	d.Dir = dir
-	d.LogFile = filepath.Join(dir, "dovecot.log")
-	d.CAFile = filepath.Join(dir, "cert.pem")
-	d.Maildir = filepath.Join(dir, "home", "Maildir")
-	if err := d.own(dir); err != nil {
-		return err
-	}
-	// Dovecot wants its base_dir world-readable (the sockets in it have
-	// their own modes); the instance directory above stays private.
-	if err := d.mkdir(filepath.Join(dir, "run")); err != nil {
-		return err
-	}
-	if err := os.Chmod(filepath.Join(dir, "run"), 0o755); err != nil {
-		return fmt.Errorf("making run directory readable: %w", err)
-	}
-	for _, sub := range []string{"state", "home", "home/Maildir", "home/Maildir/cur", "home/Maildir/new", "home/Maildir/tmp"} {
-		if err := d.mkdir(filepath.Join(dir, sub)); err != nil {
-			return err
-		}
-	}
-
-	cert, err := newSelfSigned()
-	if err != nil {
-		return fmt.Errorf("making server certificate: %w", err)
-	}
-	d.CertSHA256 = cert.sha256
-	d.caPool = x509.NewCertPool()
-	d.caPool.AppendCertsFromPEM(cert.certPEM)
-	if err := d.writeFile(d.CAFile, cert.certPEM, 0o644); err != nil {
-		return err
-	}
-	if err := d.writeFile(filepath.Join(dir, "key.pem"), cert.keyPEM, 0o600); err != nil {
-		return err
-	}
-
-	// passwd-file: user:password:uid:gid:gecos:home:shell:extra. The
-	// password is stored in plain text so that APOP and the
-	// challenge-response mechanisms work.
-	passwd := fmt.Sprintf("%s:{PLAIN}%s:%d:%d::%s::\n", d.User, d.Password, d.who.uid, d.who.gid, filepath.Join(dir, "home"))
-	return d.writeFile(filepath.Join(dir, "passwd"), []byte(passwd), 0o600)
-}
-
-// configure picks ports and writes dovecot.conf.
-func (d *Dovecot) configure(pickPort func() (int, error)) error {
-	n := 2
-	if d.opts.LMTP {
-		n = 3
-	}
-	ports := make([]int, 0, n)
-	for len(ports) < n {
-		p, err := pickPort()
-		if err != nil {
-			return err
-		}
-		dup := false
-		for _, q := range ports {
-			dup = dup || q == p
-		}
-		if !dup {
-			ports = append(ports, p)
-		}
-	}
-	d.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	d.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	d.LMTPAddr = ""
-	if d.opts.LMTP {
-		d.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
-	}
-	d.configFile = filepath.Join(d.Dir, "dovecot.conf")
-	return d.writeFile(d.configFile, []byte(d.config(ports)), 0o600)
-}
-
-// config renders dovecot.conf (Dovecot 2.3 syntax).
-func (d *Dovecot) config(ports []int) string {
-	var b strings.Builder
-	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	dir := d.Dir
-	protocols := "pop3"
-	if d.opts.LMTP {
-		protocols += " lmtp"
-	}
-	mechs := []string{"plain", "login"}
-	for _, m := range d.opts.Mechanisms {
-		mechs = append(mechs, strings.ToLower(m))
-	}
-	if d.opts.APOP {
-		mechs = append(mechs, "apop")
-	}
-
-	p("# Private Dovecot for one popsync test (internal/realtest). Removed when the test ends.")
-	p("instance_name = popsync-realtest")
-	p("base_dir = %s/run", dir)
-	p("state_dir = %s/state", dir)
-	p("log_path = %s", d.LogFile)
-	p("protocols = %s", protocols)
-	p("listen = 127.0.0.1")
-	p("")
-	p("# Every process runs as %s: the master cannot change users.", d.who.name)
-	p("default_login_user = %s", d.who.name)
-	p("default_internal_user = %s", d.who.name)
-	p("default_internal_group = %s", d.who.group)
-	p("first_valid_uid = %d", d.who.uid)
-	p("last_valid_uid = %d", d.who.uid)
-	p("first_valid_gid = %d", d.who.gid)
-	p("")
-	p("ssl = yes")
-	p("ssl_cert = <%s", d.CAFile)
-	p("ssl_key = <%s/key.pem", dir)
-	p("ssl_min_protocol = TLSv1.2")
-	p("")
-	p("# Plain-text logins over loopback without TLS, like a LAN server.")
-	p("disable_plaintext_auth = no")
-	p("auth_mechanisms = %s", strings.Join(mechs, " "))
-	p("# A wrong password answers at once instead of after 2s.")
-	p("auth_failure_delay = 0")
-	p("auth_verbose = yes")
-	p("passdb {")
-	p("  driver = passwd-file")
-	p("  args = scheme=PLAIN username_format=%%u %s/passwd", dir)
-	p("}")
-	p("userdb {")
-	p("  driver = passwd-file")
-	p("  args = username_format=%%u %s/passwd", dir)
-	p("}")
-	p("")
-	p("mail_location = maildir:~/Maildir")
-	p("# UID and UIDVALIDITY, the Dovecot default, spelled out: tests rely on it.")
-	p("pop3_uidl_format = %%08Xu%%08Xv")
-	p("mail_max_userip_connections = 100")
-	p("")
-	p("service pop3-login {")
-	p("  chroot =")
-	p("  inet_listener pop3 {")
-	p("    address = 127.0.0.1")
-	p("    port = %d", ports[0])
-	p("  }")
-	p("  inet_listener pop3s {")
-	p("    address = 127.0.0.1")
-	p("    port = %d", ports[1])
-	p("    ssl = yes")
-	p("  }")
-	p("}")
-	if d.opts.LMTP {
-		p("service lmtp {")
-		p("  inet_listener lmtp {")
-		p("    address = 127.0.0.1")
-		p("    port = %d", ports[2])
-		p("  }")
-		p("}")
-	}
-	p("service anvil {")
-	p("  chroot =")
-	p("  # No auth penalty: a failed login must not slow down the next one.")
-	p("  unix_listener anvil-auth-penalty {")
-	p("    mode = 0")
-	p("  }")
-	p("}")
-	p("service auth-worker {")
-	p("  user = $default_internal_user")
-	p("}")
-	if d.opts.Config != "" {
-		p("")
-		p("# DovecotOptions.Config")
-		p("%s", d.opts.Config)
-	}
-	return b.String()
+	return filepath.Join(d.Dir, "mail", user, "Maildir")
 }
 
 // start runs the master in the foreground (-F) as a child of the test
@@ -536,6 +380,9 @@ func (d *Dovecot) checkListeners() error {
 	if err := greet(tc, "pop3s", "+OK", "QUIT"); err != nil {
 		return err
 	}
+	if err := d.checkIMAP(dialer, greet); err != nil {
+		return err
+	}
 	if d.LMTPAddr != "" {
 		c, err := dialer.Dial("tcp", d.LMTPAddr)
 		if err != nil {
@@ -661,29 +508,4 @@ func (d *Dovecot) logTail(n int) string {
 		return "(dovecot wrote no log)"
 	}
 	return b.String()
-}
-
-// own gives path to the Dovecot user when the tests run as root.
-func (d *Dovecot) own(path string) error {
-	if !d.who.switchTo {
-		return nil
-	}
-	if err := os.Lchown(path, d.who.uid, d.who.gid); err != nil {
-		return fmt.Errorf("handing %s to %s: %w", path, d.who.name, err)
-	}
-	return nil
-}
-
-func (d *Dovecot) mkdir(path string) error {
-	if err := os.Mkdir(path, 0o700); err != nil {
-		return fmt.Errorf("making %s: %w", path, err)
-	}
-	return d.own(path)
-}
-
-func (d *Dovecot) writeFile(path string, data []byte, perm os.FileMode) error {
-	if err := os.WriteFile(path, data, perm); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return d.own(path)
 }

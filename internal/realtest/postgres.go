@@ -104,7 +104,7 @@ func PostgresAvailable() error {
 	if _, err := postgresBinDir(); err != nil {
 		return fmt.Errorf("%w (run ./scripts/test.sh as root to install them)", err)
 	}
-	_, err := serverUser()
+	_, err := serverUser("")
 	return err
 }
 
@@ -134,7 +134,7 @@ func LaunchPostgres(opts PostgresOptions) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	who, err := serverUser()
+	who, err := serverUser("")
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +37,8 @@ func RunSuite(t *testing.T, open func(t *testing.T) state.Store) {
 		{"ReconcileByteExactUIDLs", testReconcileByteExactUIDLs},
 		{"ReconcileInvalid", testReconcileInvalid},
 		{"KnownWritesNothing", testKnownWritesNothing},
+		{"ReadSeenAligned", testReadSeenAligned},
+		{"ReadSeenUnknownAccount", testReadSeenUnknownAccount},
 		{"Intents", testIntents},
 		{"IntentsClearedByMarkDelivered", testIntentsClearedByMarkDelivered},
 		{"IntentsInvalid", testIntentsInvalid},
@@ -46,6 +47,8 @@ func RunSuite(t *testing.T, open func(t *testing.T) state.Store) {
 		{"SkippedThenDelivered", testSkippedThenDelivered},
 		{"SkippedNeverDowngrades", testSkippedNeverDowngrades},
 		{"MarkDeleted", testMarkDeleted},
+		{"MarkImportedIsAUnion", testMarkImportedIsAUnion},
+		{"MarkImportedRejects", testMarkImportedRejects},
 		{"Polls", testPolls},
 		{"PollsKeepLast", testPollsKeepLast},
 		{"Status", testStatus},
@@ -95,7 +98,7 @@ func deliver(t *testing.T, s state.Store, a state.Account, at time.Time, uidls .
 
 func reconcile(t *testing.T, s state.Store, a state.Account, now time.Time, uidls ...string) map[string]state.Record {
 	t.Helper()
-	m, err := s.Reconcile(t.Context(), a, uidls, now, grace)
+	m, err := state.Reconcile(t.Context(), s, a, uidls, now, grace)
 	if err != nil {
 		t.Fatalf("Reconcile(%s, %q, %v): %v", a, uidls, now, err)
 	}
@@ -132,608 +135,6 @@ func checkRecord(t *testing.T, got, want state.Record) {
 	}
 }
 
-func testReconcileUnknownAccount(t *testing.T, s state.Store) {
-	wantKnown(t, reconcile(t, s, acct, t0, "a", "b"))
-	wantKnown(t, reconcile(t, s, acct, t0))
-}
-
-func testReconcileKnown(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	a := delivered("a", t0)
-	a.FirstSeen = t0.Add(-time.Hour)
-	b := state.Record{UIDL: "b", State: state.Quarantined, Size: 7, FirstSeen: t0, DeliveredAt: t0.Add(time.Microsecond), Note: "unparsable"}
-	c := state.Record{UIDL: "c", State: state.Skipped, Size: 1 << 40, FirstSeen: t0, Note: "larger than max_size"}
-	if err := s.MarkDelivered(ctx, acct, []state.Record{a, b}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.MarkSkipped(ctx, acct, []state.Record{c}); err != nil {
-		t.Fatal(err)
-	}
-	m := reconcile(t, s, acct, t0.Add(time.Hour), "a", "b", "c", "d")
-	wantKnown(t, m, "a", "b", "c")
-	checkRecord(t, m["a"], a)
-	checkRecord(t, m["b"], b)
-	checkRecord(t, m["c"], c)
-	// Reconcile only reads and marks; it does not add the new UIDL.
-	wantKnown(t, reconcile(t, s, acct, t0.Add(2*time.Hour), "a", "b", "c", "d"), "a", "b", "c")
-}
-
-func testKnownWritesNothing(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	deliver(t, s, acct, t0, "a", "b", "c")
-	m, err := s.Known(ctx, acct, []string{"a", "c", "d"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantKnown(t, m, "a", "c")
-	if got, err := s.Known(ctx, other, []string{"a"}); err != nil || len(got) != 0 {
-		t.Fatalf("Known(other) = %v, %v; want nothing", got, err)
-	}
-	// Known with b absent must not start b's grace period: after a long
-	// time, a reconcile that lists b again still finds it.
-	if _, err := s.Known(ctx, acct, []string{"a"}); err != nil {
-		t.Fatal(err)
-	}
-	wantKnown(t, reconcile(t, s, acct, t0.Add(10*grace), "a", "b", "c"), "a", "b", "c")
-}
-
-func testReconcileGoneAndPrune(t *testing.T, s state.Store) {
-	deliver(t, s, acct, t0, "a", "b", "c")
-	t1 := t0.Add(time.Hour)
-	wantKnown(t, reconcile(t, s, acct, t1, "a"), "a") // b and c gone since t1
-	// Still absent: gone since t1, not since now.
-	wantKnown(t, reconcile(t, s, acct, t1.Add(grace/2), "a"), "a")
-	// Exactly grace later nothing is pruned, and b comes back.
-	wantKnown(t, reconcile(t, s, acct, t1.Add(grace), "a", "b"), "a", "b")
-	// c has now been gone for longer than grace.
-	t2 := t1.Add(grace + time.Microsecond)
-	wantKnown(t, reconcile(t, s, acct, t2, "a", "b"), "a", "b")
-	wantKnown(t, reconcile(t, s, acct, t2, "a", "b", "c"), "a", "b")
-	// b's return cleared its gone mark: gone again since t3, it lives until
-	// t3+grace although t1 is long past.
-	t3 := t2.Add(time.Hour)
-	wantKnown(t, reconcile(t, s, acct, t3, "a"), "a")
-	wantKnown(t, reconcile(t, s, acct, t3.Add(grace), "a", "b"), "a", "b")
-}
-
-func testReconcileZeroGrace(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	deliver(t, s, acct, t0, "a", "b")
-	m, err := s.Reconcile(ctx, acct, []string{"a"}, t0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantKnown(t, m, "a")
-	// Gone since t0, not yet longer than 0 at t0: b survives its first absence.
-	if m, err = s.Reconcile(ctx, acct, []string{"a", "b"}, t0, 0); err != nil {
-		t.Fatal(err)
-	}
-	wantKnown(t, m, "a", "b")
-	if _, err = s.Reconcile(ctx, acct, []string{"a"}, t0.Add(time.Second), 0); err != nil {
-		t.Fatal(err)
-	}
-	if m, err = s.Reconcile(ctx, acct, []string{"a", "b"}, t0.Add(2*time.Second), 0); err != nil {
-		t.Fatal(err)
-	}
-	wantKnown(t, m, "a", "b")
-	if _, err = s.Reconcile(ctx, acct, nil, t0.Add(3*time.Second), 0); err != nil {
-		t.Fatal(err)
-	}
-	if m, err = s.Reconcile(ctx, acct, nil, t0.Add(4*time.Second), 0); err != nil {
-		t.Fatal(err)
-	}
-	wantKnown(t, m)
-	wantKnown(t, reconcile(t, s, acct, t0.Add(5*time.Second), "a", "b"))
-}
-
-func testReconcileAccountsIsolated(t *testing.T, s state.Store) {
-	deliver(t, s, acct, t0, "x", "mine")
-	deliver(t, s, other, t0, "x", "theirs")
-	wantKnown(t, reconcile(t, s, acct, t0, "x", "mine", "theirs"), "x", "mine")
-	wantKnown(t, reconcile(t, s, acct, t0.Add(time.Hour)))
-	wantKnown(t, reconcile(t, s, acct, t0.Add(time.Hour+grace+time.Second)))
-	wantKnown(t, reconcile(t, s, acct, t0.Add(2*time.Hour+grace), "x", "mine"))
-	wantKnown(t, reconcile(t, s, other, t0.Add(2*time.Hour+grace), "x", "theirs", "mine"), "x", "theirs")
-	// Same host and user, other port: another account.
-	p := acct
-	p.Port = 110
-	wantKnown(t, reconcile(t, s, p, t0, "x", "mine"))
-}
-
-func testReconcileCanonicalHost(t *testing.T, s state.Store) {
-	shouty := acct
-	shouty.Host = "POP.Example.NET."
-	deliver(t, s, shouty, t0, "a")
-	wantKnown(t, reconcile(t, s, acct, t0, "a", "b"), "a")
-	// The user name is not folded.
-	upper := acct
-	upper.User = "ME@example.net"
-	wantKnown(t, reconcile(t, s, upper, t0, "a", "b"))
-}
-
-func testReconcileManyUIDLs(t *testing.T, s state.Store) {
-	const n = 20000
-	uidls := make([]string, n)
-	for i := range uidls {
-		uidls[i] = fmt.Sprintf("%08x-%d", i*2654435761, i)
-	}
-	for i := 0; i < n; i += 2500 {
-		deliver(t, s, acct, t0, uidls[i:i+2500]...)
-	}
-	list := append(slices.Clone(uidls), "new-1", "new-2", uidls[0], uidls[1]) // duplicates tolerated
-	m := reconcile(t, s, acct, t0, list...)
-	if len(m) != n {
-		t.Fatalf("Reconcile returned %d records, want %d", len(m), n)
-	}
-	for _, u := range []string{uidls[0], uidls[n/2], uidls[n-1]} {
-		checkRecord(t, m[u], delivered(u, t0))
-	}
-	// Half gone, then back within grace: all still known.
-	wantLen := func(m map[string]state.Record, want int) {
-		t.Helper()
-		if len(m) != want {
-			t.Fatalf("Reconcile returned %d records, want %d", len(m), want)
-		}
-	}
-	wantLen(reconcile(t, s, acct, t0.Add(time.Hour), uidls[:n/2]...), n/2)
-	wantLen(reconcile(t, s, acct, t0.Add(2*time.Hour), uidls...), n)
-	// Half gone for longer than grace: pruned.
-	wantLen(reconcile(t, s, acct, t0.Add(3*time.Hour), uidls[n/2:]...), n/2)
-	wantLen(reconcile(t, s, acct, t0.Add(4*time.Hour+grace), uidls[n/2:]...), n/2)
-	wantLen(reconcile(t, s, acct, t0.Add(5*time.Hour+grace), uidls...), n/2)
-}
-
-// RFC 1939 §7 allows only 0x21-0x7E in a UIDL, but servers send what they
-// send: the store must give back exactly the bytes it was given.
-func testReconcileByteExactUIDLs(t *testing.T, s state.Store) {
-	odd := []string{
-		"\xff\xfe latin-1 \xe9",
-		"ünïcödé",
-		"x'); DROP TABLE message; --",
-		`"quoted" \ and % and _ and ?`,
-		"tab\tand\r\nnewline",
-		"plain",
-		"PLAIN",
-		strings.Repeat("~", 70),
-	}
-	deliver(t, s, acct, t0, odd...)
-	m := reconcile(t, s, acct, t0, append(slices.Clone(odd), "\xff\xfe latin-1 \xc3\xa9", "plain ")...)
-	wantKnown(t, m, odd...)
-}
-
-func testReconcileInvalid(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	if _, err := s.Reconcile(ctx, acct, []string{"a"}, t0, -time.Second); err == nil {
-		t.Error("Reconcile with negative grace: no error")
-	}
-	if _, err := s.Reconcile(ctx, acct, []string{"a", ""}, t0, grace); err == nil {
-		t.Error("Reconcile with an empty UIDL: no error")
-	}
-	if _, err := s.Reconcile(ctx, acct, []string{"a"}, time.Time{}, grace); err == nil {
-		t.Error("Reconcile at the zero time: no error")
-	}
-}
-
-func checkIntents(t *testing.T, s state.Store, a state.Account, want ...state.Intent) {
-	t.Helper()
-	got, err := s.Intents(t.Context(), a)
-	if err != nil {
-		t.Fatalf("Intents(%s): %v", a, err)
-	}
-	ok := len(got) == len(want)
-	for i := 0; ok && i < len(got); i++ {
-		g, w := got[i], want[i]
-		ok = g.UIDL == w.UIDL && g.Target == w.Target && g.Token == w.Token && g.Size == w.Size &&
-			(w.Created.IsZero() && !g.Created.IsZero() || g.Created.Equal(w.Created))
-	}
-	if !ok {
-		t.Errorf("Intents(%s)\n got %+v\nwant %+v", a, got, want)
-	}
-}
-
-func testIntents(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	checkIntents(t, s, acct)
-	i1 := state.Intent{UIDL: "u1", Target: 0, Token: "1740830400.M1P2Q3.host", Size: 10, Created: t0}
-	i1b := state.Intent{UIDL: "u1", Target: 2, Token: "1740830400.M1P2Q4.host", Size: 10, Created: t0}
-	i2 := state.Intent{UIDL: "u2", Target: 0, Token: "1740830401.M1P2Q5.host", Size: 20, Created: t0.Add(time.Second)}
-	i0 := state.Intent{UIDL: "u3", Target: 0, Token: "1740830399.M1P2Q6.host", Size: 30, Created: t0.Add(-time.Second)}
-	if err := s.AddIntents(ctx, acct, []state.Intent{i2, i1b, i1, i0}); err != nil {
-		t.Fatal(err)
-	}
-	checkIntents(t, s, acct, i0, i1, i1b, i2)
-	checkIntents(t, s, other)
-
-	// Same UIDL and target again (a retry with a new file name): replaced.
-	i1.Token = "1740830500.M9P2Q3.host"
-	if err := s.AddIntents(ctx, acct, []state.Intent{i1}); err != nil {
-		t.Fatal(err)
-	}
-	checkIntents(t, s, acct, i0, i1, i1b, i2)
-
-	// Dropping a UIDL drops all its targets; unknown UIDLs are no error.
-	if err := s.DropIntents(ctx, acct, []string{"u1", "nope"}); err != nil {
-		t.Fatal(err)
-	}
-	checkIntents(t, s, acct, i0, i2)
-	if err := s.DropIntents(ctx, other, []string{"u2"}); err != nil {
-		t.Fatal(err)
-	}
-	checkIntents(t, s, acct, i0, i2)
-
-	// A zero Created is filled in.
-	if err := s.AddIntents(ctx, other, []state.Intent{{UIDL: "u9", Token: "tok", Size: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	checkIntents(t, s, other, state.Intent{UIDL: "u9", Token: "tok", Size: 1})
-
-	// Intents are not records.
-	wantKnown(t, reconcile(t, s, acct, t0, "u1", "u2", "u3"))
-}
-
-func testIntentsClearedByMarkDelivered(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	var in []state.Intent
-	for i, u := range []string{"u1", "u2", "u3"} {
-		for target := range 2 {
-			in = append(in, state.Intent{UIDL: u, Target: target, Token: fmt.Sprintf("tok-%s-%d", u, target), Created: t0.Add(time.Duration(i) * time.Second)})
-		}
-	}
-	if err := s.AddIntents(ctx, acct, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AddIntents(ctx, other, in[:2]); err != nil {
-		t.Fatal(err)
-	}
-	deliver(t, s, acct, t0, "u1", "u3")
-	checkIntents(t, s, acct, in[2], in[3])
-	checkIntents(t, s, other, in[0], in[1])
-
-	// Quarantine is delivery too.
-	if err := s.MarkDelivered(ctx, acct, []state.Record{{UIDL: "u2", State: state.Quarantined, DeliveredAt: t0}}); err != nil {
-		t.Fatal(err)
-	}
-	checkIntents(t, s, acct)
-}
-
-func testIntentsInvalid(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	good := state.Intent{UIDL: "u1", Token: "tok", Created: t0}
-	for _, bad := range []state.Intent{
-		{UIDL: "", Token: "tok"},
-		{UIDL: "u2", Token: ""},
-		{UIDL: "u2", Token: "tok", Target: -1},
-	} {
-		if err := s.AddIntents(ctx, acct, []state.Intent{good, bad}); err == nil {
-			t.Errorf("AddIntents(%+v): no error", bad)
-		}
-	}
-	checkIntents(t, s, acct)
-}
-
-func testMarkDeliveredUpdates(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	first := state.Record{UIDL: "a", State: state.Quarantined, Size: 5, FirstSeen: t0, DeliveredAt: t0, Note: "broken"}
-	if err := s.MarkDelivered(ctx, acct, []state.Record{first}); err != nil {
-		t.Fatal(err)
-	}
-	second := state.Record{UIDL: "a", State: state.Delivered, Size: 6, FirstSeen: t0.Add(time.Hour), DeliveredAt: t0.Add(2 * time.Hour)}
-	if err := s.MarkDelivered(ctx, acct, []state.Record{second}); err != nil {
-		t.Fatal(err)
-	}
-	want := second
-	want.FirstSeen = t0 // the earlier first sighting stays
-	checkRecord(t, reconcile(t, s, acct, t0.Add(3*time.Hour), "a")["a"], want)
-
-	// Zero times are filled in: DeliveredAt with now, FirstSeen with DeliveredAt.
-	before := time.Now().Add(-time.Second)
-	if err := s.MarkDelivered(ctx, acct, []state.Record{{UIDL: "b", State: state.Delivered}}); err != nil {
-		t.Fatal(err)
-	}
-	b := reconcile(t, s, acct, t0.Add(3*time.Hour), "b")["b"]
-	if b.DeliveredAt.Before(before) || b.DeliveredAt.After(time.Now().Add(time.Second)) {
-		t.Errorf("DeliveredAt = %v, want about now", b.DeliveredAt)
-	}
-	if !b.FirstSeen.Equal(b.DeliveredAt) {
-		t.Errorf("FirstSeen = %v, want DeliveredAt %v", b.FirstSeen, b.DeliveredAt)
-	}
-}
-
-func testMarkDeliveredRejects(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	for _, bad := range []state.Record{
-		{UIDL: "x", State: state.Skipped},
-		{UIDL: "x"},
-		{UIDL: "", State: state.Delivered},
-	} {
-		if err := s.MarkDelivered(ctx, acct, []state.Record{delivered("a", t0), bad}); err == nil {
-			t.Errorf("MarkDelivered(%+v): no error", bad)
-		}
-	}
-	if err := s.MarkSkipped(ctx, acct, []state.Record{{UIDL: "b"}, {UIDL: "x", State: state.Delivered}}); err == nil {
-		t.Error("MarkSkipped with state Delivered: no error")
-	}
-	wantKnown(t, reconcile(t, s, acct, t0, "a", "b", "x"))
-}
-
-func testSkippedThenDelivered(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	skip := state.Record{UIDL: "big", Size: 300 << 20, FirstSeen: t0, Note: "larger than max_size 50MiB"}
-	if err := s.MarkSkipped(ctx, acct, []state.Record{skip}); err != nil {
-		t.Fatal(err)
-	}
-	skip.State = state.Skipped
-	checkRecord(t, reconcile(t, s, acct, t0, "big")["big"], skip)
-
-	// Skipped again later (still too big): still Skipped, first sighting kept.
-	again := skip
-	again.FirstSeen = t0.Add(time.Hour)
-	again.Note = "larger than max_size 60MiB"
-	if err := s.MarkSkipped(ctx, acct, []state.Record{again}); err != nil {
-		t.Fatal(err)
-	}
-	want := again
-	want.FirstSeen = t0
-	checkRecord(t, reconcile(t, s, acct, t0, "big")["big"], want)
-
-	// The limit was raised: delivered now.
-	d := state.Record{UIDL: "big", State: state.Delivered, Size: 300 << 20, FirstSeen: t0.Add(2 * time.Hour), DeliveredAt: t0.Add(2 * time.Hour)}
-	if err := s.MarkDelivered(ctx, acct, []state.Record{d}); err != nil {
-		t.Fatal(err)
-	}
-	d.FirstSeen = t0
-	checkRecord(t, reconcile(t, s, acct, t0.Add(3*time.Hour), "big")["big"], d)
-}
-
-func testSkippedNeverDowngrades(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	deliver(t, s, acct, t0, "a")
-	q := state.Record{UIDL: "q", State: state.Quarantined, DeliveredAt: t0, FirstSeen: t0, Note: "kept aside"}
-	if err := s.MarkDelivered(ctx, acct, []state.Record{q}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.MarkSkipped(ctx, acct, []state.Record{{UIDL: "a", Note: "too big"}, {UIDL: "q", Note: "too big"}, {UIDL: "n", FirstSeen: t0}}); err != nil {
-		t.Fatal(err)
-	}
-	m := reconcile(t, s, acct, t0, "a", "q", "n")
-	checkRecord(t, m["a"], delivered("a", t0))
-	checkRecord(t, m["q"], q)
-	checkRecord(t, m["n"], state.Record{UIDL: "n", State: state.Skipped, FirstSeen: t0})
-}
-
-func testMarkDeleted(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	deliver(t, s, acct, t0, "a", "b")
-	deliver(t, s, other, t0, "a")
-	at := t0.Add(time.Hour)
-	if err := s.MarkDeleted(ctx, acct, []string{"a", "unknown"}, at); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.MarkDeleted(ctx, state.Account{Host: "nowhere.example", Port: 110, User: "x"}, []string{"a"}, at); err != nil {
-		t.Fatalf("MarkDeleted for an account without records: %v", err)
-	}
-	m := reconcile(t, s, acct, at, "a", "b", "unknown")
-	wantKnown(t, m, "a", "b")
-	a := delivered("a", t0)
-	a.DeletedAt = at
-	checkRecord(t, m["a"], a)
-	checkRecord(t, m["b"], delivered("b", t0))
-	checkRecord(t, reconcile(t, s, other, at, "a")["a"], delivered("a", t0))
-
-	// Marking delivered again (an intent resolved late) keeps DeletedAt.
-	deliver(t, s, acct, t0.Add(2*time.Hour), "a")
-	a = delivered("a", t0.Add(2*time.Hour))
-	a.FirstSeen = t0
-	a.DeletedAt = at
-	checkRecord(t, reconcile(t, s, acct, at, "a")["a"], a)
-}
-
-func checkPolls(t *testing.T, got, want []state.Poll) {
-	t.Helper()
-	ok := len(got) == len(want)
-	for i := 0; ok && i < len(got); i++ {
-		g, w := got[i], want[i]
-		ok = g.Name == w.Name && g.Account == w.Account.Canonical() && g.Start.Equal(w.Start) && sameTime(g.End, w.End) &&
-			g.OnServer == w.OnServer && g.New == w.New && g.Delivered == w.Delivered && g.Deleted == w.Deleted &&
-			g.Skipped == w.Skipped && g.Bytes == w.Bytes && g.Err == w.Err && g.Pending == w.Pending
-	}
-	if !ok {
-		t.Errorf("polls\n got %+v\nwant %+v", got, want)
-	}
-}
-
-func testPolls(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	p1 := state.Poll{Name: "home", Account: acct, Start: t0, End: t0.Add(2 * time.Second),
-		OnServer: 10, New: 3, Delivered: 3, Deleted: 2, Skipped: 1, Bytes: 12345, Pending: 1}
-	p2 := state.Poll{Name: "home", Account: acct, Start: t0.Add(5 * time.Minute), End: t0.Add(5*time.Minute + time.Second),
-		OnServer: 8, Err: "logging in: -ERR [AUTH] invalid credentials", Pending: 1}
-	for _, p := range []state.Poll{p1, p2} {
-		if err := s.RecordPoll(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := s.Polls(ctx, acct, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkPolls(t, got, []state.Poll{p2, p1})
-	if got, err = s.Polls(ctx, acct, 1); err != nil {
-		t.Fatal(err)
-	}
-	checkPolls(t, got, []state.Poll{p2})
-	if got, err = s.Polls(ctx, other, 0); err != nil {
-		t.Fatal(err)
-	}
-	checkPolls(t, got, nil)
-
-	if err := s.RecordPoll(ctx, state.Poll{Name: "home", Account: acct}); err == nil {
-		t.Error("RecordPoll without start time: no error")
-	}
-	if err := s.RecordPoll(ctx, state.Poll{Account: acct, Start: t0}); err == nil {
-		t.Error("RecordPoll without name: no error")
-	}
-}
-
-func testPollsKeepLast(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	var all []state.Poll
-	for i := range state.KeepPolls + 5 {
-		p := state.Poll{Name: "home", Account: acct, Start: t0.Add(time.Duration(i) * time.Minute), New: i}
-		if err := s.RecordPoll(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, p)
-	}
-	if err := s.RecordPoll(ctx, state.Poll{Name: "work", Account: other, Start: t0}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Polls(ctx, acct, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := slices.Clone(all[5:])
-	slices.Reverse(want)
-	checkPolls(t, got, want)
-	if got, err = s.Polls(ctx, other, 0); err != nil || len(got) != 1 {
-		t.Errorf("Polls(other) = %d polls, %v; want 1", len(got), err)
-	}
-}
-
-func checkStatus(t *testing.T, got []state.AccountStatus, want ...state.AccountStatus) {
-	t.Helper()
-	ok := len(got) == len(want)
-	for i := 0; ok && i < len(got); i++ {
-		g, w := got[i], want[i]
-		ok = g.Name == w.Name && g.Account == w.Account && sameTime(g.LastPoll, w.LastPoll) && g.LastOK == w.LastOK &&
-			sameTime(g.LastSuccess, w.LastSuccess) && g.LastError == w.LastError &&
-			sameTime(g.LastErrorAt, w.LastErrorAt) && g.Seen == w.Seen && g.Pending == w.Pending
-	}
-	if !ok {
-		t.Errorf("Status\n got %+v\nwant %+v", got, want)
-	}
-}
-
-func testStatus(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	st, err := s.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkStatus(t, st)
-
-	// An account with records but no polls has no status yet.
-	deliver(t, s, acct, t0, "a", "b", "c")
-	if err := s.MarkSkipped(ctx, acct, []state.Record{{UIDL: "big"}}); err != nil {
-		t.Fatal(err)
-	}
-	if st, err = s.Status(ctx); err != nil {
-		t.Fatal(err)
-	}
-	checkStatus(t, st)
-
-	shouty := acct
-	shouty.Host = "Pop.Example.Net"
-	t1, t2, t3 := t0.Add(time.Minute), t0.Add(2*time.Minute), t0.Add(3*time.Minute)
-	for _, p := range []state.Poll{
-		{Name: "home", Account: acct, Start: t0, Pending: 4},
-		{Name: "home", Account: shouty, Start: t1, Err: "dialing: connection refused", Pending: 4},
-		{Name: "home", Account: acct, Start: t2, Pending: 2},
-		{Name: "work", Account: other, Start: t1, Err: "logging in: -ERR [AUTH] no"},
-	} {
-		if err := s.RecordPoll(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if st, err = s.Status(ctx); err != nil {
-		t.Fatal(err)
-	}
-	home := state.AccountStatus{Name: "home", Account: acct, LastPoll: t2, LastOK: true, LastSuccess: t2,
-		LastError: "dialing: connection refused", LastErrorAt: t1, Seen: 4, Pending: 2}
-	work := state.AccountStatus{Name: "work", Account: other, LastPoll: t1, LastError: "logging in: -ERR [AUTH] no", LastErrorAt: t1}
-	checkStatus(t, st, home, work)
-
-	// Renamed in the config: same identity, the latest name counts.
-	if err := s.RecordPoll(ctx, state.Poll{Name: "zz-home", Account: acct, Start: t3, Err: "timeout", Pending: 2}); err != nil {
-		t.Fatal(err)
-	}
-	if st, err = s.Status(ctx); err != nil {
-		t.Fatal(err)
-	}
-	home.Name, home.LastPoll, home.LastOK, home.LastError, home.LastErrorAt = "zz-home", t3, false, "timeout", t3
-	checkStatus(t, st, work, home)
-}
-
-func testLockAccount(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	unlock, err := s.LockAccount(ctx, acct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.LockAccount(ctx, acct); !errors.Is(err, state.ErrLocked) {
-		t.Fatalf("second LockAccount: err = %v, want ErrLocked", err)
-	}
-	shouty := acct
-	shouty.Host = "POP.EXAMPLE.NET"
-	if _, err := s.LockAccount(ctx, shouty); !errors.Is(err, state.ErrLocked) {
-		t.Fatalf("LockAccount of the same identity in capitals: err = %v, want ErrLocked", err)
-	}
-	unlockOther, err := s.LockAccount(ctx, other)
-	if err != nil {
-		t.Fatalf("LockAccount of another account: %v", err)
-	}
-	unlock()
-	unlock() // harmless
-	unlock2, err := s.LockAccount(ctx, acct)
-	if err != nil {
-		t.Fatalf("LockAccount after unlock: %v", err)
-	}
-	unlock2()
-	unlockOther()
-}
-
-func testLockAccountRace(t *testing.T, s state.Store) {
-	ctx := t.Context()
-	const n = 16
-	var (
-		wg       sync.WaitGroup
-		start    = make(chan struct{})
-		results  = make(chan error, n)
-		unlockMu sync.Mutex
-		unlocks  []func()
-	)
-	for range n {
-		wg.Go(func() {
-			<-start
-			unlock, err := s.LockAccount(ctx, acct)
-			if err == nil {
-				unlockMu.Lock()
-				unlocks = append(unlocks, unlock)
-				unlockMu.Unlock()
-			}
-			results <- err
-		})
-	}
-	close(start)
-	wg.Wait()
-	close(results)
-	won := 0
-	for err := range results {
-		switch {
-		case err == nil:
-			won++
-		case !errors.Is(err, state.ErrLocked):
-			t.Errorf("LockAccount: %v", err)
-		}
-	}
-	if won != 1 {
-		t.Errorf("%d of %d concurrent LockAccount calls got the lock, want 1", won, n)
-	}
-	for _, u := range unlocks {
-		u()
-	}
-}
-
 func testInvalidAccount(t *testing.T, s state.Store) {
 	ctx := t.Context()
 	for _, a := range []state.Account{
@@ -743,8 +144,9 @@ func testInvalidAccount(t *testing.T, s state.Store) {
 		{Host: "h", Port: 995, User: ""},
 	} {
 		calls := map[string]error{}
-		_, calls["Reconcile"] = s.Reconcile(ctx, a, []string{"x"}, t0, grace)
-		calls["AddIntents"] = s.AddIntents(ctx, a, []state.Intent{{UIDL: "x", Token: "t"}})
+		_, calls["Reconcile"] = state.Reconcile(ctx, s, a, []string{"x"}, t0, grace)
+		_, calls["ReadSeen"] = s.ReadSeen(ctx, a)
+		calls["AddIntents"] = s.AddIntents(ctx, a, []state.Intent{{UIDL: "x", Target: "t", Token: "t"}})
 		_, calls["Intents"] = s.Intents(ctx, a)
 		calls["DropIntents"] = s.DropIntents(ctx, a, []string{"x"})
 		calls["MarkDelivered"] = s.MarkDelivered(ctx, a, []state.Record{delivered("x", t0)})
@@ -769,8 +171,9 @@ func testCanceledContext(t *testing.T, s state.Store) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	calls := map[string]error{}
-	_, calls["Reconcile"] = s.Reconcile(ctx, acct, []string{"x"}, t0, grace)
-	calls["AddIntents"] = s.AddIntents(ctx, acct, []state.Intent{{UIDL: "x", Token: "t"}})
+	_, calls["Reconcile"] = state.Reconcile(ctx, s, acct, []string{"x"}, t0, grace)
+	_, calls["ReadSeen"] = s.ReadSeen(ctx, acct)
+	calls["AddIntents"] = s.AddIntents(ctx, acct, []state.Intent{{UIDL: "x", Target: "t", Token: "t"}})
 	_, calls["Intents"] = s.Intents(ctx, acct)
 	calls["MarkDelivered"] = s.MarkDelivered(ctx, acct, []state.Record{delivered("x", t0)})
 	calls["RecordPoll"] = s.RecordPoll(ctx, state.Poll{Name: "n", Account: acct, Start: t0})
@@ -787,16 +190,30 @@ func testCanceledContext(t *testing.T, s state.Store) {
 func testClosed(t *testing.T, s state.Store) {
 	ctx := t.Context()
 	deliver(t, s, acct, t0, "a")
-	unlock, err := s.LockAccount(ctx, acct)
+	lease, err := s.LockAccount(ctx, acct)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	unlock() // after Close: harmless
+	// Closing the store under a held lease loses it: a poller that still
+	// runs must not commit anything.
+	select {
+	case <-lease.Done():
+	default:
+		t.Fatal("lease of a closed store: Done is not closed")
+	}
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("lease of a closed store: Err() = %v, want ErrLeaseLost", err)
+	}
+	lease.Release() // after Close: harmless
+	if err := lease.Err(); !errors.Is(err, state.ErrLeaseLost) {
+		t.Fatalf("Release after the loss changed Err() to %v", err)
+	}
 	calls := map[string]error{}
-	_, calls["Reconcile"] = s.Reconcile(ctx, acct, []string{"a"}, t0, grace)
+	_, calls["Reconcile"] = state.Reconcile(ctx, s, acct, []string{"a"}, t0, grace)
+	_, calls["ReadSeen"] = s.ReadSeen(ctx, acct)
 	_, calls["Intents"] = s.Intents(ctx, acct)
 	calls["MarkDelivered"] = s.MarkDelivered(ctx, acct, []state.Record{delivered("x", t0)})
 	_, calls["Status"] = s.Status(ctx)
@@ -843,11 +260,11 @@ func testConcurrentAccounts(t *testing.T, s state.Store) {
 }
 
 func pollLoop(ctx context.Context, s state.Store, a state.Account, rounds, batch int) error {
-	unlock, err := s.LockAccount(ctx, a)
+	lease, err := s.LockAccount(ctx, a)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lease.Release()
 	var onServer []string
 	for r := range rounds {
 		now := t0.Add(time.Duration(r) * time.Minute)
@@ -856,10 +273,10 @@ func pollLoop(ctx context.Context, s state.Store, a state.Account, rounds, batch
 		for i := range batch {
 			u := fmt.Sprintf("%s-%d-%d", a.User, r, i)
 			onServer = append(onServer, u)
-			in = append(in, state.Intent{UIDL: u, Token: "tok-" + u, Created: now})
+			in = append(in, state.Intent{UIDL: u, Target: "maildir:x", Token: "tok-" + u, Created: now})
 			recs = append(recs, delivered(u, now))
 		}
-		known, err := s.Reconcile(ctx, a, onServer, now, grace)
+		known, err := state.Reconcile(ctx, s, a, onServer, now, grace)
 		if err != nil {
 			return err
 		}

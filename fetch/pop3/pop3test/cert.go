@@ -1,19 +1,11 @@
 package pop3test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
 	"time"
+
+	"popsync/internal/testcert"
 )
 
 // CertOptions describes a throwaway self-signed certificate.
@@ -26,54 +18,15 @@ type CertOptions struct {
 	NotBefore, NotAfter time.Time
 }
 
-// NewCert makes a self-signed ECDSA P-256 certificate. The certificate is
-// its own issuer and marked as a CA, so a pool holding it verifies it.
+// NewCert makes a self-signed ECDSA P-256 certificate (testcert.New). The
+// certificate is its own issuer and marked as a CA, so a pool holding it
+// verifies it.
 func NewCert(o CertOptions) (tls.Certificate, *x509.Certificate, error) {
-	hosts := o.Hosts
-	if len(hosts) == 0 {
-		hosts = []string{"127.0.0.1", "::1", "localhost"}
-	}
-	now := time.Now()
-	if o.NotBefore.IsZero() {
-		o.NotBefore = now.Add(-24 * time.Hour)
-	}
-	if o.NotAfter.IsZero() {
-		o.NotAfter = now.Add(24 * time.Hour)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.New(testcert.Options{Hosts: o.Hosts, NotBefore: o.NotBefore, NotAfter: o.NotAfter, Organization: "pop3test"})
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("generating key: %w", err)
+		return tls.Certificate{}, nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("generating serial number: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: hosts[0], Organization: []string{"pop3test"}},
-		NotBefore:             o.NotBefore,
-		NotAfter:              o.NotAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("creating certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("parsing certificate: %w", err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, cert, nil
+	return c.TLS, c.X509, nil
 }
 
 // SelfSigned makes a certificate for hosts (default 127.0.0.1, ::1 and
@@ -96,13 +49,8 @@ func WrongHostCert() (tls.Certificate, *x509.Certificate, error) {
 }
 
 // CertPEM encodes a certificate as PEM, for a CA file.
-func CertPEM(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
+func CertPEM(c *x509.Certificate) []byte { return testcert.PEM(c) }
 
 // Fingerprint is the SHA-256 of the certificate's DER in lower-case hex,
 // the form a client pins.
-func Fingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
-}
+func Fingerprint(c *x509.Certificate) string { return testcert.Fingerprint(c) }

@@ -24,6 +24,9 @@ type Faults struct {
 	// Sizes make LIST, STAT and the RETR status line report a size other
 	// than the real one.
 	Sizes []SizeFault
+	// RetrSizes make only the "+OK n octets" line of RETR report a size
+	// other than the real one (and than LIST); they win over Sizes there.
+	RetrSizes []SizeFault
 
 	// QuitDrop closes the connection when QUIT arrives in the TRANSACTION
 	// state: no reply, nothing committed.

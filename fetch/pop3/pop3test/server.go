@@ -51,7 +51,10 @@ type Message struct {
 	UID string
 	// Data is the message as stored: CRLF line endings, not dot-stuffed.
 	// It is sent as is apart from dot-stuffing, so bare LF endings reach the
-	// client unchanged.
+	// client unchanged. A client that follows RFC 1939 §3 reads a "."
+	// after a bare LF as data, so Data whose last line ends in a bare LF
+	// never ends for it unless Config.CRLFOnlyStuffing is set (which
+	// sends a CRLF before the terminator then).
 	Data []byte
 }
 
@@ -141,6 +144,14 @@ type Config struct {
 	// octets including CRLF (RFC 2449 §4; RFC 5034 §4 for AUTH with an
 	// initial response). SASL continuation lines are not limited by it.
 	StrictLineLength bool
+
+	// CRLFOnlyStuffing makes the server byte-stuff (RFC 1939 §3) only at
+	// the start of a message and after CRLF, and pass a bare LF through
+	// as data, as a server that knows only CRLF lines does. A message
+	// holding "\n.\n" then goes out with that "." unstuffed: the
+	// message-smuggling case, which a client must read as data. By
+	// default every line start after an LF is stuffed.
+	CRLFOnlyStuffing bool
 
 	// XOAUTH2ErrorChallenge makes a failed XOAUTH2 answer with a "+ "
 	// challenge holding a JSON error and wait for the client's (empty)

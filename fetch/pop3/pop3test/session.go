@@ -362,6 +362,12 @@ func (ss *session) body(data []byte) error {
 		}
 		var ln []byte
 		end := bytes.IndexByte(data, '\n')
+		if ss.cfg.CRLFOnlyStuffing {
+			// Only CRLF ends a line; a bare LF is part of it.
+			if end = bytes.Index(data, []byte("\r\n")); end >= 0 {
+				end++
+			}
+		}
 		if end < 0 {
 			ln, data = data, nil
 		} else {
@@ -376,6 +382,8 @@ func (ss *session) body(data []byte) error {
 			return err
 		}
 		if end < 0 {
+			// The terminator must start a line (with CRLFOnlyStuffing,
+			// also after a last line that ends in a bare LF).
 			if err := ss.putString("\r\n"); err != nil {
 				return err
 			}
@@ -704,6 +712,17 @@ func (ss *session) handshake() error {
 	return nil
 }
 
+// retrSize is the size the RETR status line reports for message i.
+func (ss *session) retrSize(i int) int64 {
+	e := ss.drop[i]
+	for _, sf := range ss.f.RetrSizes {
+		if selects(sf.Msg, sf.UID, i+1, e.msg.UID) {
+			return sf.Size
+		}
+	}
+	return ss.size(i)
+}
+
 // size is the size the server reports for message i (0-based).
 func (ss *session) size(i int) int64 {
 	e := ss.drop[i]
@@ -848,7 +867,7 @@ func (ss *session) retr(arg string) error {
 	if err := ss.beginReply(); err != nil {
 		return err
 	}
-	if err := ss.line(fmt.Sprintf("+OK %d octets", ss.size(i))); err != nil {
+	if err := ss.line(fmt.Sprintf("+OK %d octets", ss.retrSize(i))); err != nil {
 		return err
 	}
 	if dropIt {

@@ -1,18 +1,10 @@
-package fetch
+package schedule
 
 import (
 	"time"
 
+	"popsync/fetch"
 	"popsync/internal/metrics"
-)
-
-// Poll outcomes, the "outcome" label of popsync_polls_total.
-const (
-	OutcomeOK        = "ok"        // the poll succeeded
-	OutcomeError     = "error"     // a temporary failure: retried with backoff
-	OutcomeAuth      = "auth"      // login refused or impossible: retried slowly
-	OutcomeBusy      = "busy"      // another popsync was polling the account
-	OutcomeCancelled = "cancelled" // stopped by shutdown
 )
 
 // pollDurationBuckets are the bounds of popsync_poll_duration_seconds:
@@ -20,7 +12,7 @@ const (
 var pollDurationBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 
 // Metrics are the per-account figures the scheduler exports. Create them
-// with NewMetrics and hand them to SchedulerOptions.Metrics.
+// with NewMetrics and hand them to Options.Metrics.
 type Metrics struct {
 	messages    *metrics.Vec
 	bytes       *metrics.Vec
@@ -88,7 +80,7 @@ func (m *Metrics) removeAccount(name string) {
 	m.duration.DeleteMatching("account", name)
 }
 
-func (m *Metrics) pollDone(name string, r Result, outcome string, failures int, end time.Time) {
+func (m *Metrics) pollDone(name string, r fetch.Result, outcome string, failures int, end time.Time) {
 	if m == nil {
 		return
 	}

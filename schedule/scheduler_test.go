@@ -1,4 +1,4 @@
-package fetch_test
+package schedule_test
 
 import (
 	"context"
@@ -17,7 +17,9 @@ import (
 	"popsync/fetch"
 	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 	"popsync/internal/metrics"
+	"popsync/schedule"
 	"popsync/state"
 )
 
@@ -160,14 +162,14 @@ func schedNoJitter(time.Duration) time.Duration { return 0 }
 
 // schedRun is a running scheduler inside a bubble.
 type schedRun struct {
-	s      *fetch.Scheduler
+	s      *schedule.Scheduler
 	cancel context.CancelFunc
 	errc   chan error
 }
 
-func startSched(t *testing.T, o fetch.SchedulerOptions, set fetch.Settings) *schedRun {
+func startSched(t *testing.T, o schedule.Options, set schedule.Settings) *schedRun {
 	t.Helper()
-	s, err := fetch.NewScheduler(o, set)
+	s, err := schedule.New(o, set)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,9 +245,9 @@ func TestSchedulerVirtualDay(t *testing.T) {
 			return schedStep{dur: time.Duration(1+(n*7919+len(account)*31+int(account[0]))%40) * time.Second}
 		})
 		reg := metrics.NewRegistry()
-		m := fetch.NewMetrics(reg)
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Metrics: m},
-			fetch.Settings{Accounts: accounts, MaxParallel: 2, ShutdownGrace: time.Minute})
+		m := schedule.NewMetrics(reg)
+		r := startSched(t, schedule.Options{Poll: fake.poll, Metrics: m},
+			schedule.Settings{Accounts: accounts, MaxParallel: 2, ShutdownGrace: time.Minute})
 		schedSleepUntil(24 * time.Hour)
 		if err := r.stop(); err != nil {
 			t.Fatalf("Run: %v", err)
@@ -324,7 +326,7 @@ func TestSchedulerJitterBounded(t *testing.T) {
 			bound[b.Name], every[b.Name] = 6*time.Second, time.Minute // 10% of 1m
 		}
 		fake := newSchedFake(nil)
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll}, fetch.Settings{Accounts: accounts, MaxParallel: 100})
+		r := startSched(t, schedule.Options{Poll: fake.poll}, schedule.Settings{Accounts: accounts, MaxParallel: 100})
 		schedSleepUntil(time.Hour)
 		r.stop()
 
@@ -370,11 +372,11 @@ func TestSchedulerBackoff(t *testing.T) {
 		})
 		reg := metrics.NewRegistry()
 		logs := &schedLogs{}
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter, Metrics: fetch.NewMetrics(reg), Logger: slog.New(logs)},
-			fetch.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
+		r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter, Metrics: schedule.NewMetrics(reg), Logger: slog.New(logs)},
+			schedule.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
 
 		schedSleepUntil(150 * time.Minute)
-		if p := r.s.Plan(); len(p) != 1 || p[0].Failures != 6 || p[0].Reason != fetch.ReasonBackoff || !p[0].Next.Equal(schedT0.Add(195*time.Minute)) {
+		if p := r.s.Plan(); len(p) != 1 || p[0].Failures != 6 || p[0].Reason != schedule.ReasonBackoff || !p[0].Next.Equal(schedT0.Add(195*time.Minute)) {
 			t.Errorf("plan after 6 failures: %+v", p)
 		}
 		var b strings.Builder
@@ -407,8 +409,8 @@ func TestSchedulerBackoffShortSchedule(t *testing.T) {
 		fake := newSchedFake(func(_ string, n int) schedStep {
 			return schedStep{rep: fetch.PollReport{Result: fetch.Result{Err: errors.New("connection reset")}}}
 		})
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter, MaxBackoff: 10 * time.Minute},
-			fetch.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 10s", true)}, MaxParallel: 1})
+		r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter, MaxBackoff: 10 * time.Minute},
+			schedule.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 10s", true)}, MaxParallel: 1})
 		schedSleepUntil(40 * time.Minute)
 		r.stop()
 		want := schedMins(0, 1, 3, 7, 15, 25, 35)
@@ -426,8 +428,8 @@ func TestSchedulerAuthFailureRetriedSlowlyReportedOncePerStreak(t *testing.T) {
 			return schedStep{rep: fetch.PollReport{Result: fetch.Result{Err: fails[n]}}}
 		})
 		logs := &schedLogs{}
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter, Logger: slog.New(logs)},
-			fetch.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
+		r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter, Logger: slog.New(logs)},
+			schedule.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
 		schedSleepUntil(312 * time.Minute)
 		r.stop()
 		// Four refused logins an hour apart, success at 240 minutes; a new
@@ -450,10 +452,10 @@ func TestSchedulerLoginDelay(t *testing.T) {
 			fake := newSchedFake(func(string, int) schedStep {
 				return schedStep{dur: 3 * time.Second, rep: fetch.PollReport{LoginDelay: 12 * time.Minute}}
 			})
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter},
-				fetch.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter},
+				schedule.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
 			schedSleepUntil(13 * time.Minute)
-			if p := r.s.Plan(); p[0].Reason != fetch.ReasonLoginDelay || !p[0].Next.Equal(schedT0.Add(24*time.Minute)) {
+			if p := r.s.Plan(); p[0].Reason != schedule.ReasonLoginDelay || !p[0].Next.Equal(schedT0.Add(24*time.Minute)) {
 				t.Errorf("plan: %+v", p)
 			}
 			schedSleepUntil(50 * time.Minute)
@@ -473,8 +475,8 @@ func TestSchedulerLoginDelay(t *testing.T) {
 				2: {rep: fetch.PollReport{Result: fetch.Result{Err: ld}}},
 			}
 			fake := newSchedFake(func(_ string, n int) schedStep { return steps[n] })
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter},
-				fetch.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter},
+				schedule.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 5m", true)}, MaxParallel: 1})
 			schedSleepUntil(42 * time.Minute)
 			r.stop()
 			if got, want := fake.starts("x"), schedMins(0, 5, 25, 35, 40); !slices.Equal(got, want) {
@@ -499,7 +501,7 @@ func TestSchedulerMaxParallel(t *testing.T) {
 			}
 			return schedStep{release: round2}
 		})
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter}, fetch.Settings{Accounts: accounts, MaxParallel: 2})
+		r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter}, schedule.Settings{Accounts: accounts, MaxParallel: 2})
 		running := func() []string {
 			var out []string
 			for _, p := range r.s.Plan() {
@@ -531,7 +533,7 @@ func TestSchedulerMaxParallel(t *testing.T) {
 			}
 		}
 		// Changing max_parallel by reload takes effect.
-		if err := r.s.Reload(fetch.Settings{Accounts: accounts, MaxParallel: 5}); err != nil {
+		if err := r.s.Reload(schedule.Settings{Accounts: accounts, MaxParallel: 5}); err != nil {
 			t.Fatal(err)
 		}
 		schedSleepUntil(61 * time.Minute)
@@ -562,7 +564,7 @@ func TestSchedulerPollNow(t *testing.T) {
 			schedAccount("denied", "@every 5m", true),
 			schedAccount("delayed", "@every 5m", true),
 		}
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter}, fetch.Settings{Accounts: accounts, MaxParallel: 5})
+		r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter}, schedule.Settings{Accounts: accounts, MaxParallel: 5})
 		schedSleepUntil(10 * time.Minute)
 		r.s.PollNow()
 		synctest.Wait()
@@ -600,8 +602,8 @@ func TestSchedulerReload(t *testing.T) {
 		a := schedAccount("a", "@every 5m", true)
 		b := schedAccount("b", "@every 5m", true)
 		logs := &schedLogs{}
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter, Logger: slog.New(logs)},
-			fetch.Settings{Accounts: []*configs.Account{a, b}, MaxParallel: 4})
+		r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter, Logger: slog.New(logs)},
+			schedule.Settings{Accounts: []*configs.Account{a, b}, MaxParallel: 4})
 		schedSleepUntil(6 * time.Minute) // a and b are both stuck in their 5m poll
 
 		a2 := schedAccount("a", "@every 1m", true)
@@ -609,10 +611,10 @@ func TestSchedulerReload(t *testing.T) {
 		c := schedAccount("c", "@every 5m", true)
 		d := schedAccount("d", "@every 10m", false)
 		bad := schedAccount("bad", "@every 1ms", true)
-		if err := r.s.Reload(fetch.Settings{Accounts: []*configs.Account{a2, c, d, bad}, MaxParallel: 4}); err == nil || !strings.Contains(err.Error(), `"bad"`) {
+		if err := r.s.Reload(schedule.Settings{Accounts: []*configs.Account{a2, c, d, bad}, MaxParallel: 4}); err == nil || !strings.Contains(err.Error(), `"bad"`) {
 			t.Errorf("reload with a bad schedule: %v", err)
 		}
-		if err := r.s.Reload(fetch.Settings{Accounts: []*configs.Account{a2, c, d}, MaxParallel: 4}); err != nil {
+		if err := r.s.Reload(schedule.Settings{Accounts: []*configs.Account{a2, c, d}, MaxParallel: 4}); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
@@ -628,7 +630,7 @@ func TestSchedulerReload(t *testing.T) {
 		schedSleepUntil(21 * time.Minute)
 
 		// b is dropped, re-added later: polled at once (run_at_start).
-		if err := r.s.Reload(fetch.Settings{Accounts: []*configs.Account{a2, b, c, d}, MaxParallel: 4}); err != nil {
+		if err := r.s.Reload(schedule.Settings{Accounts: []*configs.Account{a2, b, c, d}, MaxParallel: 4}); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
@@ -669,8 +671,8 @@ func TestSchedulerShutdown(t *testing.T) {
 	t.Run("polls finish within the grace", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			fake := newSchedFake(func(string, int) schedStep { return schedStep{dur: 20 * time.Second} })
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter},
-				fetch.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter},
+				schedule.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
 			schedSleepUntil(time.Minute + 10*time.Second)
 			if !r.s.Running() {
 				t.Error("Running() = false while scheduling")
@@ -696,8 +698,8 @@ func TestSchedulerShutdown(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			fake := newSchedFake(func(string, int) schedStep { return schedStep{dur: 10 * time.Minute} })
 			reg := metrics.NewRegistry()
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter, Metrics: fetch.NewMetrics(reg)},
-				fetch.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter, Metrics: schedule.NewMetrics(reg)},
+				schedule.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
 			schedSleepUntil(time.Minute + 10*time.Second)
 			if err := r.stop(); err != nil {
 				t.Fatal(err)
@@ -720,8 +722,8 @@ func TestSchedulerShutdown(t *testing.T) {
 	t.Run("abort", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			fake := newSchedFake(func(string, int) schedStep { return schedStep{dur: 10 * time.Minute} })
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter},
-				fetch.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter},
+				schedule.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
 			schedSleepUntil(time.Minute + 10*time.Second)
 			r.cancel()
 			schedSleepUntil(time.Minute + 15*time.Second)
@@ -737,8 +739,8 @@ func TestSchedulerShutdown(t *testing.T) {
 	t.Run("abort alone", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			fake := newSchedFake(func(string, int) schedStep { return schedStep{dur: 10 * time.Minute} })
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter},
-				fetch.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter},
+				schedule.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
 			schedSleepUntil(time.Minute + 15*time.Second)
 			r.s.Abort()
 			if err := <-r.errc; err != nil {
@@ -755,8 +757,8 @@ func TestSchedulerShutdown(t *testing.T) {
 			stuck := make(chan struct{})
 			defer close(stuck) // lets the poll end before the bubble does
 			fake := newSchedFake(func(string, int) schedStep { return schedStep{release: stuck, ignore: true} })
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter, CancelWait: 5 * time.Second},
-				fetch.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter, CancelWait: 5 * time.Second},
+				schedule.Settings{Accounts: account, MaxParallel: 1, ShutdownGrace: 30 * time.Second})
 			schedSleepUntil(time.Minute + 10*time.Second)
 			err := r.stop()
 			if err == nil || !strings.Contains(err.Error(), "x") {
@@ -765,7 +767,7 @@ func TestSchedulerShutdown(t *testing.T) {
 			if stopped := time.Since(schedT0); stopped != time.Minute+45*time.Second {
 				t.Errorf("Run returned at %v, want 1m45s (grace 30s + 5s)", stopped)
 			}
-			if err := r.s.Reload(fetch.Settings{Accounts: account}); err == nil {
+			if err := r.s.Reload(schedule.Settings{Accounts: account}); err == nil {
 				t.Error("Reload after Run returned succeeded")
 			}
 		})
@@ -779,8 +781,8 @@ func TestSchedulerShutdown(t *testing.T) {
 				}
 				return schedStep{}
 			})
-			r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter},
-				fetch.Settings{Accounts: accounts, MaxParallel: 2, ShutdownGrace: 5 * time.Minute})
+			r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter},
+				schedule.Settings{Accounts: accounts, MaxParallel: 2, ShutdownGrace: 5 * time.Minute})
 			schedSleepUntil(time.Minute + 10*time.Second)
 			r.stop()
 			if got := fake.starts("other"); !slices.Equal(got, schedMins(1)) {
@@ -793,8 +795,8 @@ func TestSchedulerShutdown(t *testing.T) {
 func TestSchedulerStoppedBeforeStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := newSchedFake(nil)
-		s, err := fetch.NewScheduler(fetch.SchedulerOptions{Poll: fake.poll},
-			fetch.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 1m", true)}, MaxParallel: 1})
+		s, err := schedule.New(schedule.Options{Poll: fake.poll},
+			schedule.Settings{Accounts: []*configs.Account{schedAccount("x", "@every 1m", true)}, MaxParallel: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -815,10 +817,10 @@ func TestSchedulerStoppedBeforeStart(t *testing.T) {
 func TestSchedulerScheduleWithoutNextTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := newSchedFake(nil)
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll},
-			fetch.Settings{Accounts: []*configs.Account{schedAccount("feb30", "CRON_TZ=UTC 0 0 30 2 *", true)}, MaxParallel: 1})
+		r := startSched(t, schedule.Options{Poll: fake.poll},
+			schedule.Settings{Accounts: []*configs.Account{schedAccount("feb30", "CRON_TZ=UTC 0 0 30 2 *", true)}, MaxParallel: 1})
 		schedSleepUntil(48 * time.Hour)
-		if p := r.s.Plan(); len(p) != 1 || p[0].Reason != fetch.ReasonNever || !p[0].Next.IsZero() {
+		if p := r.s.Plan(); len(p) != 1 || p[0].Reason != schedule.ReasonNever || !p[0].Next.IsZero() {
 			t.Errorf("plan: %+v", p)
 		}
 		r.s.PollNow()
@@ -833,8 +835,8 @@ func TestSchedulerScheduleWithoutNextTime(t *testing.T) {
 func TestSchedulerContainsPanics(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := newSchedFake(func(account string, n int) schedStep { return schedStep{panic: account == "bad"} })
-		r := startSched(t, fetch.SchedulerOptions{Poll: fake.poll, Jitter: schedNoJitter},
-			fetch.Settings{Accounts: []*configs.Account{schedAccount("bad", "@every 5m", true), schedAccount("good", "@every 5m", true)}, MaxParallel: 2})
+		r := startSched(t, schedule.Options{Poll: fake.poll, Jitter: schedNoJitter},
+			schedule.Settings{Accounts: []*configs.Account{schedAccount("bad", "@every 5m", true), schedAccount("good", "@every 5m", true)}, MaxParallel: 2})
 		schedSleepUntil(11 * time.Minute)
 		r.stop()
 		if got := fake.starts("good"); !slices.Equal(got, schedMins(0, 5, 10)) {
@@ -846,14 +848,14 @@ func TestSchedulerContainsPanics(t *testing.T) {
 	})
 }
 
-func TestNewSchedulerRejectsBadSchedules(t *testing.T) {
-	_, err := fetch.NewScheduler(fetch.SchedulerOptions{Poll: func(context.Context, *configs.Account) fetch.PollReport { return fetch.PollReport{} }},
-		fetch.Settings{Accounts: []*configs.Account{schedAccount("a", "61 * * * *", true), schedAccount("b", "@every 5m", true), schedAccount("a", "@every 1m", true)}})
+func TestNewRejectsBadSchedules(t *testing.T) {
+	_, err := schedule.New(schedule.Options{Poll: func(context.Context, *configs.Account) fetch.PollReport { return fetch.PollReport{} }},
+		schedule.Settings{Accounts: []*configs.Account{schedAccount("a", "61 * * * *", true), schedAccount("b", "@every 5m", true), schedAccount("a", "@every 1m", true)}})
 	if err == nil || !strings.Contains(err.Error(), `account "a": schedule`) || !strings.Contains(err.Error(), `account "a": listed twice`) {
-		t.Errorf("NewScheduler = %v", err)
+		t.Errorf("New = %v", err)
 	}
-	if _, err := fetch.NewScheduler(fetch.SchedulerOptions{}, fetch.Settings{}); err == nil {
-		t.Error("NewScheduler without a poll function succeeded")
+	if _, err := schedule.New(schedule.Options{}, schedule.Settings{}); err == nil {
+		t.Error("New without a poll function succeeded")
 	}
 }
 
@@ -862,22 +864,23 @@ func TestOutcomeOf(t *testing.T) {
 		err  error
 		want string
 	}{
-		{nil, fetch.OutcomeOK},
-		{fmt.Errorf("%w (me@host)", fetch.ErrAccountBusy), fetch.OutcomeBusy},
-		{schedTempErr("IN-USE"), fetch.OutcomeError},
-		{schedTempErr("LOGIN-DELAY"), fetch.OutcomeError},
-		{schedTempErr("SYS/TEMP"), fetch.OutcomeError},
-		{schedTempErr("AUTH"), fetch.OutcomeAuth},
-		{schedTempErr("SYS/PERM"), fetch.OutcomeAuth},
-		{fmt.Errorf("logging in: %w", &pop3.Error{Command: "PASS", Text: "wrong"}), fetch.OutcomeAuth},
-		{fmt.Errorf("logging in: %w", &pop3.Error{Command: "APOP"}), fetch.OutcomeAuth},
-		{fmt.Errorf("listing: %w", &pop3.Error{Command: "UIDL"}), fetch.OutcomeError},
-		{fmt.Errorf("running password_command: %w", configs.ErrSecretUnavailable), fetch.OutcomeAuth},
-		{fmt.Errorf("connecting: %w", pop3.ErrCertificate), fetch.OutcomeAuth},
-		{fmt.Errorf("connecting: %w", pop3.ErrNoMechanism), fetch.OutcomeAuth},
-		{errors.New("dial tcp: connection refused"), fetch.OutcomeError},
+		{nil, schedule.OutcomeOK},
+		{fmt.Errorf("%w (me@host)", fetch.ErrAccountBusy), schedule.OutcomeBusy},
+		{schedTempErr("IN-USE"), schedule.OutcomeError},
+		{schedTempErr("LOGIN-DELAY"), schedule.OutcomeError},
+		{schedTempErr("SYS/TEMP"), schedule.OutcomeError},
+		{schedTempErr("AUTH"), schedule.OutcomeAuth},
+		{schedTempErr("SYS/PERM"), schedule.OutcomeAuth},
+		{fmt.Errorf("logging in: %w", &pop3.Error{Command: "PASS", Text: "wrong"}), schedule.OutcomeAuth},
+		{fmt.Errorf("logging in: %w", &pop3.Error{Command: "APOP"}), schedule.OutcomeAuth},
+		{fmt.Errorf("listing: %w", &pop3.Error{Command: "UIDL"}), schedule.OutcomeError},
+		{fmt.Errorf("running password_command: %w", configs.ErrSecretUnavailable), schedule.OutcomeAuth},
+		{fmt.Errorf("account %q: %w", "a", &credential.TemporaryError{Err: fmt.Errorf("%w: password_command: no answer within 10s", configs.ErrSecretUnavailable)}), schedule.OutcomeError},
+		{fmt.Errorf("connecting: %w", pop3.ErrCertificate), schedule.OutcomeAuth},
+		{fmt.Errorf("connecting: %w", pop3.ErrNoMechanism), schedule.OutcomeAuth},
+		{errors.New("dial tcp: connection refused"), schedule.OutcomeError},
 	} {
-		if got := fetch.OutcomeOf(tc.err); got != tc.want {
+		if got := schedule.OutcomeOf(tc.err); got != tc.want {
 			t.Errorf("OutcomeOf(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
@@ -904,8 +907,8 @@ func TestPollReportAgainstFakeServer(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	acct := &configs.Account{Name: "fake", Host: host, Port: port, TLS: configs.TLSNone, User: "me",
-		Password: "pw", Auth: configs.AuthUser, Keep: true, Timeout: configs.Duration(10 * time.Second),
-		Deliver: []configs.Deliver{{Maildir: filepath.Join(dir, "Maildir")}}}
+		Password: credential.Literal("pw"), Auth: configs.AuthUser, Keep: true, Timeout: configs.Duration(10 * time.Second),
+		Deliver: []configs.Deliver{{Target: &configs.MaildirTarget{Path: filepath.Join(dir, "Maildir")}}}}
 	o := &fetch.Options{Store: st}
 
 	before := time.Now()
@@ -920,21 +923,21 @@ func TestPollReportAgainstFakeServer(t *testing.T) {
 		t.Error("PollReport changed the caller's Options")
 	}
 
-	for code, want := range map[string]string{"AUTH": fetch.OutcomeAuth, "IN-USE": fetch.OutcomeError, "LOGIN-DELAY": fetch.OutcomeError} {
+	for code, want := range map[string]string{"AUTH": schedule.OutcomeAuth, "IN-USE": schedule.OutcomeError, "LOGIN-DELAY": schedule.OutcomeError} {
 		srv.SetFaults(pop3test.Faults{Login: pop3test.LoginFault{Code: code, Text: "no"}})
 		rep := o.PollReport(t.Context(), acct)
-		if got := fetch.OutcomeOf(rep.Err); got != want {
+		if got := schedule.OutcomeOf(rep.Err); got != want {
 			t.Errorf("login refused with [%s]: outcome %q (%v), want %q", code, got, rep.Err, want)
 		}
 	}
 	srv.SetFaults(pop3test.Faults{})
-	acct.Password = "wrong"
-	if rep := o.PollReport(t.Context(), acct); fetch.OutcomeOf(rep.Err) != fetch.OutcomeAuth {
-		t.Errorf("wrong password: outcome %q (%v)", fetch.OutcomeOf(rep.Err), rep.Err)
+	acct.Password = credential.Literal("wrong")
+	if rep := o.PollReport(t.Context(), acct); schedule.OutcomeOf(rep.Err) != schedule.OutcomeAuth {
+		t.Errorf("wrong password: outcome %q (%v)", schedule.OutcomeOf(rep.Err), rep.Err)
 	}
 	unreachable := *acct
 	unreachable.Port = 1
-	if rep := o.PollReport(t.Context(), &unreachable); rep.Err == nil || !rep.SessionAt.IsZero() || fetch.OutcomeOf(rep.Err) != fetch.OutcomeError {
+	if rep := o.PollReport(t.Context(), &unreachable); rep.Err == nil || !rep.SessionAt.IsZero() || schedule.OutcomeOf(rep.Err) != schedule.OutcomeError {
 		t.Errorf("unreachable server: %v, SessionAt %v", rep.Err, rep.SessionAt)
 	}
 }

@@ -1,4 +1,4 @@
-package fetch
+package schedule
 
 import (
 	"cmp"
@@ -6,41 +6,27 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/robfig/cron/v3"
-
 	"popsync/configs"
-	"popsync/fetch/pop3"
+	"popsync/fetch"
 )
-
-// The scheduler is popsync's daemon loop: it decides when each account is
-// polled, runs polls through a PollFunc, and stops them gracefully. It is
-// its own loop over time.Timer rather than a cron.Cron, because the next
-// poll of an account depends on how the last one went (backoff,
-// LOGIN-DELAY), which cron's fixed schedules cannot express; the cron
-// parser still reads the schedules (configs.ParseSchedule). All state lives
-// in the one goroutine that runs Run; polls run in goroutines of their own
-// and report back on a channel. Time comes from time.Now and time.Timer
-// only, so testing/synctest drives it through virtual days.
 
 // Scheduler defaults and bounds.
 const (
 	// DefaultMaxBackoff caps the wait after consecutive temporary failures,
 	// and is the retry interval after a login failure.
 	DefaultMaxBackoff = time.Hour
-	// MinBackoff is the first wait after a temporary failure when the
+	// minBackoff is the first wait after a temporary failure when the
 	// schedule is more frequent than this.
-	MinBackoff = time.Minute
-	// MaxJitter bounds the random delay added to an account's schedule;
+	minBackoff = time.Minute
+	// maxJitter bounds the random delay added to an account's schedule;
 	// the delay is also at most a tenth of the schedule's interval.
-	MaxJitter = 30 * time.Second
+	maxJitter = 30 * time.Second
 	// DefaultCancelWait is how long Run waits for polls to return after
 	// it cancelled them at the end of the shutdown grace.
 	DefaultCancelWait = 10 * time.Second
@@ -56,62 +42,19 @@ const (
 	ReasonNever      = "never"       // the schedule has no next time
 )
 
-// PollReport is what the scheduler learns from one poll: its Result and
-// what the server said about when to come back.
-type PollReport struct {
-	Result
-	// LoginDelay is the minimum time between logins the server announced
-	// with the LOGIN-DELAY capability (RFC 2449 §6.5); 0 if none.
-	LoginDelay time.Duration
-	// SessionAt is when the session was opened; zero if no connection was
-	// made. LOGIN-DELAY counts from here.
-	SessionAt time.Time
-}
-
 // PollFunc polls one account once. (*Options).PollReport is the one
 // `popsync run` uses; tests inject their own.
-type PollFunc func(ctx context.Context, a *configs.Account) PollReport
+type PollFunc func(ctx context.Context, a *configs.Account) fetch.PollReport
 
-// PollReport runs Poll and also reports the session's LOGIN-DELAY
-// capability, which the scheduler honours.
-func (o *Options) PollReport(ctx context.Context, a *configs.Account) PollReport {
-	var (
-		c  *pop3.Client
-		at time.Time
-	)
-	dial := o.Dial
-	if dial == nil {
-		dial = pop3.Dial
-	}
-	po := *o
-	po.Dial = func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error) {
-		start := po.now()
-		cl, err := dial(ctx, addr, opts)
-		if err == nil {
-			c, at = cl, start
-		}
-		return cl, err
-	}
-	rep := PollReport{Result: po.Poll(ctx, a), SessionAt: at}
-	if c != nil {
-		// Poll has returned: the client is no longer in use, and Caps
-		// holds what the server announced last (after login, RFC 2449 §5).
-		if d, ok := c.Caps().LoginDelay(); ok {
-			rep.LoginDelay = d
-		}
-	}
-	return rep
-}
-
-// SchedulerOptions configure a Scheduler. Poll is required.
-type SchedulerOptions struct {
+// Options configure a Scheduler. Poll is required.
+type Options struct {
 	Poll   PollFunc
 	Logger *slog.Logger
 	// MaxBackoff caps the wait after failures; 0 means DefaultMaxBackoff.
 	MaxBackoff time.Duration
 	// Jitter returns the fixed delay added to an account's schedule, given
 	// the schedule's interval. nil means a random delay of up to a tenth
-	// of the interval and at most MaxJitter.
+	// of the interval and at most maxJitter.
 	Jitter func(interval time.Duration) time.Duration
 	// CancelWait is how long Run waits for polls after cancelling them;
 	// 0 means DefaultCancelWait.
@@ -143,11 +86,11 @@ type PlannedPoll struct {
 
 // Scheduler runs the polls of many accounts: each on its schedule, at most
 // Settings.MaxParallel at once, never two of one account at the same time,
-// stretching the wait after failures. Create it with NewScheduler and call
+// stretching the wait after failures. Create it with New and call
 // Run once; Reload, PollNow, Abort, Plan and Running may be called from any
 // goroutine.
 type Scheduler struct {
-	o   SchedulerOptions
+	o   Options
 	log *slog.Logger
 
 	// Owned by Run's goroutine.
@@ -169,41 +112,15 @@ type Scheduler struct {
 	plan []PlannedPoll
 }
 
-// entry is the schedule of one account.
-type entry struct {
-	acct     *configs.Account
-	order    int
-	sched    cron.Schedule
-	interval time.Duration
-	jitter   time.Duration
-
-	slot      time.Time // the upcoming time of the schedule, without jitter; zero = never
-	retryAt   time.Time // backoff: not before this; zero when the last poll succeeded
-	notBefore time.Time // LOGIN-DELAY: not before this
-	next      time.Time // when the next poll starts; zero = never
-	reason    string
-
-	running  bool
-	again    bool // PollNow arrived while running: poll again at once
-	removed  bool // left the config while running: dropped when its poll ends
-	failures int
-	reported bool // a login failure of this streak was logged loudly
-}
-
 type pollDone struct {
 	e   *entry
-	rep PollReport
+	rep fetch.PollReport
 	end time.Time
 }
 
-type reloadReq struct {
-	set   Settings
-	reply chan error
-}
-
-// NewScheduler checks every account's schedule and returns a Scheduler for
+// New checks every account's schedule and returns a Scheduler for
 // them. The error lists every account whose schedule cannot be used.
-func NewScheduler(o SchedulerOptions, set Settings) (*Scheduler, error) {
+func New(o Options, set Settings) (*Scheduler, error) {
 	if o.Poll == nil {
 		return nil, errors.New("scheduler needs a poll function")
 	}
@@ -234,32 +151,6 @@ func NewScheduler(o SchedulerOptions, set Settings) (*Scheduler, error) {
 	}, nil
 }
 
-// checkAccounts reports accounts whose schedule cannot be used and names
-// given twice.
-func checkAccounts(accounts []*configs.Account) error {
-	seen := make(map[string]bool, len(accounts))
-	var errs []error
-	for _, a := range accounts {
-		if seen[a.Name] {
-			errs = append(errs, fmt.Errorf("account %q: listed twice", a.Name))
-		}
-		seen[a.Name] = true
-		if _, err := configs.ParseSchedule(a.Schedule); err != nil {
-			errs = append(errs, fmt.Errorf("account %q: schedule: %w", a.Name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// randomJitter is the default SchedulerOptions.Jitter.
-func randomJitter(interval time.Duration) time.Duration {
-	limit := min(interval/10, MaxJitter)
-	if limit <= 0 {
-		return 0
-	}
-	return rand.N(limit)
-}
-
 // Running reports whether Run is scheduling polls: from its start until its
 // ctx ends. /healthz answers with it.
 func (s *Scheduler) Running() bool { return s.running.Load() }
@@ -288,27 +179,6 @@ func (s *Scheduler) Abort() {
 	select {
 	case s.abort <- struct{}{}:
 	default:
-	}
-}
-
-// Reload replaces the accounts and settings. Accounts are matched by name:
-// a new one is scheduled (and polled at once if RunAtStart), a removed one
-// is no longer scheduled, a changed one takes effect from its next poll
-// (a poll in flight finishes with the old config). Backoff and LOGIN-DELAY
-// carry over unless host, port or user changed. If a schedule cannot be
-// used nothing changes and the error says why. Reload waits until Run has
-// applied the change (called before Run, until Run starts); it fails once
-// Run has returned.
-func (s *Scheduler) Reload(set Settings) error {
-	if err := checkAccounts(set.Accounts); err != nil {
-		return err
-	}
-	req := reloadReq{set: set, reply: make(chan error, 1)}
-	select {
-	case s.reloads <- req:
-		return <-req.reply
-	case <-s.done:
-		return errors.New("reloading: the scheduler has stopped")
 	}
 }
 
@@ -370,98 +240,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 func (s *Scheduler) maxParallel() int { return max(s.set.MaxParallel, 1) }
 
-// add schedules a new account.
-func (s *Scheduler) add(a *configs.Account, now time.Time) *entry {
-	e := &entry{acct: a, order: s.seq}
-	s.seq++
-	s.setSchedule(e, now)
-	if a.RunAtStart {
-		e.next, e.reason = now, ReasonStart
-	} else {
-		e.reschedule()
-	}
-	s.entries[a.Name] = e
-	s.o.Metrics.addAccount(a.Name)
-	return e
-}
-
-// setSchedule (re)reads e's schedule and places its next slot after now.
-func (s *Scheduler) setSchedule(e *entry, now time.Time) {
-	sc, err := configs.ParseSchedule(e.acct.Schedule)
-	if err != nil {
-		// Checked by NewScheduler and Reload; a schedule that never fires
-		// is the safe reading of one that cannot be parsed.
-		sc = never{}
-	}
-	e.sched = sc
-	e.slot = sc.Next(now)
-	if e.slot.IsZero() {
-		s.log.Warn("the account's schedule has no next time: it is polled only at start or when asked",
-			"account", e.acct.Name, "schedule", e.acct.Schedule)
-	}
-	e.interval = 0
-	if !e.slot.IsZero() {
-		if n := sc.Next(e.slot); !n.IsZero() {
-			e.interval = n.Sub(e.slot)
-		}
-	}
-	e.jitter = 0
-	if e.interval > 0 {
-		e.jitter = max(s.o.Jitter(e.interval), 0)
-	}
-}
-
-// never is a schedule with no next time.
-type never struct{}
-
-func (never) Next(time.Time) time.Time { return time.Time{} }
-
-// reschedule sets e.next from the schedule, the backoff and LOGIN-DELAY.
-func (e *entry) reschedule() {
-	if e.slot.IsZero() {
-		e.next, e.reason = time.Time{}, ReasonNever
-		return
-	}
-	e.next, e.reason = e.slot.Add(e.jitter), ReasonSchedule
-	if e.retryAt.After(e.next) {
-		e.next, e.reason = e.retryAt, ReasonBackoff
-	}
-	if e.notBefore.After(e.next) {
-		e.next, e.reason = e.notBefore, ReasonLoginDelay
-	}
-}
-
-// request plans a poll of e as soon as LOGIN-DELAY allows.
-func (e *entry) request(now time.Time) {
-	e.next, e.reason = now, ReasonRequested
-	if e.notBefore.After(now) {
-		e.next, e.reason = e.notBefore, ReasonLoginDelay
-	}
-}
-
-func (s *Scheduler) requestAll(now time.Time) {
-	s.log.Info("polling every account now, as requested")
-	for _, e := range s.entries {
-		switch {
-		case e.removed:
-		case e.running:
-			e.again = true
-		default:
-			e.request(now)
-		}
-	}
-}
-
-// sortedEntries returns the entries in config order.
-func (s *Scheduler) sortedEntries() []*entry {
-	list := make([]*entry, 0, len(s.entries))
-	for _, e := range s.entries {
-		list = append(list, e)
-	}
-	slices.SortFunc(list, func(a, b *entry) int { return cmp.Compare(a.order, b.order) })
-	return list
-}
-
 // startDue starts the polls that are due, earliest first, while fewer than
 // MaxParallel run. The others stay due and start as polls end.
 func (s *Scheduler) startDue(ctx context.Context, now time.Time) {
@@ -501,29 +279,13 @@ func (s *Scheduler) start(ctx context.Context, e *entry) {
 
 // pollSafely runs the poll function, turning a panic into a failed poll:
 // one account's bug must not stop the daemon.
-func (s *Scheduler) pollSafely(ctx context.Context, a *configs.Account) (rep PollReport) {
+func (s *Scheduler) pollSafely(ctx context.Context, a *configs.Account) (rep fetch.PollReport) {
 	defer func() {
 		if r := recover(); r != nil {
-			rep = PollReport{Result: Result{Account: a.Name, Err: fmt.Errorf("internal error (please report): %v", r)}}
+			rep = fetch.PollReport{Result: fetch.Result{Account: a.Name, Err: fmt.Errorf("internal error (please report): %v", r)}}
 		}
 	}()
 	return s.o.Poll(ctx, a)
-}
-
-// nextWake returns the earliest future start time of an account that is
-// not running. Due accounts waiting for a free slot need no timer: the end
-// of a poll wakes the loop.
-func (s *Scheduler) nextWake(now time.Time) (time.Time, bool) {
-	var at time.Time
-	for _, e := range s.entries {
-		if e.running || e.removed || !e.next.After(now) {
-			continue
-		}
-		if at.IsZero() || e.next.Before(at) {
-			at = e.next
-		}
-	}
-	return at, !at.IsZero()
 }
 
 // finish books the end of a poll and plans the account's next one.
@@ -598,10 +360,10 @@ func (s *Scheduler) finish(pollCtx context.Context, d pollDone) {
 }
 
 // backoff is the wait after e's latest temporary failure: the schedule's
-// interval (at least MinBackoff), doubled for each further consecutive
+// interval (at least minBackoff), doubled for each further consecutive
 // failure, at most MaxBackoff.
 func (s *Scheduler) backoff(e *entry) time.Duration {
-	wait := max(e.interval, MinBackoff)
+	wait := max(e.interval, minBackoff)
 	for i := 1; i < e.failures && wait < s.o.MaxBackoff; i++ {
 		wait *= 2
 	}
@@ -613,125 +375,6 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// OutcomeOf classifies the error of a poll the way the scheduler treats it:
-// OutcomeOK, OutcomeBusy, OutcomeAuth (wait MaxBackoff, report loudly) or
-// OutcomeError (temporary: back off exponentially).
-func OutcomeOf(err error) string {
-	o, _ := classify(err)
-	return o
-}
-
-// classify returns the outcome of a poll that ended with err, and whether
-// the server refused the login with LOGIN-DELAY.
-func classify(err error) (outcome string, loginDelay bool) {
-	if err == nil {
-		return OutcomeOK, false
-	}
-	if errors.Is(err, ErrAccountBusy) {
-		return OutcomeBusy, false
-	}
-	var pe *pop3.Error
-	if errors.As(err, &pe) {
-		switch {
-		case codeIs(pe.Code, "LOGIN-DELAY"):
-			// RFC 2449 §8.1.2: logged in too soon after a previous login.
-			return OutcomeError, true
-		case pe.Temporary():
-			// IN-USE (§8.1.1), SYS/TEMP (RFC 3206 §4): try again later.
-			return OutcomeError, false
-		case codeIs(pe.Code, "AUTH"):
-			// RFC 3206 §5: the credentials are wrong.
-			return OutcomeAuth, false
-		case codeIs(pe.Code, "SYS/PERM"):
-			// RFC 3206 §4: the server will not get better by itself.
-			return OutcomeAuth, false
-		}
-		switch pe.Command {
-		case "USER", "PASS", "APOP", "AUTH":
-			// A refused login without a code: most often the password.
-			return OutcomeAuth, false
-		}
-		return OutcomeError, false
-	}
-	// Failures that only the user can fix: retrying often would not help
-	// and, for a server that counts failed logins, could lock the account.
-	for _, target := range []error{configs.ErrSecretUnavailable, pop3.ErrNoMechanism,
-		pop3.ErrPlaintextAuth, pop3.ErrTLSRequired, pop3.ErrCertificate, pop3.ErrFingerprintMismatch} {
-		if errors.Is(err, target) {
-			return OutcomeAuth, false
-		}
-	}
-	return OutcomeError, false
-}
-
-// codeIs reports whether a response code is want or below it (RFC 2449 §8:
-// codes are hierarchical, "/"-separated).
-func codeIs(code, want string) bool {
-	return code == want || strings.HasPrefix(code, want+"/")
-}
-
-// apply is Reload on Run's goroutine.
-func (s *Scheduler) apply(set Settings, now time.Time) error {
-	if err := checkAccounts(set.Accounts); err != nil {
-		return err
-	}
-	keep := make(map[string]bool, len(set.Accounts))
-	var added, changed, removed []string
-	for i, a := range set.Accounts {
-		keep[a.Name] = true
-		e := s.entries[a.Name]
-		if e == nil {
-			e = s.add(a, now)
-			e.order = i
-			added = append(added, a.Name)
-			continue
-		}
-		e.order = i
-		wasRemoved := e.removed
-		e.removed = false
-		if wasRemoved {
-			s.o.Metrics.addAccount(a.Name)
-		}
-		if reflect.DeepEqual(e.acct, a) {
-			continue
-		}
-		old := e.acct
-		e.acct = a
-		changed = append(changed, a.Name)
-		if Identity(old) != Identity(a) {
-			// Another mailbox: the old one's failures say nothing of it.
-			e.failures, e.reported = 0, false
-			e.retryAt, e.notBefore = time.Time{}, time.Time{}
-		}
-		if old.Schedule != a.Schedule {
-			s.setSchedule(e, now)
-		}
-		if !e.running && e.reason != ReasonStart && e.reason != ReasonRequested {
-			// A running poll plans its successor when it ends, and an
-			// asked-for poll stays asked for.
-			e.reschedule()
-		}
-	}
-	s.seq = len(set.Accounts)
-	for name, e := range s.entries {
-		if keep[name] || e.removed {
-			continue
-		}
-		removed = append(removed, name)
-		s.o.Metrics.removeAccount(name)
-		if e.running {
-			e.removed = true // dropped when its poll ends
-		} else {
-			delete(s.entries, name)
-		}
-	}
-	s.set = set
-	slices.Sort(removed)
-	s.log.Info("accounts reloaded", "accounts", len(set.Accounts), "added", added, "changed", changed,
-		"removed", removed, "max_parallel", s.maxParallel(), "shutdown_grace", set.ShutdownGrace.String())
-	return nil
 }
 
 // publish records the plan and hands it to OnPlan when it changed.

@@ -1,0 +1,138 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"popsync/state"
+)
+
+// markPartial records that the target with targetID already accepted
+// uidl, so that a retry does not deliver it there again.
+func (p *pollRun) markPartial(uidl, targetID string) {
+	if p.partial == nil {
+		p.partial = make(map[string]map[string]bool)
+	}
+	if p.partial[uidl] == nil {
+		p.partial[uidl] = make(map[string]bool)
+	}
+	p.partial[uidl][targetID] = true
+}
+
+// resolveIntents settles deliveries a crash interrupted: an intent whose
+// file every target published is recorded as delivered; any other is
+// dropped, its leftovers removed, and the message fetched again. Intents
+// of confirming targets that accepted a message are kept: they spare that
+// target a second copy when the message is fetched again.
+func (p *pollRun) resolveIntents(ctx context.Context) error {
+	all, err := p.o.Store.Intents(ctx, p.id)
+	if err != nil || len(all) == 0 {
+		return err
+	}
+	var intents []state.Intent
+	for _, in := range all {
+		if in.Confirmed {
+			// An ID from schema 1 names the target by its index.
+			id := in.Target
+			if t, ok, _ := p.targetByID(id); ok {
+				id = t.id
+			}
+			p.markPartial(in.UIDL, id)
+			continue
+		}
+		intents = append(intents, in)
+	}
+	if len(intents) == 0 {
+		return nil
+	}
+	tokens := make(map[string][]string)
+	for _, in := range intents {
+		tokens[in.Target] = append(tokens[in.Target], in.Token)
+	}
+	found := make(map[string]map[string]bool, len(tokens))
+	for ti, toks := range tokens {
+		t, ok, err := p.targetByID(ti)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue // the target left the config: treat as not delivered
+		}
+		f, err := t.Delivered(ctx, toks)
+		if err != nil {
+			return fmt.Errorf("looking for interrupted deliveries: %w", err)
+		}
+		found[ti] = f
+	}
+	type verdict struct {
+		all, any, quarantine bool
+		size                 int64
+		at                   time.Time
+	}
+	byUIDL := make(map[string]*verdict)
+	var order []string
+	for _, in := range intents {
+		v := byUIDL[in.UIDL]
+		if v == nil {
+			v = &verdict{all: true, size: in.Size, at: in.Created}
+			byUIDL[in.UIDL] = v
+			order = append(order, in.UIDL)
+		}
+		v.quarantine = v.quarantine || in.Target == state.QuarantineTarget
+		if found[in.Target][in.Token] {
+			v.any = true
+		} else {
+			v.all = false
+		}
+	}
+	var recs []state.Record
+	var drop []string
+	for _, u := range order {
+		v := byUIDL[u]
+		if v.all {
+			st := state.Delivered
+			if v.quarantine {
+				st = state.Quarantined
+			}
+			recs = append(recs, state.Record{UIDL: u, State: st, Size: v.size, FirstSeen: v.at, DeliveredAt: v.at})
+			continue
+		}
+		if v.any {
+			p.log.Warn("interrupted delivery reached only some targets; fetching it again for all", "uidl", u)
+		}
+		drop = append(drop, u)
+	}
+	for ti, toks := range tokens {
+		t, ok, _ := p.targetByID(ti)
+		if !ok {
+			continue
+		}
+		var left []string
+		for _, tok := range toks {
+			if !found[ti][tok] {
+				left = append(left, tok)
+			}
+		}
+		if len(left) > 0 {
+			if err := t.Cleanup(ctx, left); err != nil {
+				p.log.Warn("removing leftovers of interrupted deliveries", "target", t.String(), "error", err.Error())
+			}
+		}
+	}
+	if err := p.held(); err != nil {
+		return err
+	}
+	if len(recs) > 0 {
+		if err := p.o.Store.MarkDelivered(ctx, p.id, recs); err != nil {
+			return err
+		}
+		p.log.Info("recorded deliveries completed before an interruption", "messages", len(recs))
+	}
+	if len(drop) > 0 {
+		if err := p.o.Store.DropIntents(ctx, p.id, drop); err != nil {
+			return err
+		}
+	}
+	return nil
+}
