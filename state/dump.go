@@ -110,7 +110,7 @@ func dumpAccount(ctx context.Context, tx *sql.Tx, id int64, d *AccountDump) erro
 	if err := closeRows(rows); err != nil {
 		return err
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT uidl, target, token, size, created FROM intent
+	rows, err = tx.QueryContext(ctx, `SELECT uidl, target, token, confirmed, size, created FROM intent
 		WHERE account_id = ? ORDER BY created, uidl, target`, id)
 	if err != nil {
 		return err
@@ -118,7 +118,7 @@ func dumpAccount(ctx context.Context, tx *sql.Tx, id int64, d *AccountDump) erro
 	for rows.Next() {
 		var it Intent
 		var created int64
-		if err := rows.Scan(&it.UIDL, &it.Target, &it.Token, &it.Size, &created); err != nil {
+		if err := rows.Scan(&it.UIDL, &it.Target, &it.Token, &it.Confirmed, &it.Size, &created); err != nil {
 			rows.Close()
 			return err
 		}

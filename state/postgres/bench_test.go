@@ -89,7 +89,7 @@ func readAndReconcile(ctx context.Context, s *Store, a state.Account, list []str
 	if err != nil {
 		return state.Poll{}, err
 	}
-	recs, err := s.ReconcileSeen(ctx, seen, list, time.Now(), 7*24*time.Hour)
+	recs, err := seen.Reconcile(ctx, list, time.Now(), 7*24*time.Hour)
 	if err != nil {
 		return state.Poll{}, err
 	}
@@ -248,12 +248,81 @@ func BenchmarkReadSeen(b *testing.B) {
 	a := accounts(1)
 	fill(b, s, a, 10000)
 	for b.Loop() {
-		seen, err := s.ReadSeen(ctx, a[0])
+		seen, err := s.readSeen(ctx, a[0])
 		if err != nil {
 			b.Fatal(err)
 		}
 		if len(seen.recs) != 10000 {
 			b.Fatalf("%d records", len(seen.recs))
 		}
+	}
+}
+
+// BenchmarkNewMailPoll: a fleet poll of an account with 100 records that
+// finds one new message and delivers it to one Maildir: seen-set,
+// reconcile, the intent, the delivery record, FinishPoll. Reported per
+// poll like BenchmarkNoNewMailPoll.
+func BenchmarkNewMailPoll(b *testing.B) {
+	ctx := context.Background()
+	var m meter
+	s := open(b, newDB(b), m.options(Options{DaemonID: "bench"}))
+	accts := accounts(200)
+	lists := fill(b, s, accts, 100)
+	if err := s.Schedule(ctx, accts); err != nil {
+		b.Fatal(err)
+	}
+	idx := map[state.Account]int{}
+	for i, a := range accts {
+		idx[a] = i
+	}
+	var queue []*Lease
+	seq := 0
+	poll := func() {
+		for len(queue) == 0 {
+			ls, err := s.ClaimDue(ctx, 50)
+			if err != nil {
+				b.Fatal(err)
+			}
+			queue = ls
+		}
+		l := queue[0]
+		queue = queue[1:]
+		i := idx[l.Account()]
+		seq++
+		uidl := fmt.Sprintf("new-%d", seq)
+		lists[i] = append(lists[i], uidl)
+		start := time.Now()
+		seen, err := s.ReadSeen(ctx, l.Account())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := seen.Reconcile(ctx, lists[i], start, 7*24*time.Hour); err != nil {
+			b.Fatal(err)
+		}
+		in := state.Intent{UIDL: uidl, Target: "maildir:inbox", Token: "1740830400.M1P2Q" + uidl + ".host", Size: 4096}
+		if err := s.AddIntents(ctx, l.Account(), []state.Intent{in}); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.MarkDelivered(ctx, l.Account(), []state.Record{{UIDL: uidl, State: state.Delivered, Size: 4096}}); err != nil {
+			b.Fatal(err)
+		}
+		p := state.Poll{Name: "bench", Account: l.Account(), Start: start, End: time.Now(), OnServer: len(lists[i]), New: 1, Delivered: 1}
+		if err := l.FinishPoll(ctx, p, time.Now().Add(-time.Second)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range 2 * len(accts) {
+		poll()
+	}
+	s0, w0 := m.read()
+	for b.Loop() {
+		poll()
+	}
+	s1, w1 := m.read()
+	n := float64(b.N)
+	b.ReportMetric(float64(s1-s0)/n, "stmts/poll")
+	b.ReportMetric(float64(w1-w0)/n, "roundtrips/poll")
+	for _, l := range queue {
+		l.Release()
 	}
 }

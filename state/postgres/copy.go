@@ -100,14 +100,15 @@ func (s *Store) copyAccount(ctx context.Context, d state.AccountDump, force bool
 			id, uidls, states, sizes, first, delivered, deleted, gone, notes)
 	}
 	if n := len(d.Intents); n > 0 {
-		uidls, tokens, targets := make([][]byte, n), make([][]byte, n), make([]int32, n)
-		sizes, created := make([]int64, n), make([]time.Time, n)
+		uidls, tokens, targets := make([][]byte, n), make([][]byte, n), make([]string, n)
+		confirmed, sizes, created := make([]bool, n), make([]int64, n), make([]time.Time, n)
 		for i, it := range d.Intents {
-			uidls[i], tokens[i], targets[i], sizes[i], created[i] = []byte(it.UIDL), []byte(it.Token), int32(it.Target), it.Size, it.Created
+			uidls[i], tokens[i], targets[i], confirmed[i] = []byte(it.UIDL), []byte(it.Token), pgText(it.Target), it.Confirmed
+			sizes[i], created[i] = it.Size, it.Created
 		}
-		b.Queue(`INSERT INTO intent (account_id, uidl, target, token, size, created)
-			SELECT $1::bigint, * FROM unnest($2::bytea[], $3::integer[], $4::bytea[], $5::bigint[], $6::timestamptz[])`,
-			id, uidls, targets, tokens, sizes, created)
+		b.Queue(`INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created)
+			SELECT $1::bigint, * FROM unnest($2::bytea[], $3::text[], $4::bytea[], $5::boolean[], $6::bigint[], $7::timestamptz[])`,
+			id, uidls, targets, tokens, confirmed, sizes, created)
 	}
 	if n := len(d.Polls); n > 0 {
 		// Oldest first, so that the ids keep the recording order.
@@ -227,15 +228,15 @@ func dumpAccount(ctx context.Context, tx pgx.Tx, id int64, d *state.AccountDump)
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = tx.Query(ctx, `SELECT uidl, target, token, size, created FROM intent
-		WHERE account_id = $1 ORDER BY created, uidl, target`, id)
+	rows, err = tx.Query(ctx, `SELECT uidl, target, token, confirmed, size, created FROM intent
+		WHERE account_id = $1 ORDER BY created, uidl, target COLLATE "C"`, id)
 	if err != nil {
 		return err
 	}
 	for rows.Next() {
 		var it state.Intent
 		var uidl, token []byte
-		if err := rows.Scan(&uidl, &it.Target, &token, &it.Size, &it.Created); err != nil {
+		if err := rows.Scan(&uidl, &it.Target, &token, &it.Confirmed, &it.Size, &it.Created); err != nil {
 			rows.Close()
 			return err
 		}

@@ -43,10 +43,10 @@ func sqliteState(t *testing.T) *state.SQLite {
 		for _, r := range recs[:49] {
 			list = append(list, r.UIDL)
 		}
-		if _, err := src.Reconcile(ctx, a, list, t0.Add(2*time.Hour), 48*time.Hour); err != nil {
+		if _, err := state.Reconcile(ctx, src, a, list, t0.Add(2*time.Hour), 48*time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		if err := src.AddIntents(ctx, a, []state.Intent{{UIDL: "in-flight", Target: 1, Token: "1740830400.M1P2.host", Size: 9, Created: t0}}); err != nil {
+		if err := src.AddIntents(ctx, a, []state.Intent{{UIDL: "in-flight", Target: "maildir:home", Token: "1740830400.M1P2.host", Size: 9, Created: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		if i == 2 {
@@ -165,7 +165,7 @@ func TestCopyFromSQLite(t *testing.T) {
 	}
 	// The copied seen-set works: a reconcile knows every record.
 	a := accounts(1)[0]
-	m, err := dst.Known(ctx, a, []string{"big", want[0].Records[10].UIDL})
+	m, err := state.Known(ctx, dst, a, []string{"big", want[0].Records[10].UIDL})
 	if err != nil || len(m) != 2 {
 		t.Errorf("Known after copy = %v, %v", m, err)
 	}

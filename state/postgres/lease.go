@@ -17,13 +17,16 @@ import (
 const releaseTimeout = 10 * time.Second
 
 // A Lease is this daemon's right to poll one account, until it is
-// released or lost. While held it is renewed in the background every
+// released or lost: the state.Lease of this store. While held it is renewed in the background every
 // TTL/3; the writes of the Store for its account are fenced with its
 // token.
 //
-// Done is closed when the lease ends: lost (expired, taken over, or not
-// renewable in time; Err then wraps state.ErrLeaseLost) or released (Err
-// is ErrReleased). A poll checks Done before DELE and before QUIT: after a
+// Done is closed when the lease ends: lost (expired, taken over, not
+// renewable in time, or its Store closed; Err then wraps
+// state.ErrLeaseLost) or released (Err is state.ErrLeaseReleased). It
+// keeps its own bookkeeping rather than state.LeaseState's because its
+// end may come from its renewal goroutine and Finish ends it with a
+// write of its own. A poll checks Done before DELE and before QUIT: after a
 // loss it must drop the connection instead, so the server deletes
 // nothing.
 type Lease struct {
@@ -61,7 +64,7 @@ func (l *Lease) Expires() time.Time {
 func (l *Lease) Done() <-chan struct{} { return l.done }
 
 // Err is nil while the lease is held; then why it ended: an error
-// wrapping state.ErrLeaseLost, or ErrReleased.
+// wrapping state.ErrLeaseLost, or state.ErrLeaseReleased.
 func (l *Lease) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -95,11 +98,15 @@ func (l *Lease) lose(err error) {
 // Release ends the lease and hands it back, so another daemon can take
 // the account at once instead of after the TTL. It may be called more
 // than once, and after a loss.
-func (l *Lease) Release() {
+func (l *Lease) Release() { l.handBack(state.ErrLeaseReleased) }
+
+// handBack ends the lease with why, if it has not ended yet, and gives
+// the row back when it was still held.
+func (l *Lease) handBack(why error) {
 	l.once.Do(func() {
 		l.stopKeep()
 		<-l.kept
-		held := l.end(ErrReleased)
+		held := l.end(why)
 		l.forget()
 		if !held {
 			return
@@ -126,15 +133,9 @@ func (l *Lease) Finish(ctx context.Context, next time.Time) error {
 // was lost nothing is written, the poll neither: record it with
 // RecordPoll then, if wanted.
 func (l *Lease) FinishPoll(ctx context.Context, p state.Poll, next time.Time) error {
-	a, err := canonical(p.Account)
-	switch {
-	case err != nil:
-	case a != l.account:
-		err = fmt.Errorf("the poll is of %s", a)
-	case p.Name == "":
-		err = errors.New("no account name")
-	case p.Start.IsZero():
-		err = errors.New("no start time")
+	p, err := state.PreparePoll(p)
+	if err == nil && p.Account != l.account {
+		err = fmt.Errorf("the poll is of %s", p.Account)
 	}
 	if err != nil {
 		l.Release()
@@ -179,9 +180,9 @@ func (l *Lease) finish(ctx context.Context, next time.Time, p *state.Poll) error
 			l.lose(err)
 		case err != nil:
 			// The lease expires by itself.
-			l.end(ErrReleased)
+			l.end(state.ErrLeaseReleased)
 		default:
-			l.end(ErrReleased)
+			l.end(state.ErrLeaseReleased)
 		}
 		l.forget()
 	})
@@ -352,13 +353,12 @@ func keepLease(ctx context.Context, ttl time.Duration, sent time.Time, renew fun
 	}
 }
 
-// LockAccount implements state.Store with a lease (Acquire): unlock
-// releases it. Unlike the SQLite store's lock, a lease of a process that
+// LockAccount implements state.Store with a lease (Acquire). Unlike the SQLite store's lock, a lease of a process that
 // died stays held until it expires (Options.LeaseTTL).
-func (s *Store) LockAccount(ctx context.Context, a state.Account) (unlock func(), err error) {
+func (s *Store) LockAccount(ctx context.Context, a state.Account) (state.Lease, error) {
 	l, err := s.Acquire(ctx, a)
 	if err != nil {
 		return nil, err
 	}
-	return l.Release, nil
+	return l, nil
 }

@@ -161,7 +161,7 @@ func TestLeaseExclusive(t *testing.T) {
 	default:
 		t.Error("Done not closed after Release")
 	}
-	if !errors.Is(l1.Err(), ErrReleased) {
+	if !errors.Is(l1.Err(), state.ErrLeaseReleased) {
 		t.Errorf("Err after Release = %v", l1.Err())
 	}
 	l2, err := d2.Acquire(ctx, acctA)
@@ -218,7 +218,7 @@ func TestFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d1.AddIntents(ctx, acctA, []state.Intent{{UIDL: "u0", Token: "tok0"}}); err != nil {
+	if err := d1.AddIntents(ctx, acctA, []state.Intent{{UIDL: "u0", Target: "maildir:m", Token: "tok0"}}); err != nil {
 		t.Fatalf("write under the lease: %v", err)
 	}
 	expireLeases(t, url)
@@ -247,7 +247,7 @@ func TestFencing(t *testing.T) {
 		t.Fatal("old lease's Done not closed after a refused write")
 	}
 	for name, err := range map[string]error{
-		"AddIntents":  d1.AddIntents(ctx, acctA, []state.Intent{{UIDL: "u1", Token: "t"}}),
+		"AddIntents":  d1.AddIntents(ctx, acctA, []state.Intent{{UIDL: "u1", Target: "maildir:m", Token: "t"}}),
 		"MarkDeleted": d1.MarkDeleted(ctx, acctA, []string{"u0"}, time.Time{}),
 		"DropIntents": d1.DropIntents(ctx, acctA, []string{"u0"}),
 		"MarkSkipped": d1.MarkSkipped(ctx, acctA, []state.Record{{UIDL: "big"}}),
@@ -259,7 +259,7 @@ func TestFencing(t *testing.T) {
 	if got := d1.Stats(); got.Refused != 5 || got.Lost != 1 {
 		t.Errorf("old holder's Stats = %+v, want 5 refused, 1 lost", got)
 	}
-	m, err := d2.Known(ctx, acctA, []string{"u1", "big"})
+	m, err := state.Known(ctx, d2, acctA, []string{"u1", "big"})
 	if err != nil || len(m) != 0 {
 		t.Errorf("refused writes left records: %v, %v", m, err)
 	}
@@ -335,7 +335,7 @@ func TestFenceOrdersTakeover(t *testing.T) {
 	if l2.Token() != l1.Token()+1 {
 		t.Errorf("token %d, want %d", l2.Token(), l1.Token()+1)
 	}
-	m, err := d2.Known(ctx, acctA, []string{"late"})
+	m, err := state.Known(ctx, d2, acctA, []string{"late"})
 	if err != nil || len(m) != 1 {
 		t.Errorf("new holder does not see the fenced commit: %v, %v", m, err)
 	}
@@ -411,7 +411,7 @@ func TestRequireLease(t *testing.T) {
 		t.Fatalf("write with the lease: %v", err)
 	}
 	l.Release()
-	if err := d.AddIntents(ctx, acctA, []state.Intent{{UIDL: "v", Token: "t"}}); !errors.Is(err, state.ErrLeaseLost) {
+	if err := d.AddIntents(ctx, acctA, []state.Intent{{UIDL: "v", Target: "maildir:m", Token: "t"}}); !errors.Is(err, state.ErrLeaseLost) {
 		t.Fatalf("write after Release: %v, want ErrLeaseLost", err)
 	}
 	// A poll's outcome is recorded whatever became of the lease.
@@ -596,7 +596,7 @@ func TestFinish(t *testing.T) {
 	if ps, err := d1.Polls(ctx, acctA, 0); err != nil || len(ps) != 1 || ps[0].OnServer != 3 {
 		t.Errorf("Polls after FinishPoll = %+v, %v", ps, err)
 	}
-	if !errors.Is(ls[0].Err(), ErrReleased) {
+	if !errors.Is(ls[0].Err(), state.ErrLeaseReleased) {
 		t.Errorf("Err after Finish = %v", ls[0].Err())
 	}
 	// Out of the schedule, not claimed; back in, due as it was.

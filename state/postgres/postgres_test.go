@@ -112,7 +112,7 @@ func TestSchemaUpgrade(t *testing.T) {
 	if v, err := s.SchemaVersion(ctx); err != nil || v != len(all) {
 		t.Fatalf("after upgrade SchemaVersion = %d, %v; want %d", v, err, len(all))
 	}
-	m, err := s.Known(ctx, a, []string{"u1"})
+	m, err := state.Known(ctx, s, a, []string{"u1"})
 	if err != nil || len(m) != 1 {
 		t.Fatalf("after upgrade Known = %v, %v; want u1", m, err)
 	}
@@ -231,10 +231,10 @@ func TestFoldRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddIntents(ctx, a, []state.Intent{{UIDL: "y", Token: "a"}, {UIDL: "y", Token: "b"}}); err != nil {
+	if err := s.AddIntents(ctx, a, []state.Intent{{UIDL: "y", Target: "t", Token: "a"}, {UIDL: "y", Target: "t", Token: "b"}}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.Known(ctx, a, []string{"x"})
+	m, err := state.Known(ctx, s, a, []string{"x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestTextNotUTF8(t *testing.T) {
 	if err != nil || len(st) != 1 || st[0].LastError != "-ERR \uFFFD\uFFFD bad" || st[0].Name != "n\uFFFD" {
 		t.Fatalf("Status = %+v, %v", st, err)
 	}
-	m, err := s.Known(ctx, a, []string{"\x00\xff"})
+	m, err := state.Known(ctx, s, a, []string{"\x00\xff"})
 	if err != nil || m["\x00\xff"].Note != "n\uFFFD" {
 		t.Fatalf("Known = %+v, %v", m, err)
 	}
@@ -308,7 +308,7 @@ func TestServerRestart(t *testing.T) {
 	if err := s.MarkDelivered(ctx, a, []state.Record{{UIDL: "2", State: state.Delivered}}); err != nil {
 		t.Fatalf("MarkDelivered after the restart: %v", err)
 	}
-	m, err := s.Known(ctx, a, []string{"1", "2"})
+	m, err := state.Known(ctx, s, a, []string{"1", "2"})
 	if err != nil || len(m) != 2 {
 		t.Fatalf("Known = %v, %v", m, err)
 	}

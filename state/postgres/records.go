@@ -19,19 +19,12 @@ import (
 
 // AddIntents implements state.Store.
 func (s *Store) AddIntents(ctx context.Context, a state.Account, in []state.Intent) error {
-	a, err := canonical(a)
+	a, in, err := state.PrepareIntents(a, in, time.Now())
 	if err != nil {
-		return fmt.Errorf("adding intents: %w", err)
+		return err
 	}
-	for i, it := range in {
-		switch {
-		case it.UIDL == "":
-			return fmt.Errorf("adding intents for %s: intent #%d has no UIDL", a, i+1)
-		case it.Token == "":
-			return fmt.Errorf("adding intents for %s: intent for UIDL %q has no token", a, it.UIDL)
-		case it.Target < 0:
-			return fmt.Errorf("adding intents for %s: intent for UIDL %q has negative target %d", a, it.UIDL, it.Target)
-		}
+	if err := checkText(a); err != nil {
+		return fmt.Errorf("adding intents: %w", err)
 	}
 	if len(in) == 0 {
 		return nil
@@ -42,18 +35,15 @@ func (s *Store) AddIntents(ctx context.Context, a state.Account, in []state.Inte
 	if err != nil {
 		return fmt.Errorf("adding intents for %s: %w", a, err)
 	}
-	type key struct {
-		uidl   string
-		target int
-	}
+	type key struct{ uidl, target string }
 	last := make(map[key]int, len(in))
 	for i, it := range in {
 		last[key{it.UIDL, it.Target}] = i
 	}
-	now := time.Now()
 	var (
 		uidls, tokens [][]byte
-		targets       []int32
+		targets       []string
+		confirmed     []bool
 		sizes         []int64
 		created       []time.Time
 	)
@@ -61,22 +51,19 @@ func (s *Store) AddIntents(ctx context.Context, a state.Account, in []state.Inte
 		if last[key{it.UIDL, it.Target}] != i {
 			continue
 		}
-		c := it.Created
-		if c.IsZero() {
-			c = now
-		}
 		uidls = append(uidls, []byte(it.UIDL))
-		targets = append(targets, int32(it.Target))
+		targets = append(targets, pgText(it.Target))
 		tokens = append(tokens, []byte(it.Token))
+		confirmed = append(confirmed, it.Confirmed)
 		sizes = append(sizes, it.Size)
-		created = append(created, c)
+		created = append(created, it.Created)
 	}
 	err = s.write(ctx, id, func(b *pgx.Batch) {
-		b.Queue(`INSERT INTO intent (account_id, uidl, target, token, size, created)
-			SELECT $1::bigint, * FROM unnest($2::bytea[], $3::integer[], $4::bytea[], $5::bigint[], $6::timestamptz[])
+		b.Queue(`INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created)
+			SELECT $1::bigint, * FROM unnest($2::bytea[], $3::text[], $4::bytea[], $5::boolean[], $6::bigint[], $7::timestamptz[])
 			ON CONFLICT (account_id, uidl, target) DO UPDATE SET
-				token = excluded.token, size = excluded.size, created = excluded.created`,
-			id, uidls, targets, tokens, sizes, created)
+				token = excluded.token, confirmed = excluded.confirmed, size = excluded.size, created = excluded.created`,
+			id, uidls, targets, tokens, confirmed, sizes, created)
 	})
 	if err != nil {
 		return fmt.Errorf("adding intents for %s: %w", a, err)
@@ -99,8 +86,8 @@ func (s *Store) Intents(ctx context.Context, a state.Account) ([]state.Intent, e
 	if id == 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT uidl, target, token, size, created FROM intent
-		WHERE account_id = $1 ORDER BY created, uidl, target`, id)
+	rows, err := s.pool.Query(ctx, `SELECT uidl, target, token, confirmed, size, created FROM intent
+		WHERE account_id = $1 ORDER BY created, uidl, target COLLATE "C"`, id)
 	if err != nil {
 		return nil, fmt.Errorf("listing intents of %s: %w", a, s.fail(ctx, err))
 	}
@@ -109,7 +96,7 @@ func (s *Store) Intents(ctx context.Context, a state.Account) ([]state.Intent, e
 	for rows.Next() {
 		var it state.Intent
 		var uidl, token []byte
-		if err := rows.Scan(&uidl, &it.Target, &token, &it.Size, &it.Created); err != nil {
+		if err := rows.Scan(&uidl, &it.Target, &token, &it.Confirmed, &it.Size, &it.Created); err != nil {
 			return nil, fmt.Errorf("listing intents of %s: %w", a, s.fail(ctx, err))
 		}
 		it.UIDL, it.Token = string(uidl), string(token)
@@ -176,17 +163,12 @@ func foldRecords(recs []state.Record) []state.Record {
 // MarkDelivered implements state.Store: the upsert and the removal of
 // the intents in one fenced transaction.
 func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state.Record) error {
-	a, err := canonical(a)
+	a, recs, err := state.PrepareDelivered(a, recs, time.Now())
 	if err != nil {
-		return fmt.Errorf("marking delivered: %w", err)
+		return err
 	}
-	for i, r := range recs {
-		switch {
-		case r.UIDL == "":
-			return fmt.Errorf("marking delivered for %s: record #%d has no UIDL", a, i+1)
-		case r.State != state.Delivered && r.State != state.Quarantined:
-			return fmt.Errorf("marking delivered for %s: UIDL %q has state %v, want delivered or quarantined", a, r.UIDL, r.State)
-		}
+	if err := checkText(a); err != nil {
+		return fmt.Errorf("marking delivered: %w", err)
 	}
 	if len(recs) == 0 {
 		return nil
@@ -197,7 +179,6 @@ func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state
 	if err != nil {
 		return fmt.Errorf("marking delivered for %s: %w", a, err)
 	}
-	now := time.Now()
 	folded := foldRecords(recs)
 	n := len(folded)
 	var (
@@ -209,16 +190,8 @@ func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state
 		notes             = make([]string, n)
 	)
 	for i, r := range folded {
-		d := r.DeliveredAt
-		if d.IsZero() {
-			d = now
-		}
-		f := r.FirstSeen
-		if f.IsZero() {
-			f = d
-		}
 		uidls[i], states[i], sizes[i] = []byte(r.UIDL), int16(r.State), r.Size
-		first[i], deliveredT[i], deleted[i], notes[i] = f, d, pgTime(r.DeletedAt), pgText(r.Note)
+		first[i], deliveredT[i], deleted[i], notes[i] = r.FirstSeen, r.DeliveredAt, pgTime(r.DeletedAt), pgText(r.Note)
 	}
 	err = s.write(ctx, id, func(b *pgx.Batch) {
 		b.Queue(`INSERT INTO message AS m (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
@@ -243,17 +216,12 @@ func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state
 
 // MarkSkipped implements state.Store.
 func (s *Store) MarkSkipped(ctx context.Context, a state.Account, recs []state.Record) error {
-	a, err := canonical(a)
+	a, recs, err := state.PrepareSkipped(a, recs, time.Now())
 	if err != nil {
-		return fmt.Errorf("marking skipped: %w", err)
+		return err
 	}
-	for i, r := range recs {
-		switch {
-		case r.UIDL == "":
-			return fmt.Errorf("marking skipped for %s: record #%d has no UIDL", a, i+1)
-		case r.State != 0 && r.State != state.Skipped:
-			return fmt.Errorf("marking skipped for %s: UIDL %q has state %v", a, r.UIDL, r.State)
-		}
+	if err := checkText(a); err != nil {
+		return fmt.Errorf("marking skipped: %w", err)
 	}
 	if len(recs) == 0 {
 		return nil
@@ -264,29 +232,24 @@ func (s *Store) MarkSkipped(ctx context.Context, a state.Account, recs []state.R
 	if err != nil {
 		return fmt.Errorf("marking skipped for %s: %w", a, err)
 	}
-	now := time.Now()
 	folded := foldRecords(recs)
 	n := len(folded)
 	uidls, sizes, first, notes := make([][]byte, n), make([]int64, n), make([]time.Time, n), make([]string, n)
 	for i, r := range folded {
-		f := r.FirstSeen
-		if f.IsZero() {
-			f = now
-		}
-		uidls[i], sizes[i], first[i], notes[i] = []byte(r.UIDL), r.Size, f, pgText(r.Note)
+		uidls[i], sizes[i], first[i], notes[i] = []byte(r.UIDL), r.Size, r.FirstSeen, pgText(r.Note)
 	}
 	err = s.write(ctx, id, func(b *pgx.Batch) {
 		// The WHERE of the upsert keeps delivered and quarantined
 		// records as they are.
 		b.Queue(`INSERT INTO message AS m (account_id, uidl, state, size, first_seen, note)
-			SELECT $1::bigint, u, 3, sz, f, n FROM unnest($2::bytea[], $3::bigint[], $4::timestamptz[], $5::text[]) AS t (u, sz, f, n)
+			SELECT $1::bigint, u, $6, sz, f, n FROM unnest($2::bytea[], $3::bigint[], $4::timestamptz[], $5::text[]) AS t (u, sz, f, n)
 			ON CONFLICT (account_id, uidl) DO UPDATE SET
 				size = excluded.size,
 				first_seen = least(m.first_seen, excluded.first_seen),
 				gone_since = NULL,
 				note = excluded.note
 			WHERE m.state = excluded.state`,
-			id, uidls, sizes, first, notes)
+			id, uidls, sizes, first, notes, int16(state.Skipped))
 	})
 	if err != nil {
 		return fmt.Errorf("marking skipped for %s: %w", a, err)
@@ -296,15 +259,15 @@ func (s *Store) MarkSkipped(ctx context.Context, a state.Account, recs []state.R
 
 // MarkDeleted implements state.Store.
 func (s *Store) MarkDeleted(ctx context.Context, a state.Account, uidls []string, at time.Time) error {
-	a, err := canonical(a)
+	a, at, err := state.PrepareDeleted(a, at, time.Now())
 	if err != nil {
+		return err
+	}
+	if err := checkText(a); err != nil {
 		return fmt.Errorf("marking deleted: %w", err)
 	}
 	if len(uidls) == 0 {
 		return nil
-	}
-	if at.IsZero() {
-		at = time.Now()
 	}
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
@@ -328,15 +291,13 @@ func (s *Store) MarkDeleted(ctx context.Context, a state.Account, uidls []string
 // and the account summary in one transaction. It is not fenced: a poll
 // that lost its lease still has its outcome recorded.
 func (s *Store) RecordPoll(ctx context.Context, p state.Poll) error {
-	a, err := canonical(p.Account)
+	p, err := state.PreparePoll(p)
 	if err != nil {
-		return fmt.Errorf("recording poll %q: %w", p.Name, err)
+		return err
 	}
-	switch {
-	case p.Name == "":
-		return fmt.Errorf("recording poll of %s: no account name", a)
-	case p.Start.IsZero():
-		return fmt.Errorf("recording poll of %s: no start time", a)
+	a := p.Account
+	if err := checkText(a); err != nil {
+		return fmt.Errorf("recording poll %q: %w", p.Name, err)
 	}
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()

@@ -66,13 +66,6 @@ const defaultOpTimeout = time.Minute
 // defaultConnectTimeout is the connect timeout when the URL sets none.
 const defaultConnectTimeout = 10 * time.Second
 
-// Errors of this package; the Store's errors otherwise wrap the sentinels
-// of package state.
-var (
-	// ErrReleased: the lease was released by its holder.
-	ErrReleased = errors.New("lease released")
-)
-
 // Options configure a Store. The zero value is a Store for a single tool
 // (status, state copy): it is no member of the fleet until Register.
 type Options struct {
@@ -243,8 +236,8 @@ func (s *Store) LeaseTTL() time.Duration { return s.ttl }
 // String describes the database (user@host:port/database, no password).
 func (s *Store) String() string { return s.where }
 
-// Close releases the leases still held, ends the daemon's registration
-// and closes the connections. Calling it again returns nil.
+// Close ends the leases still held (as lost, see state.Lease) and hands
+// them back, ends the daemon's registration and closes the connections. Calling it again returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -259,8 +252,10 @@ func (s *Store) Close() error {
 	hb := s.hb
 	s.hb = nil
 	s.mu.Unlock()
+	// A poller still running under one of them must commit nothing:
+	// the leases end as lost, and go back to the fleet at once.
 	for _, l := range leases {
-		l.Release()
+		l.handBack(fmt.Errorf("lease on %s: the store was closed: %w", l.account, state.ErrLeaseLost))
 	}
 	var err error
 	if hb != nil {
@@ -341,14 +336,19 @@ func isConnectError(err error) bool {
 
 // canonical validates a and returns its canonical form.
 func canonical(a state.Account) (state.Account, error) {
-	if err := a.Validate(); err != nil {
+	a, err := state.CanonicalAccount(a)
+	if err != nil {
 		return a, err
 	}
-	a = a.Canonical()
+	return a, checkText(a)
+}
+
+// checkText refuses an identity PostgreSQL cannot store as text.
+func checkText(a state.Account) error {
 	if !validText(a.Host) || !validText(a.User) {
-		return a, fmt.Errorf("invalid account %s: host and user must be UTF-8 without NUL", a)
+		return fmt.Errorf("invalid account %s: host and user must be UTF-8 without NUL", a)
 	}
-	return a, nil
+	return nil
 }
 
 // validText reports whether PostgreSQL can store s as text.

@@ -23,7 +23,7 @@ CREATE TABLE account (
 CREATE TABLE message (
 	account_id   bigint NOT NULL REFERENCES account (id),
 	uidl         bytea NOT NULL,
-	state        smallint NOT NULL CHECK (state IN (1, 2, 3)), -- state.MsgState
+	state        smallint NOT NULL CHECK (state >= 1), -- state.MsgState; which exist is Go's business
 	size         bigint NOT NULL,
 	first_seen   timestamptz NOT NULL,
 	delivered_at timestamptz,
@@ -38,8 +38,9 @@ CREATE INDEX message_gone ON message (account_id, gone_since) WHERE gone_since I
 CREATE TABLE intent (
 	account_id bigint NOT NULL REFERENCES account (id),
 	uidl       bytea NOT NULL,
-	target     integer NOT NULL CHECK (target >= 0),
-	token      bytea NOT NULL,
+	target     text NOT NULL CHECK (target <> ''), -- the target's stable ID
+	token      bytea NOT NULL,                      -- empty for a confirmed intent
+	confirmed  boolean NOT NULL,                    -- a confirming target accepted the message
 	size       bigint NOT NULL,
 	created    timestamptz NOT NULL,
 	PRIMARY KEY (account_id, uidl, target)
