@@ -2,12 +2,13 @@
 # test.sh - popsync's test command: ./scripts/test.sh [go test flags] [packages]
 #
 # 1. Makes sure the real servers the integration tests start are installed
-#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd dovecot-imapd openssl postfix, and
-#    the shells, groff and systemd-analyze that check popsync's completion,
-#    man page and service units, and fetchmail getmail6 mpop for the
-#    import tests;
-#    postfix is preseeded with "No configuration", so no system instance is
-#    set up: the tests start private ones). As root it
+#    (Debian: dovecot-core dovecot-pop3d dovecot-lmtpd dovecot-imapd openssl postfix
+#    postgresql, and the shells, groff and systemd-analyze that check
+#    popsync's completion, man page and service units, and fetchmail
+#    getmail6 mpop for the import tests;
+#    postfix is preseeded with "No configuration" and postgresql-common told
+#    not to create its "main" cluster, so no system instance is set up: the
+#    tests start private ones). As root it
 #    installs the missing ones with apt-get; as another user it prints what
 #    is missing and goes on (those tests then skip, or fail when
 #    POPSYNC_REQUIRE_REAL=1).
@@ -26,6 +27,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 PKGS=(dovecot-core dovecot-pop3d dovecot-lmtpd dovecot-imapd openssl postfix
+  postgresql                        # state/postgres: the tests run a private cluster
   fetchmail getmail6 mpop           # cmd/popsync: the import tests run the real tools
   bash zsh fish groff-base systemd)  # cmd/popsync: completion, man page and unit checks
 TEST_USER=popsynctest
@@ -61,6 +63,12 @@ install_pkgs() {  # packages...
   if command -v debconf-set-selections >/dev/null 2>&1; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   fi
+  # PostgreSQL: no system cluster; the tests (internal/realtest) run
+  # private ones with initdb. An existing createcluster.conf is kept.
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+  fi
   {
     apt-get update -q &&
     apt-get install -y -q --no-install-recommends \
@@ -77,7 +85,7 @@ install_pkgs() {  # packages...
 mapfile -t missing < <(missing_pkgs)
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3, LMTP and IMAP) and Postfix yourself; real-server tests will skip"
+    say "missing ${missing[*]} and there is no apt-get: install Dovecot (POP3, LMTP and IMAP), Postfix and PostgreSQL yourself; real-server tests will skip"
   elif ! is_root; then
     say "missing: ${missing[*]}"
     say "install with: sudo apt-get install --no-install-recommends ${missing[*]}"
@@ -99,6 +107,12 @@ fi
 dovecot_bin=$(PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v dovecot || true)
 if [ -n "$dovecot_bin" ]; then
   say "dovecot $("$dovecot_bin" --version 2>/dev/null || echo '(version unknown)') at $dovecot_bin"
+fi
+# Debian keeps the PostgreSQL server programs off $PATH, in
+# /usr/lib/postgresql/<version>/bin; the Go harness picks the newest.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$pg_bin" ] && [ -x "$pg_bin/postgres" ]; then
+  say "$("$pg_bin/postgres" --version) at $pg_bin"
 fi
 
 # ------------------------------------------------------------ test user

@@ -1,0 +1,90 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"popsync/internal/credential/oauth"
+	"popsync/state"
+)
+
+// TokenStore is oauth.TokenStore on the oauth_token table (schema 2): the
+// fleet's OAuth2 tokens, shared by every daemon. A token is stored as the
+// JSON of oauth.Token; Save returns once the commit is durable (fsync on
+// the server), so a rotated refresh token is kept before it is used.
+type TokenStore struct{ s *Store }
+
+var _ oauth.TokenStore = (*TokenStore)(nil)
+
+// Tokens returns the Store's token table.
+func (s *Store) Tokens() *TokenStore { return &TokenStore{s: s} }
+
+// Load implements oauth.TokenStore.
+func (ts *TokenStore) Load(ctx context.Context, key string) (oauth.Token, error) {
+	s := ts.s
+	if !validText(key) {
+		return oauth.Token{}, fmt.Errorf("loading token: the key is not UTF-8 without NUL")
+	}
+	if s.isClosed() {
+		return oauth.Token{}, fmt.Errorf("loading token %q: %w", key, state.ErrClosed)
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var blob []byte
+	err := s.pool.QueryRow(ctx, `SELECT blob FROM oauth_token WHERE key = $1`, key).Scan(&blob)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return oauth.Token{}, fmt.Errorf("loading token %q: %w", key, oauth.ErrNoToken)
+	}
+	if err != nil {
+		return oauth.Token{}, fmt.Errorf("loading token %q: %w", key, s.fail(ctx, err))
+	}
+	var t oauth.Token
+	if err := json.Unmarshal(blob, &t); err != nil {
+		// The error of encoding/json may quote the token's text.
+		return oauth.Token{}, fmt.Errorf("loading token %q: %w: the stored token is not valid JSON", key, state.ErrCorrupt)
+	}
+	return t, nil
+}
+
+// Save implements oauth.TokenStore.
+func (ts *TokenStore) Save(ctx context.Context, key string, t oauth.Token) error {
+	s := ts.s
+	if !validText(key) {
+		return fmt.Errorf("saving token: the key is not UTF-8 without NUL")
+	}
+	if s.isClosed() {
+		return fmt.Errorf("saving token %q: %w", key, state.ErrClosed)
+	}
+	blob, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("saving token %q: encoding it failed", key)
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, `INSERT INTO oauth_token (key, blob, updated) VALUES ($1, $2, now())
+		ON CONFLICT (key) DO UPDATE SET blob = excluded.blob, updated = excluded.updated`, key, blob); err != nil {
+		return fmt.Errorf("saving token %q: %w", key, s.fail(ctx, err))
+	}
+	return nil
+}
+
+// Delete implements oauth.TokenStore.
+func (ts *TokenStore) Delete(ctx context.Context, key string) error {
+	s := ts.s
+	if !validText(key) {
+		return fmt.Errorf("deleting token: the key is not UTF-8 without NUL")
+	}
+	if s.isClosed() {
+		return fmt.Errorf("deleting token %q: %w", key, state.ErrClosed)
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, `DELETE FROM oauth_token WHERE key = $1`, key); err != nil {
+		return fmt.Errorf("deleting token %q: %w", key, s.fail(ctx, err))
+	}
+	return nil
+}
