@@ -279,6 +279,14 @@ func validFlag(f string) bool {
 	return true
 }
 
+// SetLogger replaces the logger of IMAPOptions.Logger; call it before
+// the target is used.
+func (t *IMAP) SetLogger(l *slog.Logger) {
+	if l != nil {
+		t.log = l.With("target", t.name)
+	}
+}
+
 // String names the target, e.g. "imap imap.example.net:993 INBOX".
 func (t *IMAP) String() string { return t.name }
 

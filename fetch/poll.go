@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"popsync/configs"
@@ -119,7 +120,9 @@ type pollRun struct {
 	res     *Result
 
 	partial  map[string]map[string]bool // UIDL → IDs of targets that already accepted it
-	rejected []rejection                // refused for good during this poll
+	rejected []rejection                // refused for good during this poll; added to by reject
+	rejectMu sync.Mutex                 // guards rejected while fetchAll runs
+	limited  []limited                  // over an IMAP target's APPENDLIMIT during this poll
 	qTarget  *target                    // the quarantine Maildir, opened when needed
 }
 
@@ -300,6 +303,9 @@ func (p *pollRun) run(ctx context.Context) error {
 	}
 
 	delivered, fetchErr := p.fetchAll(ctx, c, fetchList, sink{targets: p.targets, state: state.Delivered})
+	if err := p.recordAppendLimited(ctx); err != nil && fetchErr == nil {
+		fetchErr = err
+	}
 	if !a.Keep {
 		dele = append(dele, delivered...)
 	}
