@@ -28,6 +28,9 @@ type staged struct {
 	ds   []deliver.Delivery
 	size int64
 	note string
+	// refused: a target refused it for good at Publish; it is not
+	// delivered, on_reject takes it (see dropRefused).
+	refused bool
 }
 
 // fetchAll RETRs msgs, pipelined, into the sink, committing every batch

@@ -58,7 +58,9 @@ func (cm *committer) run(ctx context.Context, in <-chan []staged) {
 			continue
 		}
 		for _, st := range batch {
-			cm.delivered = append(cm.delivered, st.m)
+			if !st.refused {
+				cm.delivered = append(cm.delivered, st.m)
+			}
 		}
 	}
 }

@@ -140,17 +140,22 @@ func publishRejected(ds []deliver.Delivery, err error) (refused map[deliver.Deli
 // and their intents dropped, and on_reject of ti's entry applies to them
 // (as to an SMTP 5xx). A target before ti may already hold such a
 // message; it is left there, and the warning says so. It returns the
-// batch that goes on and the columns without the refused deliveries.
+// batch that goes on and the columns without the refused deliveries; the
+// refused ones are marked in batch itself.
 func (p *pollRun) dropRefused(ctx context.Context, batch []staged, cols [][]deliver.Delivery, s sink, ti int, refused map[deliver.Delivery]error) ([]staged, [][]deliver.Delivery, error) {
 	var keep []staged
 	var uidls []string
 	gone := make(map[deliver.Delivery]bool)
-	for _, st := range batch {
+	for i := range batch {
+		st := batch[i]
 		rerr, ok := refused[st.ds[ti]]
 		if st.ds[ti] == nil || !ok {
 			keep = append(keep, st)
 			continue
 		}
+		// Marked in the caller's batch too: the committer must not
+		// count it as delivered (and DELE it).
+		batch[i].refused = true
 		uidls = append(uidls, st.m.key)
 		var elsewhere []string
 		for tj, d := range st.ds {
