@@ -263,3 +263,26 @@ func TestRefusedAtPublishIsQuarantined(t *testing.T) {
 		t.Fatalf("second poll: %+v", r)
 	}
 }
+
+// TestCheckTriesIMAPTarget: `popsync check --connect` logs in to the
+// IMAP target and looks for its mailbox, without appending; a refused
+// login is reported with the target's name, never the password.
+func TestCheckTriesIMAPTarget(t *testing.T) {
+	e := newIMAPEnv(t, pop3test.SampleMessages(2, 74), "")
+	r := fetch.Check(t.Context(), e.acct, fetch.CheckOptions{})
+	if r.Err != nil || len(r.Targets) != 1 || !strings.HasPrefix(r.Targets[0].Target, "imap ") || r.Targets[0].Err != nil {
+		t.Fatalf("check: %+v", r)
+	}
+	if msgs, _ := e.d.IMAPMessages(t, e.mailbox); len(msgs) != 0 {
+		t.Fatalf("check appended %d messages", len(msgs))
+	}
+	it := e.acct.Deliver[0].Target.(*configs.IMAPTarget)
+	it.Password = credential.Literal("wrong-password-xyz")
+	r = fetch.Check(t.Context(), e.acct, fetch.CheckOptions{})
+	if r.Err == nil || r.Targets[0].Err == nil || !strings.Contains(r.Err.Error(), "imap ") {
+		t.Fatalf("check with a wrong IMAP password: %+v", r)
+	}
+	if strings.Contains(r.Err.Error(), "wrong-password-xyz") {
+		t.Fatalf("the error shows the password: %v", r.Err)
+	}
+}
