@@ -282,6 +282,9 @@ func childEnvOf(raws []*rawAccount) ChildEnv {
 			if t, ok := de.Target.(*SMTPTarget); ok && t.Password.Env != "" {
 				names = append(names, t.Password.Env)
 			}
+			if t, ok := de.Target.(*IMAPTarget); ok && t.Password.Env != "" {
+				names = append(names, t.Password.Env)
+			}
 		}
 	}
 	return NewChildEnv(names...)

@@ -399,7 +399,7 @@ func TestValidation(t *testing.T) {
 		{"deliver as a table", head + pw + "[account.deliver]\nmaildir = \"/m\"\n",
 			[]want{{6, "home", "deliver", "write [[account.deliver]], not [account.deliver]"}}},
 		{"deliver without kind", head + pw + "[[account.deliver]]\nrcpt = [\"me\"]\n",
-			[]want{{6, "home", "deliver", "needs one of maildir, smtp, lmtp or mda"}}},
+			[]want{{6, "home", "deliver", "needs one of maildir, smtp, lmtp, mda or imap"}}},
 		{"deliver with two kinds", head + pw + "[[account.deliver]]\nmaildir = \"/m\"\nmda = [\"/usr/bin/procmail\"]\n",
 			[]want{{8, "home", "deliver.mda", "cannot be combined with maildir"}}},
 		{"deliver key for another kind", head + pw + "[[account.deliver]]\nmaildir = \"/m\"\nrcpt = [\"me\"]\nhelo = \"x\"\n",
@@ -448,8 +448,8 @@ func TestValidation(t *testing.T) {
 			[]want{{6, "home", "pasword", `unknown key (did you mean "password"?)`}}},
 		{"deliver key in account", head + pw + "maildir = \"/m\"\n" + dl,
 			[]want{{6, "home", "maildir", "unknown key; it belongs in [[account.deliver]]"}}},
-		{"unknown deliver key", head + pw + "[[account.deliver]]\nmaildir = \"/m\"\ncreate = true\n",
-			[]want{{8, "home", "deliver.create", "unknown key"}}},
+		{"unknown deliver key", head + pw + "[[account.deliver]]\nmaildir = \"/m\"\ncreat = true\n",
+			[]want{{8, "home", "deliver.creat", "unknown key"}}},
 		{"unknown defaults key", "[defaults]\nintervall = \"5m\"\n" + head + pw + dl,
 			[]want{{2, "", "defaults.intervall", "unknown key"}}},
 
@@ -580,7 +580,7 @@ mailbox = "INBOX"
 /etc/popsync/config.toml:27: account "home": key "name": is already used by the account on line 13
 /etc/popsync/config.toml:29: account "home": key "auth": must be auto, user, apop, plain, login, cram-md5, xoauth2 or oauthbearer, not "kerberos"
 /etc/popsync/config.toml:31: account "home": key "timeout": "1 minute" is not a duration: unknown unit " minute" (use ms, s, m, h, d or w)
-/etc/popsync/config.toml:32: account "home": key "mailbox": unknown key
+/etc/popsync/config.toml:32: account "home": key "mailbox": unknown key; it belongs in [[account.deliver]]
 /etc/popsync/config.toml:36: account "home": key "deliver.on_reject": must be quarantine, keep or delete, not "bounce"`
 	if err == nil || err.Error() != wantText {
 		t.Errorf("got:\n%v\n\nwant:\n%s", err, wantText)

@@ -186,6 +186,7 @@ func (d *decoder) decode(data []byte) *Config {
 			}
 		}
 	}
+	fillIMAPTargets(cfg)
 
 	if d.literalPassword && d.mode.Perm()&0o077 != 0 {
 		d.probs.add(Problem{Msg: fmt.Sprintf("holds a password but is readable by others (mode %04o); run: chmod 600 %s",

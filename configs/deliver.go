@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	"popsync/internal/credential"
@@ -18,6 +19,7 @@ const (
 	KindSMTP    = "smtp"
 	KindLMTP    = "lmtp"
 	KindMDA     = "mda"
+	KindIMAP    = "imap"
 )
 
 // Deliver is one [[account.deliver]] entry: one delivery target, whose
@@ -26,10 +28,12 @@ const (
 type Deliver struct {
 	Line int // line of the [[account.deliver]] header
 
-	// Target is *MaildirTarget, *SMTPTarget, *LMTPTarget or *MDATarget.
+	// Target is *MaildirTarget, *SMTPTarget, *LMTPTarget, *MDATarget or
+	// *IMAPTarget.
 	Target TargetConfig
 
-	// For confirming targets (SMTP, LMTP, MDA), "" for the others:
+	// For targets that judge each message (SMTP, LMTP, MDA, IMAP), ""
+	// for Maildir:
 	Quarantine string // absolute path of a Maildir for rejected messages; "" = the default
 	OnReject   string // what to do with a message the target rejects permanently
 }
@@ -76,7 +80,61 @@ type MDATarget struct {
 	From    string   // envelope sender, in the environment; "" = none
 }
 
+// IMAPTarget appends to a mailbox of an IMAP server (key imap).
+type IMAPTarget struct {
+	Host string // lower case
+	Port int    // default from TLS: 993 implicit, 143 otherwise
+	TLS  string // TLSImplicit, TLSStartTLS or TLSNone; default TLSImplicit
+	// TLSCAFile, TLSFingerprint and TLSServerName verify the server as
+	// the account keys of the same names do on the POP3 side.
+	TLSCAFile, TLSFingerprint, TLSServerName string
+
+	User string
+	// Password is the password (or, for auth xoauth2 and oauthbearer
+	// without an oauth2 table, the access token): keys password,
+	// password_file, password_command, password_env.
+	Password credential.Source
+	Auth     string // one of the IMAPAuth* constants
+
+	Mailbox      string   // default "INBOX"
+	Create       bool     // create the mailbox when missing; default true
+	Flags        []string // set on every appended message; none by default
+	InternalDate string   // IMAPDateReceived (default) or IMAPDateNow
+
+	// SpoolDir is not a key: the folder that holds each message while it
+	// streams in, [state]'s folder + spool/<target ID>, filled in by Load.
+	SpoolDir string
+}
+
+// Authentication of an IMAP target (key auth in an imap entry).
+const (
+	IMAPAuthAuto         = "auto"          // AUTH=PLAIN if offered, else the LOGIN command, else AUTH=LOGIN
+	IMAPAuthPlain        = "plain"         // SASL PLAIN (RFC 4616)
+	IMAPAuthLogin        = "login"         // SASL LOGIN
+	IMAPAuthLoginCommand = "login-command" // the LOGIN command (RFC 3501 §6.2.3)
+	IMAPAuthXOAuth2      = "xoauth2"       // XOAUTH2 (Google, Microsoft)
+	IMAPAuthOAuthBearer  = "oauthbearer"   // SASL OAUTHBEARER (RFC 7628)
+)
+
+// Internal dates of appended messages (key internal_date).
+const (
+	IMAPDateReceived = "received" // the message's Date, else its first Received, else now
+	IMAPDateNow      = "now"      // the time of the APPEND
+)
+
+// Default ports of an IMAP target (RFC 8314 §7.3, RFC 3501 §2.1).
+const (
+	DefaultIMAPPortImplicit = 993
+	DefaultIMAPPortPlain    = 143
+)
+
+var imapAuths = []string{IMAPAuthAuto, IMAPAuthPlain, IMAPAuthLogin, IMAPAuthLoginCommand, IMAPAuthXOAuth2, IMAPAuthOAuthBearer}
+
+// Addr returns "host:port", with brackets around an IPv6 host.
+func (t *IMAPTarget) Addr() string { return net.JoinHostPort(t.Host, strconv.Itoa(t.Port)) }
+
 func (*MaildirTarget) Kind() string { return KindMaildir }
+func (*IMAPTarget) Kind() string    { return KindIMAP }
 func (*SMTPTarget) Kind() string    { return KindSMTP }
 func (*LMTPTarget) Kind() string    { return KindLMTP }
 func (*MDATarget) Kind() string     { return KindMDA }
@@ -85,6 +143,9 @@ func (t *MaildirTarget) place() []string { return []string{t.Path} }
 func (t *SMTPTarget) place() []string    { return append([]string{t.Addr}, t.Rcpt...) }
 func (t *LMTPTarget) place() []string    { return append([]string{t.Addr}, t.Rcpt...) }
 func (t *MDATarget) place() []string     { return t.Command }
+func (t *IMAPTarget) place() []string {
+	return []string{t.Host, strconv.Itoa(t.Port), t.User, t.Mailbox}
+}
 
 func (t *MaildirTarget) clone() TargetConfig { c := *t; return &c }
 func (t *SMTPTarget) clone() TargetConfig {
@@ -95,6 +156,12 @@ func (t *SMTPTarget) clone() TargetConfig {
 func (t *LMTPTarget) clone() TargetConfig {
 	c := *t
 	c.Rcpt = slices.Clone(t.Rcpt)
+	return &c
+}
+func (t *IMAPTarget) clone() TargetConfig {
+	c := *t
+	c.Flags = slices.Clone(t.Flags)
+	c.Password.Command = slices.Clone(t.Password.Command)
 	return &c
 }
 func (t *MDATarget) clone() TargetConfig {
@@ -109,10 +176,15 @@ func (t *MaildirTarget) String() string { return KindMaildir + " " + t.Path }
 func (t *SMTPTarget) String() string    { return KindSMTP + " " + t.Addr }
 func (t *LMTPTarget) String() string    { return KindLMTP + " " + t.Addr }
 func (t *MDATarget) String() string     { return KindMDA + " " + strings.Join(t.Command, " ") }
+func (t *IMAPTarget) String() string    { return KindIMAP + " " + t.Addr() + " " + t.Mailbox }
 
 // Format prints the target as String does, with every verb, so that
 // printing a config cannot show the AUTH password.
 func (t *SMTPTarget) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(t.String())) }
+
+// Format prints the target as String does, with every verb, so that
+// printing a config cannot show the password.
+func (t *IMAPTarget) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(t.String())) }
 
 // Kind names the target kind of d: one of the Kind* constants, or "".
 func (d Deliver) Kind() string {
@@ -124,7 +196,8 @@ func (d Deliver) Kind() string {
 
 // ID is the stable name of the target in the seen-set's intents: its kind
 // and a digest of where it delivers (the Maildir's path; the MTA's address
-// and the recipients; the MDA's command), so that reordering the deliver
+// and the recipients; the MDA's command; the IMAP server's host, port,
+// user and mailbox), so that reordering the deliver
 // entries, or changing a key that does not say where mail goes (helo,
 // on_reject, ...), does not change it. No two entries of one account have
 // the same ID (Load refuses that).
@@ -136,9 +209,10 @@ func (d Deliver) ID() string {
 	return d.Target.Kind() + ":" + hex.EncodeToString(sum[:8])
 }
 
-// Confirming reports whether d's target confirms each message as it takes
-// it (SMTP, LMTP, MDA) rather than staging it (Maildir); only those take
-// quarantine and on_reject.
+// Confirming reports whether d's target gives a verdict on each message
+// (SMTP, LMTP and MDA as it takes it, IMAP in its reply to APPEND) rather
+// than only storing it (Maildir); only those take quarantine and
+// on_reject.
 func (d Deliver) Confirming() bool {
 	k, ok := kindOf(d.Kind())
 	return ok && k.confirming
@@ -160,7 +234,7 @@ func cloneDelivers(ds []Deliver) []Deliver {
 type deliverKind struct {
 	name       string   // the kind, and the key that selects it
 	keys       []string // the other keys that apply to it
-	confirming bool     // quarantine and on_reject apply too
+	confirming bool     // the target judges messages: quarantine and on_reject apply too
 	// build makes the TargetConfig of a table that selected this kind,
 	// reporting problems of keys that depend on each other.
 	build func(d *decoder, r *rawDeliver, w where) (TargetConfig, bool)
@@ -172,6 +246,9 @@ var deliverKinds = []deliverKind{
 		"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env"}, true, buildSMTP},
 	{KindLMTP, []string{"rcpt", "from", "helo"}, true, buildLMTP},
 	{KindMDA, []string{"from"}, true, buildMDA},
+	{KindIMAP, []string{"tls", "tls_ca_file", "tls_fingerprint", "tls_server_name", "user",
+		"password", "password_file", "password_command", "password_env", "auth",
+		"mailbox", "create", "flags", "internal_date"}, true, buildIMAP},
 }
 
 func kindOf(name string) (deliverKind, bool) {
@@ -197,6 +274,14 @@ type rawDeliver struct {
 	smtpPasswordCommand           val[[]string]
 	smtpPasswordEnv               val[string]
 	quarantine, onReject          val[string]
+
+	imap                                          val[hostMaybePort]
+	tls, tlsCAFile, tlsFingerprint, tlsServerName val[string]
+	user, auth, mailbox, internalDate             val[string]
+	password                                      val[Secret]
+	passwordFile, passwordEnv                     val[string]
+	passwordCommand, flags                        val[[]string]
+	create                                        val[bool]
 }
 
 type deliverField func(d *decoder, r *rawDeliver, x any, w where)
@@ -221,7 +306,24 @@ var deliverFields = map[string]deliverField{
 	},
 	"smtp_password_env": func(d *decoder, r *rawDeliver, x any, w where) { r.smtpPasswordEnv = get(d.envName, x, w) },
 	"quarantine":        func(d *decoder, r *rawDeliver, x any, w where) { r.quarantine = get(d.path, x, w) },
-	"on_reject":         func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
+	"imap":              func(d *decoder, r *rawDeliver, x any, w where) { r.imap = get(d.hostMaybePort, x, w) },
+	"tls":               func(d *decoder, r *rawDeliver, x any, w where) { r.tls = get(d.tlsMode, x, w) },
+	"tls_ca_file":       func(d *decoder, r *rawDeliver, x any, w where) { r.tlsCAFile = get(d.path, x, w) },
+	"tls_fingerprint":   func(d *decoder, r *rawDeliver, x any, w where) { r.tlsFingerprint = get(d.fingerprint, x, w) },
+	"tls_server_name":   func(d *decoder, r *rawDeliver, x any, w where) { r.tlsServerName = get(d.host, x, w) },
+	"user":              func(d *decoder, r *rawDeliver, x any, w where) { r.user = get(d.nonEmpty, x, w) },
+	"password":          func(d *decoder, r *rawDeliver, x any, w where) { r.password = get(d.secret, x, w) },
+	"password_file":     func(d *decoder, r *rawDeliver, x any, w where) { r.passwordFile = get(d.path, x, w) },
+	"password_command":  func(d *decoder, r *rawDeliver, x any, w where) { r.passwordCommand = get(d.command, x, w) },
+	"password_env":      func(d *decoder, r *rawDeliver, x any, w where) { r.passwordEnv = get(d.envName, x, w) },
+	"auth":              func(d *decoder, r *rawDeliver, x any, w where) { r.auth = get(d.enum(imapAuths...), x, w) },
+	"mailbox":           func(d *decoder, r *rawDeliver, x any, w where) { r.mailbox = get(d.mailboxName, x, w) },
+	"create":            func(d *decoder, r *rawDeliver, x any, w where) { r.create = get(d.boolean, x, w) },
+	"flags":             func(d *decoder, r *rawDeliver, x any, w where) { r.flags = get(d.imapFlags, x, w) },
+	"internal_date": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.internalDate = get(d.enum(IMAPDateReceived, IMAPDateNow), x, w)
+	},
+	"on_reject": func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
 }
 
 // delivers reads an array of deliver tables; header is how the user writes
@@ -291,7 +393,10 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 	ok := true
 	for _, v := range []bool{r.maildir.bad, r.smtp.bad, r.lmtp.bad, r.mda.bad, r.rcpt.bad, r.from.bad, r.helo.bad,
 		r.smtpTLS.bad, r.smtpUser.bad, r.smtpPassword.bad, r.smtpPasswordFile.bad, r.smtpPasswordCommand.bad,
-		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad} {
+		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad,
+		r.imap.bad, r.tls.bad, r.tlsCAFile.bad, r.tlsFingerprint.bad, r.tlsServerName.bad, r.user.bad,
+		r.auth.bad, r.mailbox.bad, r.internalDate.bad, r.password.bad, r.passwordFile.bad, r.passwordEnv.bad,
+		r.passwordCommand.bad, r.flags.bad, r.create.bad} {
 		if v {
 			ok = false
 		}

@@ -16,6 +16,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
+
+	"popsync/internal/credential"
 )
 
 // Authentication of an IMAP target (IMAPOptions.Auth).
@@ -70,10 +72,13 @@ type IMAPOptions struct {
 	// User is the login name; "" only for a server that greets with
 	// PREAUTH.
 	User string
-	// Password returns the password, or the OAuth2 access token for
-	// IMAPAuthXOAuth2 and IMAPAuthOAuthBearer. It is called once per
-	// connection; its error is reported as an authentication failure.
-	Password func(ctx context.Context) (string, error)
+	// Password gives the password, or the OAuth2 access token for
+	// IMAPAuthXOAuth2 and IMAPAuthOAuthBearer (credential.FromTokens of
+	// a token source). Its Secret is asked once per connection, and its
+	// error is reported as an authentication failure; a secret the
+	// server refuses (a tagged NO to the login) is Invalidated, so an
+	// OAuth2 token is not offered again.
+	Password credential.Credential
 	// Auth is one of the IMAPAuth constants.
 	Auth string
 	// Mailbox receives the messages; default "INBOX". Names are UTF-8;
@@ -272,6 +277,14 @@ func validFlag(f string) bool {
 		}
 	}
 	return true
+}
+
+// SetLogger replaces the logger of IMAPOptions.Logger; call it before
+// the target is used.
+func (t *IMAP) SetLogger(l *slog.Logger) {
+	if l != nil {
+		t.log = l.With("target", t.name)
+	}
 }
 
 // String names the target, e.g. "imap imap.example.net:993 INBOX".
@@ -491,10 +504,31 @@ func (t *IMAP) authenticate(ctx context.Context, c *imapclient.Client, caps imap
 	if saslName != "" && !caps.Has(imap.AuthCap(saslName)) {
 		return fmt.Errorf("server does not offer AUTH=%s", saslName)
 	}
-	secret, err := t.opts.Password(ctx)
+	secret, err := t.opts.Password.Secret(ctx)
 	if err != nil {
 		return fmt.Errorf("getting the password: %w", err)
 	}
+	err = t.login(c, mech, secret)
+	var ie *imap.Error
+	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && !temporaryAuth(ie) {
+		t.opts.Password.Invalidate(secret)
+	}
+	return err
+}
+
+// temporaryAuth reports whether a NO to a login names a condition of the
+// server (RFC 5530 §3: UNAVAILABLE, INUSE, ...) rather than refused
+// credentials.
+func temporaryAuth(ie *imap.Error) bool {
+	switch ie.Code {
+	case imap.ResponseCodeUnavailable, imap.ResponseCodeInUse, imap.ResponseCodeLimit, imap.ResponseCodeServerBug:
+		return true
+	}
+	return false
+}
+
+// login runs the mechanism mech with secret.
+func (t *IMAP) login(c *imapclient.Client, mech, secret string) error {
 	var sc sasl.Client
 	switch mech {
 	case IMAPAuthPlain:

@@ -21,6 +21,7 @@ import (
 	"popsync/deliver"
 	"popsync/fetch/pop3"
 	"popsync/fetch/pop3/pop3test"
+	"popsync/internal/credential"
 	"popsync/internal/realtest"
 )
 
@@ -442,7 +443,7 @@ func TestIMAPSessionDovecot(t *testing.T) {
 
 	t.Run("WrongPassword", func(t *testing.T) {
 		opts := imapOptions(d, "INBOX", filepath.Join(t.TempDir(), "spool"))
-		opts.Password = func(context.Context) (string, error) { return "wrong", nil }
+		opts.Password = credential.Literal("wrong")
 		var wire wireRecorder
 		opts.Dial = wire.dial
 		tg := newIMAP(t, opts)

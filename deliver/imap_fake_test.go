@@ -39,6 +39,8 @@ type fakeIMAP struct {
 	// write, by plain text (the STARTTLS injection attack). Without it,
 	// STARTTLS is refused.
 	injectAfterSTARTTLS bool
+	// refuseAuth answers every AUTHENTICATE with NO [AUTHENTICATIONFAILED].
+	refuseAuth bool
 
 	mu      sync.Mutex
 	auth    []string // the decoded SASL responses of the last AUTHENTICATE
@@ -191,6 +193,10 @@ func (f *fakeIMAP) serve(c net.Conn) {
 			f.auth = []string{string(dec)}
 			f.logins++
 			f.mu.Unlock()
+			if f.refuseAuth {
+				send("%s NO [AUTHENTICATIONFAILED] invalid credentials", tag)
+				continue
+			}
 			send("%s OK authenticated", tag)
 			if f.afterLogin != "" {
 				send("%s", f.afterLogin)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"popsync/deliver"
+	"popsync/internal/credential"
 )
 
 // syncLog collects log output across goroutines.
@@ -40,7 +41,7 @@ func fakeTarget(t *testing.T, f *fakeIMAP, mailbox string, mod func(*deliver.IMA
 		Addr:     "imap.example.net:993",
 		TLS:      deliver.TLSNone,
 		User:     "me",
-		Password: func(context.Context) (string, error) { return "secret-password", nil },
+		Password: credential.Literal("secret-password"),
 		Mailbox:  mailbox,
 		Create:   true,
 		SpoolDir: filepath.Join(t.TempDir(), "spool"),
@@ -420,10 +421,10 @@ func TestIMAPOAuth2(t *testing.T) {
 		{deliver.IMAPAuthPlain, "\x00me\x00ya29.token"},
 	} {
 		f := newFakeIMAP(t, "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER", "INBOX")
-		calls := 0
+		cred := &testCredential{secret: "ya29.token"}
 		tg, _ := fakeTarget(t, f, "INBOX", func(o *deliver.IMAPOptions) {
 			o.Auth = tc.auth
-			o.Password = func(context.Context) (string, error) { calls++; return "ya29.token", nil }
+			o.Password = cred
 		})
 		ds := stageAll(t, tg, sized(10), sized(10))
 		if err := tg.Publish(t.Context(), ds); err != nil {
@@ -435,9 +436,44 @@ func TestIMAPOAuth2(t *testing.T) {
 		if len(got) != 1 || got[0] != tc.want {
 			t.Errorf("%s: the server got %q, want %q", tc.auth, got, tc.want)
 		}
-		if calls != 1 {
-			t.Errorf("%s: Password called %d times for one connection", tc.auth, calls)
+		if cred.calls != 1 || len(cred.invalidated) != 0 {
+			t.Errorf("%s: Password asked %d times for one connection, invalidated %q", tc.auth, cred.calls, cred.invalidated)
 		}
+	}
+}
+
+// testCredential counts the secrets it hands out and remembers those
+// invalidated.
+type testCredential struct {
+	secret      string
+	calls       int
+	invalidated []string
+}
+
+func (c *testCredential) Secret(context.Context) (string, error) { c.calls++; return c.secret, nil }
+func (c *testCredential) Invalidate(s string)                    { c.invalidated = append(c.invalidated, s) }
+
+// TestIMAPRefusedTokenInvalidated: a token the server refuses is
+// Invalidated, so an OAuth2 source does not offer it again; the failure
+// is a temporary one at StageAuth, and the message stays to be retried.
+func TestIMAPRefusedTokenInvalidated(t *testing.T) {
+	f := newFakeIMAP(t, "IMAP4rev1 UIDPLUS AUTH=XOAUTH2", "INBOX")
+	f.refuseAuth = true
+	cred := &testCredential{secret: "ya29.expired"}
+	tg, _ := fakeTarget(t, f, "INBOX", func(o *deliver.IMAPOptions) {
+		o.Auth = deliver.IMAPAuthXOAuth2
+		o.Password = cred
+	})
+	_, err := tg.Begin(t.Context(), deliver.Meta{UIDL: "u1", Size: 10})
+	var de *deliver.DeliveryError
+	if !errors.As(err, &de) || de.Stage != deliver.StageAuth || !de.Temporary {
+		t.Fatalf("Begin with a refused token: %v", err)
+	}
+	if len(cred.invalidated) != 1 || cred.invalidated[0] != "ya29.expired" {
+		t.Errorf("invalidated %q, want the refused token", cred.invalidated)
+	}
+	if strings.Contains(err.Error(), "ya29.expired") {
+		t.Errorf("the error shows the token: %v", err)
 	}
 }
 

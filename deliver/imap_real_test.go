@@ -12,6 +12,7 @@ import (
 
 	"popsync/deliver"
 	"popsync/deliver/delivertest"
+	"popsync/internal/credential"
 	"popsync/internal/realtest"
 )
 
@@ -67,7 +68,7 @@ func imapOptions(d *realtest.Dovecot, mailbox, spool string) deliver.IMAPOptions
 		TLS:       deliver.TLSImplicit,
 		TLSConfig: d.TLSConfig(),
 		User:      d.User,
-		Password:  func(context.Context) (string, error) { return d.Password, nil },
+		Password:  credential.Literal(d.Password),
 		Mailbox:   mailbox,
 		Create:    true,
 		SpoolDir:  spool,

@@ -28,6 +28,9 @@ type staged struct {
 	ds   []deliver.Delivery
 	size int64
 	note string
+	// refused: a target refused it for good at Publish; it is not
+	// delivered, on_reject takes it (see dropRefused).
+	refused bool
 }
 
 // fetchAll RETRs msgs, pipelined, into the sink, committing every batch
@@ -283,6 +286,15 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 			return st, false, fmt.Errorf("recording partial delivery of %s: %w", m.key, err)
 		}
 	}
+	if note, ok := overAppendLimit(temp); ok && len(perm) == 0 {
+		// Like max_size: left on the server, reported once, not
+		// retried at every poll (RFC 7889).
+		p.log.Warn("message over the IMAP server's APPENDLIMIT left on the server",
+			"uidl", m.key, "size", m.size, "limit", note)
+		p.limited = append(p.limited, limited{m: m, note: appendLimitNote + note})
+		p.onMessage(m, n, s.targets, MessageSkipped, errors.Join(temp...))
+		return st, false, nil
+	}
 	if len(temp) > 0 {
 		p.res.Failed++
 		joined := errors.Join(append(temp, perm...)...)
@@ -303,7 +315,7 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 	if onReject == "" {
 		onReject = configs.DefaultOnReject
 	}
-	p.rejected = append(p.rejected, rejection{m: m, onReject: onReject, reason: errors.Join(perm...).Error()})
+	p.reject(rejection{m: m, onReject: onReject, reason: errors.Join(perm...).Error()})
 	p.onMessage(m, n, s.targets, MessageRejected, errors.Join(perm...))
 	return st, false, nil
 }

@@ -58,7 +58,9 @@ func (cm *committer) run(ctx context.Context, in <-chan []staged) {
 			continue
 		}
 		for _, st := range batch {
-			cm.delivered = append(cm.delivered, st.m)
+			if !st.refused {
+				cm.delivered = append(cm.delivered, st.m)
+			}
 		}
 	}
 }
@@ -183,10 +185,22 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 			continue
 		}
 		if err := t.Publish(ctx, cols[ti]); err != nil {
-			// Some may be in place: the committer resolves the intents
-			// once nothing streams any more.
-			return &publishError{asTargetError(fmt.Errorf("delivering: %w", err))}
+			refused, ok := publishRejected(cols[ti], err)
+			if !ok {
+				// Some may be in place: the committer resolves the
+				// intents once nothing streams any more.
+				return &publishError{asTargetError(fmt.Errorf("delivering: %w", err))}
+			}
+			// The server judged some messages (an IMAP NO): on_reject
+			// takes them, the rest of the batch goes on.
+			if batch, cols, err = p.dropRefused(ctx, batch, cols, s, ti, refused); err != nil {
+				return err
+			}
 		}
+		p.logAppendUIDs(batch, ti)
+	}
+	if len(batch) == 0 {
+		return nil
 	}
 	recs := make([]state.Record, len(batch))
 	for i, st := range batch {

@@ -200,7 +200,10 @@ func (p *pollRun) plan(msgs []serverMsg, known []state.Record, now time.Time) (f
 		case state.Skipped:
 			// max_size was raised since: fetch it now. A rejected
 			// message is not retried that way.
-			fetch = !strings.HasPrefix(r.Note, rejectedNote) && (max == 0 || m.size <= max)
+			// Nor is one over an IMAP target's APPENDLIMIT: the limit
+			// is the server's, and the message was reported once.
+			fetch = !strings.HasPrefix(r.Note, rejectedNote) && !strings.HasPrefix(r.Note, appendLimitNote) &&
+				(max == 0 || m.size <= max)
 		case state.Delivered:
 			switch {
 			case !a.Keep:

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"popsync/configs"
@@ -124,7 +125,9 @@ type pollRun struct {
 
 	partial  map[string]map[string]bool // UIDL → IDs of targets that already accepted it
 	deferred []error                    // why messages could not be delivered this time
-	rejected []rejection                // refused for good during this poll
+	rejected []rejection                // refused for good during this poll; added to by reject
+	rejectMu sync.Mutex                 // guards rejected while fetchAll runs
+	limited  []limited                  // over an IMAP target's APPENDLIMIT during this poll
 	qTarget  *target                    // the quarantine Maildir, opened when needed
 }
 
@@ -329,6 +332,9 @@ func (p *pollRun) run(ctx context.Context) error {
 		}
 	}
 	delivered, fetchErr := p.fetchAll(ctx, c, fetchList, sink{targets: p.targets, state: state.Delivered})
+	if err := p.recordAppendLimited(ctx); err != nil && fetchErr == nil {
+		fetchErr = err
+	}
 	if !a.Keep {
 		dele = append(dele, delivered...)
 	}

@@ -32,6 +32,11 @@ var openers = map[string]func(a *configs.Account, d configs.Deliver) (deliver.Ta
 	configs.KindMDA: opener(func(a *configs.Account, t *configs.MDATarget) (deliver.Target, error) {
 		return deliver.NewMDA(deliver.MDAOptions{Command: t.Command, From: t.From, Env: a.ChildEnv.Environ()})
 	}),
+	configs.KindIMAP: opener(func(a *configs.Account, t *configs.IMAPTarget) (deliver.Target, error) {
+		// [account.deliver.oauth2] hooks in here: its token source's
+		// credential.FromTokens in place of the password source.
+		return openIMAP(a, t, t.Password)
+	}),
 }
 
 // opener adapts the constructor of one kind to the settings type of its
@@ -76,6 +81,9 @@ func (p *pollRun) openTargets() error {
 		if err != nil {
 			p.closeTargets()
 			return asTargetError(fmt.Errorf("opening delivery target: %w", err))
+		}
+		if lt, ok := t.(loggingTarget); ok {
+			lt.SetLogger(p.log)
 		}
 		p.targets = append(p.targets, target{Target: t, id: d.ID(), onReject: d.OnReject})
 	}

@@ -28,7 +28,8 @@ const benchPassword = "peerbench-secret"
 
 // startDovecot starts Dovecot for the given mailbox users with its
 // instance directory in dataDir, as who.
-func startDovecot(ctx context.Context, dataDir string, who *osUser, users []string) (*dovecot, error) {
+// With imap, it serves IMAP too (the imap scenario's target).
+func startDovecot(ctx context.Context, dataDir string, who *osUser, users []string, imap bool) (*dovecot, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -42,6 +43,7 @@ func startDovecot(ctx context.Context, dataDir string, who *osUser, users []stri
 		RunAs:       who.name,
 		Parent:      dataDir,
 		Connections: 256,
+		IMAP:        imap,
 	})
 	if err != nil {
 		if d != nil {

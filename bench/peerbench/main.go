@@ -30,7 +30,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var scenarioNames = []string{"keep", "delete", "accounts", "poll", "big", "smtp"}
+var scenarioNames = []string{"keep", "delete", "accounts", "poll", "big", "smtp", "imap"}
 
 // defaultTools are the tools each scenario runs unless -tools says
 // otherwise (and only those installed).
@@ -41,6 +41,7 @@ var defaultTools = map[string][]string{
 	"poll":     {"popsync", "mpop"},
 	"big":      {"popsync", "mpop", "fetchmail"},
 	"smtp":     {"popsync", "fetchmail"},
+	"imap":     {"popsync", "popsync-imap"},
 }
 
 type options struct {
@@ -51,6 +52,7 @@ type options struct {
 	perAccount  int
 	pollN       int
 	smtpN       int
+	imapN       int
 	bigMiB      int
 	repeats     int
 	seed        uint64
@@ -66,13 +68,14 @@ type options struct {
 func main() {
 	var o options
 	var scen, tools string
-	flag.StringVar(&scen, "scenarios", "keep,delete,accounts,poll,big,smtp", "comma-separated: "+strings.Join(scenarioNames, ", ")+" (or all)")
+	flag.StringVar(&scen, "scenarios", "keep,delete,accounts,poll,big,smtp,imap", "comma-separated: "+strings.Join(scenarioNames, ", ")+" (or all)")
 	flag.StringVar(&tools, "tools", "", "comma-separated: run only these of each scenario's tools (popsync, popsync-serial, mpop, getmail, fetchmail; default: all of them that are installed)")
 	flag.IntVar(&o.n, "n", 10000, "messages in the mailbox of the keep and delete scenarios")
 	flag.IntVar(&o.accounts, "accounts", 50, "accounts of the accounts scenario")
 	flag.IntVar(&o.perAccount, "per-account", 200, "messages per account of the accounts scenario")
 	flag.IntVar(&o.pollN, "poll-n", 100000, "messages on the server in the poll scenario")
 	flag.IntVar(&o.smtpN, "smtp-n", 2000, "messages reinjected over SMTP in the smtp scenario")
+	flag.IntVar(&o.imapN, "imap-n", 2000, "messages of the imap scenario (POP3 into Dovecot IMAP against POP3 into Maildir)")
 	flag.IntVar(&o.bigMiB, "big-mib", 200, "size of the one message of the big scenario, MiB")
 	flag.IntVar(&o.repeats, "repeats", 3, "timed runs per tool and scenario; the report shows medians")
 	flag.Uint64Var(&o.seed, "seed", 1, "mail generator seed; the same seed gives byte-identical mailboxes")
@@ -106,7 +109,7 @@ func main() {
 			o.tools = append(o.tools, t)
 		}
 	}
-	if o.repeats < 1 || o.n < 1 || o.accounts < 1 || o.perAccount < 1 || o.pollN < 1 || o.smtpN < 1 || o.bigMiB < 1 {
+	if o.repeats < 1 || o.n < 1 || o.accounts < 1 || o.perAccount < 1 || o.pollN < 1 || o.smtpN < 1 || o.imapN < 1 || o.bigMiB < 1 {
 		fmt.Fprintln(os.Stderr, "peerbench: counts and sizes must be positive")
 		os.Exit(2)
 	}
@@ -183,12 +186,12 @@ func run(ctx context.Context, o options) error {
 			logf("%s is not installed: left out", t.name)
 		}
 	}
-	r.users = []string{"main", "poll", "big", "reinject"}
+	r.users = []string{"main", "poll", "big", "reinject", imapUser}
 	for i := 1; i <= o.accounts; i++ {
 		r.users = append(r.users, accountUser(i))
 	}
 	logf("starting dovecot (server user %s, fetchers run as %s)", server.name, client.name)
-	r.srv, err = startDovecot(ctx, o.dataDir, server, r.users)
+	r.srv, err = startDovecot(ctx, o.dataDir, server, r.users, slices.Contains(o.scenarios, "imap"))
 	if err != nil {
 		return err
 	}
@@ -226,6 +229,8 @@ func run(ctx context.Context, o options) error {
 			err = r.bigScenario(ctx)
 		case "smtp":
 			err = r.smtpScenario(ctx)
+		case "imap":
+			err = r.imapScenario(ctx)
 		}
 		if err != nil {
 			logf("scenario %s: %v", s, err)

@@ -30,6 +30,9 @@ type job struct {
 	// boxes' Maildirs.
 	smtpAddr string
 	rcpt     string
+	// imapAddr, when set, makes the tool append every message to the
+	// INBOX of imapUser at imapAddr (host:port, plain IMAP) instead.
+	imapAddr, imapUser string
 }
 
 // tool is a fetcher the benchmark can run. Its config is written into the
@@ -61,9 +64,13 @@ func firstLine(bin string, args ...string) string {
 // under test.
 func allTools(popsyncBin string) []*tool {
 	popsync := func(name string, serial bool) *tool {
+		about := "popsync fetch (this tree)"
+		if name == "popsync-imap" {
+			about = "popsync fetch (this tree), appending over IMAP (plain, loopback) into another Dovecot user's INBOX"
+		}
 		return &tool{
 			name: name, bin: popsyncBin,
-			about:   "popsync fetch (this tree)",
+			about:   about,
 			version: func(bin string) string { return firstLine(bin, "version") },
 			command: func(t *tool, j *job) ([]string, []string, error) {
 				par := j.maxParallel
@@ -76,9 +83,13 @@ func allTools(popsyncBin string) []*tool {
 				for _, m := range j.boxes {
 					fmt.Fprintf(&b, "\n[[account]]\nname = %q\nhost = %q\nport = %d\ntls = \"none\"\nuser = %q\npassword = %q\nauth = \"user\"\nkeep = %v\n\n  [[account.deliver]]\n",
 						m.name, j.host, j.port, m.user, j.password, j.keep)
-					if j.smtpAddr != "" {
+					switch {
+					case j.imapAddr != "":
+						fmt.Fprintf(&b, "  imap = %q\n  tls = \"none\"\n  user = %q\n  password = %q\n  mailbox = \"INBOX\"\n",
+							j.imapAddr, j.imapUser, j.password)
+					case j.smtpAddr != "":
 						fmt.Fprintf(&b, "  smtp = %q\n  rcpt = [%q]\n", j.smtpAddr, j.rcpt)
-					} else {
+					default:
 						fmt.Fprintf(&b, "  maildir = %q\n", m.maildir)
 					}
 				}
@@ -92,6 +103,7 @@ func allTools(popsyncBin string) []*tool {
 	return []*tool{
 		popsync("popsync", false),
 		popsync("popsync-serial", true),
+		popsync("popsync-imap", false),
 		{
 			name: "mpop", bin: "mpop",
 			about:   "mpop, delivery maildir, pipelining auto, accounts one after another (-a)",

@@ -189,6 +189,14 @@ func (o Options) tlsConfig(fallbackHost string) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// ClientTLSConfig is the TLS configuration the client would use: the
+// options' server name (else fallbackHost), CA file and fingerprint pin,
+// TLS 1.2 at least. Other clients that verify a server the way this one
+// does (the IMAP delivery target) use it too.
+func (o Options) ClientTLSConfig(fallbackHost string) (*tls.Config, error) {
+	return o.tlsConfig(fallbackHost)
+}
+
 // ParseFingerprint decodes a SHA-256 fingerprint written in hex, with or
 // without colons or spaces, in any case, optionally prefixed "sha256:".
 func ParseFingerprint(s string) ([]byte, error) {
