@@ -36,9 +36,10 @@ type staged struct {
 //
 // Commits are grouped: the committer makes one batch durable while the
 // next streams in, and a batch is whatever was fully received while the
-// previous commit ran. The stream never waits for a flush unless a batch
-// reaches its bounds (BatchSize messages or BatchBytes bytes): then it
-// waits for the commit in progress. So batches stay small when flushes
+// previous commit ran (at least 32 messages or 4 MiB unless the stream
+// ends first). The stream never waits for a flush unless a batch reaches
+// its bounds (BatchSize messages or BatchBytes bytes): then it waits for
+// the commit in progress. So batches stay small when flushes
 // are fast, grow by themselves when they are slow, and at most two
 // batches hold staged files (one committing, one filling).
 func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink) ([]serverMsg, error) {
@@ -96,10 +97,24 @@ func (g *grouper) add(st staged) {
 		g.flush()
 		return
 	}
+	// A batch smaller than minBatch waits for more, so that a fast disk
+	// does not pay a commit (two transactions, a directory fsync) for
+	// every message or two; the wait is only the time to receive that
+	// much.
+	if len(g.batch) < minBatchN && g.bytes < minBatchBytes {
+		return
+	}
 	if g.cm.trySubmit(g.batch) {
 		g.reset()
 	}
 }
+
+// A batch is handed to an idle committer once it holds minBatchN
+// messages or minBatchBytes bytes; the end of the stream flushes less.
+const (
+	minBatchN     = 32
+	minBatchBytes = 4 << 20
+)
 
 // flush hands the batch over, waiting for the commit in progress.
 func (g *grouper) flush() {
