@@ -16,8 +16,11 @@ var syncStrategies = []struct {
 }{
 	{"fsync-sequential", func(ctx context.Context, files []*os.File) []error { return syncPool(ctx, files, 1) }},
 	{"fsync-pool4", func(ctx context.Context, files []*os.File) []error { return syncPool(ctx, files, 4) }},
-	{"fsync-pool8", syncConcurrently},
+	{"fsync-pool8", func(ctx context.Context, files []*os.File) []error { return syncPool(ctx, files, 8) }},
 	{"fsync-pool16", func(ctx context.Context, files []*os.File) []error { return syncPool(ctx, files, 16) }},
+	{"fsync-pool32", func(ctx context.Context, files []*os.File) []error { return syncPool(ctx, files, 32) }},
+	{"fsync-pool64", syncConcurrently},
+	{"fsync-pool128", func(ctx context.Context, files []*os.File) []error { return syncPool(ctx, files, 128) }},
 }
 
 // benchMessage is a ~30 KB message with CRLF line endings.

@@ -34,13 +34,44 @@ const (
 	// bufSize is the write buffer of one delivery while it streams.
 	bufSize = 64 << 10
 	// defaultMaxHeld bounds the file descriptors held by closed deliveries
-	// that wait for Prepare. Past it, Close fsyncs and closes the file
-	// itself: slower (one fsync per message, not concurrent) but still
-	// correct. Callers should keep batches at or below this size.
-	defaultMaxHeld = 256
-	// syncWorkers bounds the concurrent fsyncs of one Prepare.
-	syncWorkers = 8
+	// of one Maildir that wait for Prepare. Past it, Close fsyncs and
+	// closes the file itself: slower (one fsync per message, not
+	// concurrent) but still correct. It is twice the fetcher's largest
+	// batch: one batch committing while the next fills.
+	defaultMaxHeld = 1024
+	// syncWorkers bounds the concurrent fsyncs of one Prepare. A flush
+	// that the device serves at once for many files (a journal commit, a
+	// disk cache flush) then costs one latency for up to 64 files rather
+	// than one per 8; see BenchmarkMaildirSlowFlush.
+	syncWorkers = 64
 )
+
+// heldFiles bounds, process-wide, the files that closed deliveries of
+// every Maildir keep open for Prepare: a quarter of RLIMIT_NOFILE, so
+// that many accounts polling at once cannot run the process out of file
+// descriptors. Past it, Close fsyncs and closes the file itself.
+var heldFiles = struct {
+	once  sync.Once
+	limit int64
+	n     atomic.Int64
+}{}
+
+func acquireHeld() bool {
+	heldFiles.once.Do(func() {
+		heldFiles.limit = 256
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur/4 > 256 {
+			heldFiles.limit = int64(min(rl.Cur/4, 1<<20))
+		}
+	})
+	if heldFiles.n.Add(1) > heldFiles.limit {
+		heldFiles.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func releaseHeld() { heldFiles.n.Add(-1) }
 
 // MaildirOptions configures a Maildir target.
 type MaildirOptions struct {
@@ -53,8 +84,9 @@ type MaildirOptions struct {
 // message's unique file name, the same in tmp/ and new/.
 //
 // Every closed delivery keeps its file open until Prepare fsyncs it
-// (up to 256 per Maildir; beyond that Close fsyncs the file itself), so a
-// batch costs about one file descriptor per message.
+// (up to 1024 per Maildir and a quarter of RLIMIT_NOFILE in the process;
+// beyond that Close fsyncs the file itself), so a batch costs about one
+// file descriptor per message.
 type Maildir struct {
 	dir  string // absolute path
 	opts MaildirOptions
@@ -289,7 +321,7 @@ func (m *Maildir) own(ds []Delivery, doing string) ([]*maildirDelivery, error) {
 	return out, nil
 }
 
-// Prepare fsyncs the tmp files of ds, up to 8 at a time, and closes them.
+// Prepare fsyncs the tmp files of ds, up to 64 at a time, and closes them.
 //
 // Concurrent fsyncs were measured against one syncfs(2) and against fsyncs
 // in sequence, for batches of 200 messages of 30 KB: see
@@ -646,7 +678,7 @@ func (d *maildirDelivery) Close() error {
 	}
 	m := d.m
 	m.mu.Lock()
-	spill := m.held >= m.maxHeld
+	spill := m.held >= m.maxHeld || !acquireHeld()
 	if !spill {
 		m.held++
 		d.held = true
@@ -703,6 +735,7 @@ func (d *maildirDelivery) closeFile() error {
 		d.m.mu.Lock()
 		d.m.held--
 		d.m.mu.Unlock()
+		releaseHeld()
 	}
 	return err
 }

@@ -33,9 +33,18 @@ type staged struct {
 	refused bool
 }
 
-// fetchAll RETRs msgs, pipelined, into the sink, committing every batch
-// durably. It returns the messages delivered and recorded, which are the
+// fetchAll RETRs msgs, pipelined, into the sink, committing durably as
+// it goes. It returns the messages delivered and recorded, which are the
 // only ones that may be DELE'd, also when it returns an error.
+//
+// Commits are grouped: the committer makes one batch durable while the
+// next streams in, and a batch is whatever was fully received while the
+// previous commit ran (at least 32 messages or 4 MiB unless the stream
+// ends first). The stream never waits for a flush unless a batch reaches
+// its bounds (BatchSize messages or BatchBytes bytes): then it waits for
+// the commit in progress. So batches stay small when flushes
+// are fast, grow by themselves when they are slow, and at most two
+// batches hold staged files (one committing, one filling).
 func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink) ([]serverMsg, error) {
 	if len(msgs) == 0 {
 		return nil, nil
@@ -48,28 +57,13 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 	if batchBytes <= 0 {
 		batchBytes = defaultBatchBytes
 	}
-	// Batch k commits in the committer's goroutine while batch k+1
-	// streams here.
 	cm := p.startCommitter(ctx, s)
 	defer cm.finish(ctx)
-	var fetchErr error
-	streamed := 0
-	for start := 0; start < len(msgs) && fetchErr == nil && !cm.failed.Load(); {
-		// A batch ends at batchN messages or once batchBytes are expected,
-		// so that a few huge messages do not hold many open files.
-		end, bytes := start, int64(0)
-		for end < len(msgs) && end-start < batchN && (end == start || bytes+msgs[end].size <= batchBytes) {
-			bytes += msgs[end].size
-			end++
-		}
-		var batch []staged
-		batch, fetchErr = p.fetchBatch(ctx, c, msgs[start:end], s, len(msgs), streamed, cm)
-		streamed += len(batch)
-		// Messages fully received before an error are still committed:
-		// a dropped connection costs only the message in flight.
-		cm.submit(batch)
-		start = end
-	}
+	g := &grouper{cm: cm, maxN: batchN, maxBytes: batchBytes}
+	fetchErr := p.fetchStream(ctx, c, msgs, s, g)
+	// Messages fully received before an error are still committed: a
+	// dropped connection costs only the message in flight.
+	g.flush()
 	delivered, commitErr := cm.finish(ctx)
 	if errors.Is(fetchErr, errCommitFailed) {
 		fetchErr = nil
@@ -85,18 +79,72 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 	return delivered, nil
 }
 
-// fetchBatch streams one batch into the sink and returns what it staged,
-// with the error that ended the RETRs early, if any. It stops early, too,
-// once the committer failed.
-func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, todo, doneBefore int, cm *committer) ([]staged, error) {
+// grouper collects staged messages into the next batch and hands it to
+// the committer as soon as the committer is idle, or waits for it once the
+// batch is full. It is used by the fetching goroutine only.
+type grouper struct {
+	cm       *committer
+	maxN     int
+	maxBytes int64
+	batch    []staged
+	bytes    int64
+	streamed int // messages staged so far, in every batch
+}
+
+// add appends a staged message and hands the batch over if it can.
+func (g *grouper) add(st staged) {
+	g.batch = append(g.batch, st)
+	g.bytes += st.size
+	g.streamed++
+	if len(g.batch) >= g.maxN || g.bytes >= g.maxBytes {
+		g.flush()
+		return
+	}
+	// A batch smaller than minBatch waits for more, so that a fast disk
+	// does not pay a commit (two transactions, a directory fsync) for
+	// every message or two; the wait is only the time to receive that
+	// much.
+	if len(g.batch) < minBatchN && g.bytes < minBatchBytes {
+		return
+	}
+	if g.cm.trySubmit(g.batch) {
+		g.reset()
+	}
+}
+
+// A batch is handed to an idle committer once it holds minBatchN
+// messages or minBatchBytes bytes; the end of the stream flushes less.
+const (
+	minBatchN     = 32
+	minBatchBytes = 4 << 20
+)
+
+// flush hands the batch over, waiting for the commit in progress.
+func (g *grouper) flush() {
+	if len(g.batch) == 0 {
+		return
+	}
+	g.cm.submit(g.batch)
+	g.reset()
+}
+
+func (g *grouper) reset() {
+	g.batch = make([]staged, 0, cap(g.batch))
+	g.bytes = 0
+}
+
+// fetchStream streams msgs into the sink, one pipelined RETR pass, and
+// gives every staged message to g. It returns the error that ended the
+// RETRs early, if any. It stops early, too, once the committer failed.
+func (p *pollRun) fetchStream(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, g *grouper) error {
 	byID := make(map[int]serverMsg, len(msgs))
 	list := make([]pop3.MessageInfo, len(msgs))
 	for i, m := range msgs {
 		list[i] = pop3.MessageInfo{ID: m.id, Size: m.size}
 		byID[m.id] = m
 	}
-	batch := make([]staged, 0, len(msgs))
 	header := p.receivedHeader()
+	cm := g.cm
 	// With the LIST sizes, the client refuses a message far shorter than
 	// announced, or one whose "+OK n octets" disagrees: the framing is in
 	// doubt, so the client is poisoned and the poll ends without QUIT.
@@ -120,9 +168,9 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 		if err != nil || !ok {
 			return err
 		}
-		batch = append(batch, st)
+		g.add(st)
 		if p.o.Progress != nil {
-			p.o.Progress(Progress{Account: p.a.Name, Done: doneBefore + len(batch), Todo: todo, Bytes: p.res.Bytes})
+			p.o.Progress(Progress{Account: p.a.Name, Done: g.streamed, Todo: len(msgs), Bytes: p.res.Bytes})
 		}
 		return nil
 	})
@@ -131,7 +179,7 @@ func (p *pollRun) fetchBatch(ctx context.Context, c *pop3.Client, msgs []serverM
 		p.log.Warn("message size disagrees with LIST; dropping the session without QUIT, nothing is deleted",
 			"error", fetchErr.Error())
 	}
-	return batch, fetchErr
+	return fetchErr
 }
 
 // fanout writes to every delivery still accepting bytes. A delivery whose

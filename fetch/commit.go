@@ -70,6 +70,21 @@ func (cm *committer) fail(err error, publish bool) {
 	cm.failed.Store(true)
 }
 
+// trySubmit hands a streamed batch over if the committer is idle, and
+// reports whether it did. A committer that stopped takes the batch too
+// (and aborts it).
+func (cm *committer) trySubmit(batch []staged) bool {
+	select {
+	case cm.in <- batch:
+		return true
+	case <-cm.done:
+		abortStaged(batch)
+		return true
+	default:
+		return false
+	}
+}
+
 // submit hands a streamed batch over. It waits while the previous batch
 // is being committed, so at most two batches hold open files.
 func (cm *committer) submit(batch []staged) {

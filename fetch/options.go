@@ -16,7 +16,7 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultBatchSize  = 128
+	DefaultBatchSize  = 512
 	defaultBatchBytes = 64 << 20
 	defaultPruneGrace = 7 * 24 * time.Hour
 )
@@ -38,8 +38,8 @@ type Options struct {
 	DryRun     bool   // report what would be fetched and deleted; change nothing
 	Trace      bool   // log the POP3 dialogue at pop3.LevelTrace
 	TraceAuth  bool   // include credentials in the trace (never by default)
-	BatchSize  int    // messages per durability batch
-	BatchBytes int64  // bytes per durability batch
+	BatchSize  int    // at most this many messages per durability batch
+	BatchBytes int64  // a batch ends once it holds this many bytes
 	PruneGrace time.Duration
 	// Progress, when set, is called after each delivered message.
 	Progress func(Progress)

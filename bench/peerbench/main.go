@@ -63,6 +63,7 @@ type options struct {
 	serverUser  string
 	clientUser  string
 	serve       bool
+	flushDelays []time.Duration
 }
 
 func main() {
@@ -85,6 +86,8 @@ func main() {
 	flag.StringVar(&o.outDir, "out", "", "results folder (default: DATA/results/DATE)")
 	flag.StringVar(&o.serverUser, "server-user", "popbench", "as root: the unprivileged user that runs Dovecot")
 	flag.StringVar(&o.clientUser, "client-user", "popclient", "as root: the unprivileged user that runs the fetchers")
+	var delays string
+	flag.StringVar(&delays, "flush-delay", "", "also run every tool as NAME@DELAY under strace, each fsync-family call delayed by DELAY (a slower disk), e.g. 2ms,10ms")
 	flag.BoolVar(&o.serve, "serve", false, "only start Dovecot with the -n mailbox as user \"main\" and the -poll-n one as user \"poll\", and wait for Ctrl-C (for profiling and trying tools by hand)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -109,12 +112,17 @@ func main() {
 			o.tools = append(o.tools, t)
 		}
 	}
+	var err error
+	if o.flushDelays, err = parseFlushDelays(delays); err != nil {
+		fmt.Fprintf(os.Stderr, "peerbench: %v\n", err)
+		os.Exit(2)
+	}
 	if o.repeats < 1 || o.n < 1 || o.accounts < 1 || o.perAccount < 1 || o.pollN < 1 || o.smtpN < 1 || o.imapN < 1 || o.bigMiB < 1 {
 		fmt.Fprintln(os.Stderr, "peerbench: counts and sizes must be positive")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o)
+	err = run(ctx, o)
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "peerbench: %v\n", err)
@@ -179,7 +187,11 @@ func run(ctx context.Context, o options) error {
 			logf("%v", err)
 		}
 	}()
-	for _, t := range allTools(o.popsync) {
+	ts, err := withSlowDisks(allTools(o.popsync), o.flushDelays)
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
 		if t.available() {
 			r.tools = append(r.tools, t)
 		} else {

@@ -101,6 +101,11 @@ func (r *runner) groups(scenario, phase string) []*group {
 	return out
 }
 
+// delaySuffix is the "@DELAY" of a tool run under -flush-delay, or "".
+func delaySuffix(tool string) string {
+	return strings.TrimPrefix(tool, baseName(tool))
+}
+
 func find(gs []*group, tool string) *group {
 	for _, g := range gs {
 		if g.tool == tool {
@@ -138,7 +143,8 @@ func (r *runner) writeReport() error {
 		mpop := find(gs, "mpop")
 		for _, g := range gs {
 			ratio := "-"
-			if mpop != nil {
+			// A tool on a slowed disk is compared with mpop on the same.
+			if mpop := find(gs, "mpop"+delaySuffix(g.tool)); mpop != nil {
 				ratio = fmt.Sprintf("%.2f", g.rate()/mpop.rate())
 			}
 			p("| %s | %d | %.1f | %.2f | %.0f | %s | %.2f | %.3f | %.1f | %.2f | %.2f | %s | %s |",

@@ -76,8 +76,8 @@ func (r *runner) record(x row) {
 func (r *runner) toolsFor(scenario string) []*tool {
 	var out []*tool
 	for _, t := range r.tools {
-		if slices.Contains(defaultTools[scenario], t.name) &&
-			(len(r.o.tools) == 0 || slices.Contains(r.o.tools, t.name)) {
+		if slices.Contains(defaultTools[scenario], baseName(t.name)) &&
+			(len(r.o.tools) == 0 || slices.Contains(r.o.tools, t.name) || slices.Contains(r.o.tools, baseName(t.name))) {
 			out = append(out, t)
 		}
 	}
