@@ -36,6 +36,7 @@ type rawAccount struct {
 	schedule             val[string]
 	runAtStart           val[bool]
 	deliver              val[[]Deliver]
+	oauth2               val[*OAuth2]
 }
 
 type accountField func(d *decoder, r *rawAccount, x any, w where)
@@ -76,6 +77,13 @@ var accountFields = map[string]accountField{
 	"add_received": func(d *decoder, r *rawAccount, x any, w where) { r.addReceived = get(d.boolean, x, w) },
 	"schedule":     func(d *decoder, r *rawAccount, x any, w where) { r.schedule = get(d.schedule, x, w) },
 	"run_at_start": func(d *decoder, r *rawAccount, x any, w where) { r.runAtStart = get(d.boolean, x, w) },
+	"oauth2": func(d *decoder, r *rawAccount, x any, w where) {
+		if r.w.inDefaults() {
+			d.problem(w, "cannot be set in [defaults]: each account logs in with `popsync login` on its own")
+			return
+		}
+		r.oauth2 = get(d.oauth2("account.oauth2", oauthServicePOP3), x, w)
+	},
 	"deliver": func(d *decoder, r *rawAccount, x any, w where) {
 		header := "account.deliver"
 		if r.w.inDefaults() {
@@ -180,9 +188,12 @@ func (d *decoder) merge(r, def *rawAccount) (a *Account, identOK bool) {
 		}
 	}
 
-	d.passwords(a, r, def)
+	if !r.oauth2.set {
+		d.passwords(a, r, def)
+	}
 	a.Password.Timeout = or(pick(r.passwordCommandTimeout, def.passwordCommandTimeout), Duration(DefaultPasswordCommandTimeout)).D()
 	a.Auth = or(pick(r.auth, def.auth), DefaultAuth)
+	d.oauth2Auth(a, r, def) // with [account.oauth2]: no password, a bearer mechanism
 
 	keep, deleteAfter := pick(r.keep, def.keep), pick(r.deleteAfter, def.deleteAfter)
 	a.Keep = or(keep, true)
@@ -255,6 +266,9 @@ func childEnvOf(raws []*rawAccount) ChildEnv {
 		if r.passwordEnv.set && !r.passwordEnv.bad {
 			names = append(names, r.passwordEnv.v)
 		}
+		if o := r.oauth2.v; o != nil && o.ClientSecret.Env != "" {
+			names = append(names, o.ClientSecret.Env)
+		}
 		for _, de := range r.deliver.v {
 			if t, ok := de.Target.(*SMTPTarget); ok && t.Password.Env != "" {
 				names = append(names, t.Password.Env)
@@ -279,6 +293,9 @@ func keyHints() map[string]string {
 	}
 	for k := range accountFields {
 		h[k] = "[[account]] or [defaults]"
+	}
+	for k := range oauth2Fields {
+		h[k] = "[account.oauth2]"
 	}
 	return h
 }

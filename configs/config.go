@@ -120,6 +120,10 @@ type Account struct {
 	User     string
 	Password credential.Source // keys password, password_file, _command, _env; see Account.Secret
 	Auth     string            // one of the Auth* constants
+	// OAuth2 is the [account.oauth2] table: when set, the account logs in
+	// with an OAuth 2.0 access token (Auth is xoauth2 or oauthbearer) and
+	// has no password source.
+	OAuth2 *OAuth2
 
 	Keep        bool     // leave messages on the server after delivery
 	DeleteAfter Duration // with Keep: delete this long after delivery; 0 = never

@@ -735,11 +735,14 @@ func TestExampleFiles(t *testing.T) {
 	text := string(data)
 	var keys []string
 	for k := range accountFields {
-		if k != "deliver" { // written as [[account.deliver]], checked below
+		if k != "deliver" && k != "oauth2" { // tables, checked below
 			keys = append(keys, k)
 		}
 	}
 	for k := range deliverFields {
+		keys = append(keys, k)
+	}
+	for k := range oauth2Fields {
 		keys = append(keys, k)
 	}
 	keys = append(keys, "max_parallel", "shutdown_grace", "metrics", "path")
@@ -751,7 +754,7 @@ func TestExampleFiles(t *testing.T) {
 			t.Errorf("example.toml does not show key %q", k)
 		}
 	}
-	for _, table := range []string{"[state]", "[daemon]", "[defaults]", "[[account]]", "[[account.deliver]]"} {
+	for _, table := range []string{"[state]", "[daemon]", "[defaults]", "[[account]]", "[[account.deliver]]", "[account.oauth2]"} {
 		if !strings.Contains(text, "\n"+table+"\n") && !strings.Contains(text, "  "+table+"\n") {
 			t.Errorf("example.toml does not show table %s", table)
 		}

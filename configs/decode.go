@@ -177,6 +177,9 @@ func (d *decoder) decode(data []byte) *Config {
 		a.ChildEnv = cfg.ChildEnv
 		// No password_command sees any secret the file names.
 		a.Password.CommandEnv = a.ChildEnv
+		if a.OAuth2 != nil {
+			a.OAuth2.ClientSecret.CommandEnv = a.ChildEnv
+		}
 		for _, de := range a.Deliver {
 			if t, ok := de.Target.(*SMTPTarget); ok {
 				t.Password.CommandEnv = a.ChildEnv

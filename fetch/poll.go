@@ -51,6 +51,9 @@ var (
 // login connects and logs in.
 func (p *pollRun) login(ctx context.Context) (*pop3.Client, error) {
 	a := p.a
+	if a.OAuth2 != nil {
+		return p.loginOAuth2(ctx) // oauth2.go: one refresh and retry when refused
+	}
 	secret, cred, err := p.o.secret(ctx, a)
 	if err != nil {
 		return nil, err
@@ -182,6 +185,9 @@ func (p *pollRun) finish(ctx context.Context, start time.Time) {
 
 func (p *pollRun) run(ctx context.Context) error {
 	o, a := p.o, p.a
+	if err := p.oauth2Ready(ctx); err != nil {
+		return err
+	}
 	lease, err := o.Store.LockAccount(ctx, p.id)
 	if err != nil {
 		if errors.Is(err, state.ErrLocked) {

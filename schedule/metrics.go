@@ -23,6 +23,7 @@ type Metrics struct {
 	failures    *metrics.Vec
 	nextPoll    *metrics.Vec
 	inFlight    *metrics.Vec
+	loginNeeded *metrics.Vec
 }
 
 // NewMetrics registers popsync's scheduler metrics in r. The seen-set size
@@ -37,7 +38,7 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 		deleted: r.Counter("popsync_messages_deleted_total",
 			"Messages deleted from the server (DELE committed by QUIT).", "account"),
 		polls: r.Counter("popsync_polls_total",
-			"Polls by outcome: ok, error (temporary, retried with backoff), auth (login refused, retried slowly), busy (another popsync held the account), cancelled (shutdown).",
+			"Polls by outcome: ok, error (temporary, retried with backoff), auth (login refused, retried slowly), busy (another popsync held the account), cancelled (shutdown), login_needed (the OAuth 2.0 grant is gone: run popsync login).",
 			"account", "outcome"),
 		duration: r.Histogram("popsync_poll_duration_seconds",
 			"Duration of polls, whatever their outcome.", pollDurationBuckets, "account"),
@@ -49,6 +50,8 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 			"Unix time of the next scheduled poll.", "account"),
 		inFlight: r.Gauge("popsync_polls_in_flight",
 			"Polls running now."),
+		loginNeeded: r.Gauge("popsync_login_needed",
+			"1 while the account's OAuth 2.0 grant is gone and `popsync login NAME` is needed, else 0.", "account"),
 	}
 }
 
@@ -61,12 +64,13 @@ func (m *Metrics) addAccount(name string) {
 	m.messages.Add(0, name)
 	m.bytes.Add(0, name)
 	m.deleted.Add(0, name)
-	for _, o := range []string{OutcomeOK, OutcomeError, OutcomeAuth, OutcomeBusy, OutcomeCancelled} {
+	for _, o := range []string{OutcomeOK, OutcomeError, OutcomeAuth, OutcomeBusy, OutcomeCancelled, OutcomeLoginNeeded} {
 		m.polls.Add(0, name, o)
 	}
 	m.duration.Touch(name)
 	m.lastSuccess.Add(0, name)
 	m.failures.Set(0, name)
+	m.loginNeeded.Set(0, name)
 }
 
 // removeAccount drops the series of an account that left the config.
@@ -74,7 +78,7 @@ func (m *Metrics) removeAccount(name string) {
 	if m == nil {
 		return
 	}
-	for _, v := range []*metrics.Vec{m.messages, m.bytes, m.deleted, m.polls, m.lastSuccess, m.failures, m.nextPoll} {
+	for _, v := range []*metrics.Vec{m.messages, m.bytes, m.deleted, m.polls, m.lastSuccess, m.failures, m.nextPoll, m.loginNeeded} {
 		v.DeleteMatching("account", name)
 	}
 	m.duration.DeleteMatching("account", name)
@@ -93,6 +97,12 @@ func (m *Metrics) pollDone(name string, r fetch.Result, outcome string, failures
 		m.lastSuccess.Set(unixSeconds(end), name)
 	}
 	m.failures.Set(float64(failures), name)
+	switch outcome {
+	case OutcomeLoginNeeded:
+		m.loginNeeded.Set(1, name)
+	case OutcomeOK:
+		m.loginNeeded.Set(0, name)
+	}
 }
 
 func (m *Metrics) setNext(name string, at time.Time) {

@@ -27,6 +27,9 @@ func classify(err error) (outcome string, loginDelay bool) {
 	if errors.Is(err, fetch.ErrAccountBusy) {
 		return OutcomeBusy, false
 	}
+	if o, ok := classifyOAuth2(err); ok { // oauth2.go
+		return o, false
+	}
 	var pe *pop3.Error
 	if errors.As(err, &pe) {
 		switch {
@@ -83,4 +86,8 @@ const (
 	OutcomeAuth      = "auth"      // login refused or impossible: retried slowly
 	OutcomeBusy      = "busy"      // another popsync was polling the account
 	OutcomeCancelled = "cancelled" // stopped by shutdown
+	// OutcomeLoginNeeded: the account's OAuth 2.0 grant is gone; only
+	// `popsync login NAME` helps. Later polls fail locally, without asking
+	// the token endpoint, until the login stored a new token.
+	OutcomeLoginNeeded = "login_needed"
 )

@@ -331,6 +331,18 @@ func (s *Scheduler) finish(pollCtx context.Context, d pollDone) {
 		e.failures, e.reported, e.retryAt = 0, false, time.Time{}
 	case OutcomeBusy, OutcomeCancelled:
 		// Not the account's failure: the next slot as usual.
+	case OutcomeLoginNeeded:
+		// Later polls fail locally (the account is marked in the token
+		// store) until `popsync login` stored a new token, so the
+		// schedule goes on as usual: it is how the login is noticed.
+		e.failures++
+		if !e.reported {
+			e.reported = true
+			log.Error("oauth2 login needed: the account is not polled until `popsync login "+a.Name+"` is run; other accounts go on",
+				"error", errText(rep.Err))
+		} else {
+			log.Debug("oauth2 login still needed", "failed_polls", e.failures)
+		}
 	case OutcomeAuth:
 		e.failures++
 		e.retryAt = end.Add(s.o.MaxBackoff)

@@ -16,6 +16,7 @@ var schemaMigrations = []migration{
 	migrate1,
 	migrate2,
 	migrate3,
+	migrateTokens, // tokens.go
 }
 
 // migrate1 creates the tables.

@@ -68,6 +68,8 @@ func child(role, path string) error {
 		if err := s.MarkDelivered(ctx, acct, recs); err != nil {
 			return err
 		}
+	case "tokens":
+		return tokenChild(ctx, s) // tokens_test.go
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}

@@ -255,7 +255,7 @@ func setupFetch(f *flags, g *common) runFunc {
 		}
 		defer st.Close()
 		o := &fetch.Options{Store: st, Logger: log, DryRun: dryRun, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
-			QuarantineDir: quarantineDir(cfg)}
+			QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential}
 		if g.verbose {
 			o.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
 		}
@@ -341,9 +341,15 @@ func setupCheck(f *flags, g *common) runFunc {
 			}
 			return nil
 		}
+		cred, closeStore, err := checkCredential(ctx, cfg, sel, log) // login.go
+		if err != nil {
+			return err
+		}
+		defer closeStore()
 		var failed []accountFailure
 		for _, a := range sel {
-			r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth})
+			r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
+				Credential: cred})
 			if err := interrupted(ctx); err != nil {
 				return err
 			}
@@ -414,6 +420,7 @@ func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error
 		Seen        int                   `json:"seen"`
 		Pending     int                   `json:"pending"`
 		Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
+		OAuth2      *tokenStatus          `json:"oauth2,omitempty"` // login.go
 	}
 	plan := daemonPlan(cfg.State)
 	rows := make([]row, 0, len(cfg.Accounts))
@@ -422,6 +429,9 @@ func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error
 		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
 			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
 			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})
+		if rows[len(rows)-1].OAuth2, err = oauth2Status(ctx, st, a); err != nil {
+			return &stateError{err}
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -429,10 +439,10 @@ func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tLAST ERROR")
+	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),
-			when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.LastError)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),
+			when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.OAuth2.text(r.Account), r.LastError)
 	}
 	return tw.Flush()
 }

@@ -25,6 +25,7 @@ import (
 	"popsync/deliver"
 	"popsync/fetch"
 	"popsync/fetch/pop3"
+	"popsync/internal/credential/oauth"
 )
 
 // Exit statuses. Where fetchmail(1) has a status for the same cause, it
@@ -103,6 +104,13 @@ func init() {
 		{name: "status", summary: "show per-account state: last poll, last error, seen, pending", setup: setupStatus,
 			about: "Shows, for each configured account, its schedule, the daemon's next poll, the last poll, " +
 				"the last success, the last error and the seen and pending counts."},
+		{name: "login", args: "NAME", summary: "OAuth 2.0: log in to an account and store its token", setup: setupLogin,
+			about: "Runs an interactive OAuth 2.0 login for an account with an [account.oauth2] table: the device flow " +
+				"(a URL and a code to enter on any device) where the provider offers it, else the browser flow " +
+				"(authorization code with PKCE and a redirect to 127.0.0.1). Prompts go to stderr. The token is stored " +
+				"in the state file; then popsync logs in to the POP3 server with it and prints one line."},
+		{name: "logout", args: "NAME", summary: "OAuth 2.0: forget an account's stored token", setup: setupLogout,
+			about: "Deletes the OAuth 2.0 token stored for the account; `popsync login NAME` logs in again."},
 		{name: "init", args: "ADDRESS", summary: "write a commented starter config for an address", setup: setupInit,
 			about: "Writes a starter config for ADDRESS (mode 0600; an existing file is never overwritten), " +
 				"with the POP3 server, port and TLS of known providers: Gmail, Outlook and Microsoft 365, Yahoo, " +
@@ -250,9 +258,10 @@ func exitCode(err error) int {
 		return exitLocked
 	case errors.As(err, &server) && isLoginError(server),
 		errors.Is(err, configs.ErrSecretUnavailable), errors.Is(err, pop3.ErrNoMechanism),
+		oauthAuthError(err), // login.go
 		errors.Is(err, pop3.ErrPlaintextAuth):
 		return exitAuth
-	case errors.As(err, &netErr), errors.As(err, &rhe), errors.As(err, &certErr), errors.As(err, &unknown),
+	case errors.As(err, &netErr), errors.As(err, new(*oauth.TemporaryError)), errors.As(err, &rhe), errors.As(err, &certErr), errors.As(err, &unknown),
 		errors.Is(err, pop3.ErrNotTLS), errors.Is(err, pop3.ErrUnexpectedTLS), errors.Is(err, pop3.ErrTLSRequired),
 		errors.Is(err, pop3.ErrCertificate), errors.Is(err, pop3.ErrFingerprintMismatch),
 		errors.Is(err, pop3.ErrTooSlow), errors.Is(err, os.ErrDeadlineExceeded),

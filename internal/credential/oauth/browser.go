@@ -123,9 +123,12 @@ func (c *Client) BrowserLogin(parent context.Context, opts BrowserOptions) (Toke
 		_ = srv.Serve(l) // returns when srv is closed below
 	}()
 	stop := func() {
-		// Close, not Shutdown: the one answer has been written (the
-		// handler returned before the result was read) and nothing else
-		// is to be served.
+		// Shutdown lets the one answer reach the browser (the handler
+		// hands over its result before it returns, so Close alone could
+		// cut the response off); Close then drops anything still open.
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
 		_ = srv.Close()
 		<-served
 	}
@@ -208,6 +211,9 @@ func callbackHandler(state string, results chan<- callbackResult) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(status)
 		fmt.Fprintf(w, "<!doctype html><title>popsync</title><p>%s</p>\n", html.EscapeString(msg))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		results <- res
 	})
 }
