@@ -146,14 +146,6 @@ func quarantineDir(cfg *configs.Config) string {
 	return filepath.Join(cfg.State.Dir, "quarantine")
 }
 
-func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
-	st, err := state.OpenSQLite(ctx, cfg.State.Path)
-	if err != nil {
-		return nil, &stateError{err}
-	}
-	return st, nil
-}
-
 // selectAccounts returns the accounts named, or all when none is named.
 func selectAccounts(cfg *configs.Config, want []string) ([]*configs.Account, error) {
 	if len(want) == 0 {
@@ -334,7 +326,7 @@ func setupCheck(f *flags, g *common) runFunc {
 			return err
 		}
 		stdout := e.stdout
-		fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Path)
+		fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Where())
 		if !connect {
 			for _, a := range sel {
 				fmt.Fprintf(stdout, "  %s: %s@%s tls=%s auth=%s keep=%v\n", a.Name, a.User, a.Addr(), a.TLS, a.Auth, a.Keep)
@@ -421,14 +413,19 @@ func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error
 		Pending     int                   `json:"pending"`
 		Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
 		OAuth2      *tokenStatus          `json:"oauth2,omitempty"` // login.go
+		Fleet       *fleetStatus          `json:"fleet,omitempty"`  // store.go, with [state] url
 	}
 	plan := daemonPlan(cfg.State)
+	fleet, err := fleetLeases(ctx, st)
+	if err != nil {
+		return &stateError{err}
+	}
 	rows := make([]row, 0, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
 		s := byID[a.Identity()]
 		rows = append(rows, row{Account: a.Name, Schedule: a.Schedule, LastPoll: s.LastPoll,
 			LastSuccess: s.LastSuccess, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
-			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name)})
+			Seen: s.Seen, Pending: s.Pending, Daemon: planned(plan, a.Name), Fleet: fleet.of(a)})
 		if rows[len(rows)-1].OAuth2, err = oauth2Status(ctx, st, a); err != nil {
 			return &stateError{err}
 		}
@@ -439,6 +436,14 @@ func status(ctx context.Context, stdout io.Writer, c *common, asJSON bool) error
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if fleet != nil {
+		fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT DUE\tLEASE\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Schedule, r.Fleet.nextText(), r.Fleet.leaseText(),
+				when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.OAuth2.text(r.Account), r.LastError)
+		}
+		return tw.Flush()
+	}
 	fmt.Fprintln(tw, "ACCOUNT\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Schedule, nextPollText(plan, r.Account),

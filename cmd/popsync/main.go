@@ -119,6 +119,10 @@ func init() {
 			about: "Reads the old tool's config and seen-state (never changing them, never contacting a server) and writes " +
 				"a popsync config and seen-set, so that the first fetch gets exactly the mail the old tool had not fetched. " +
 				"Options that cannot be converted are listed with file and line; --dry-run writes nothing."},
+		{name: "state", args: "copy", summary: "copy an SQLite state into a PostgreSQL database for a fleet", setup: setupState,
+			about: "state copy --from FILE.db --to URL copies the seen-set, open intents and poll history of an SQLite " +
+				"state file into a PostgreSQL database (libpq URL or key=value string), for [state] url. It refuses a " +
+				"database that holds accounts already unless --force. Stop every daemon on both first."},
 		{name: "demo", summary: "try popsync against a built-in POP3 server, into ./demo", setup: setupDemo,
 			about: "Starts a built-in POP3 server with sample mail and syncs it into a real Maildir and seen-set in " +
 				"the demo folder, twice, to show that nothing is fetched twice."},
