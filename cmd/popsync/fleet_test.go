@@ -1,0 +1,512 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"popsync/internal/realtest"
+	"popsync/state"
+	"popsync/state/postgres"
+)
+
+// fleetTTL is the lease TTL of the fleet test: short, so that takeovers
+// after kill -9 and SIGSTOP happen within seconds.
+const fleetTTL = 2 * time.Second
+
+// TestFleet runs 3 `popsync run` daemons on one PostgreSQL database and
+// one config against a real Dovecot with many virtual users while new
+// mail keeps arriving, and through it all: kills a random daemon with
+// SIGKILL and restarts it, again and again; stops one with SIGSTOP in the
+// middle of a poll for longer than the lease TTL and lets it go on after
+// another daemon took its account over; restarts PostgreSQL (pg_ctl
+// restart -m fast). At the end every message is in its account's Maildir
+// exactly once and the server holds none, every account was polled after
+// the disturbances, the stopped daemon lost its lease and deleted
+// nothing, and each daemon polled roughly a third of the accounts.
+//
+// By default it runs with 120 accounts and 6 kills (well under a minute);
+// POPSYNC_FLEET_ACCOUNTS=300 POPSYNC_FLEET_KILLS=30 is the full run.
+func TestFleet(t *testing.T) {
+	nAccounts := envInt("POPSYNC_FLEET_ACCOUNTS", 120)
+	kills := envInt("POPSYNC_FLEET_KILLS", 6)
+	realtest.RequirePostgres(t)
+	pg := realtest.StartPostgres(t, realtest.PostgresOptions{Config: "max_connections = 100"})
+	if err := pg.CreateDatabase("fleet"); err != nil {
+		t.Fatal(err)
+	}
+	users := make([]string, nAccounts)
+	for i := range users {
+		users[i] = fmt.Sprintf("u%03d", i)
+	}
+	d := realtest.StartDovecot(t, realtest.DovecotOptions{Users: users, Connections: 100000,
+		Config: "mail_max_userip_connections = 100000"})
+	dir := t.TempDir()
+	url := pg.ConnString("fleet")
+	cfg := writeFleetConfig(t, dir, d, url, users)
+	bin := popsyncBinary(t)
+
+	// Mail arrives all along: a few messages to random accounts.
+	var mu sync.Mutex
+	want := make(map[string]map[string]bool) // user → Message-IDs
+	seq := 0
+	arrive := func(rng *rand.Rand) {
+		u := users[rng.IntN(len(users))]
+		mu.Lock()
+		seq++
+		id := fmt.Sprintf("<%d.fleet@test>", seq)
+		if want[u] == nil {
+			want[u] = make(map[string]bool)
+		}
+		want[u][id] = true
+		mu.Unlock()
+		d.DeliverTo(t, u, fleetMessage(id, 2000+rng.IntN(20000)))
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	for range nAccounts {
+		arrive(rng)
+	}
+	stopMail := make(chan struct{})
+	mailDone := make(chan struct{})
+	go func() {
+		defer close(mailDone)
+		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopMail:
+				return
+			case <-tick.C:
+				arrive(r)
+			}
+		}
+	}()
+	defer func() {
+		select {
+		case <-stopMail:
+		default:
+			close(stopMail)
+		}
+		<-mailDone
+	}()
+
+	fl := &fleet{t: t, bin: bin, cfg: cfg, dir: dir}
+	for i := range 3 {
+		fl.start(i)
+	}
+	defer fl.stopAll()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	st, err := postgres.Open(ctx, url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	idents := make([]state.Account, len(users))
+	host, port, _ := strings.Cut(d.TLSAddr, ":")
+	portN, _ := strconv.Atoi(port)
+	for i, u := range users {
+		idents[i] = state.Account{Host: host, Port: portN, User: u}.Canonical()
+	}
+	start := time.Now()
+	fl.waitPolledSince(ctx, st, idents, start, "first round")
+	t.Logf("%d accounts polled once by the fleet in %v", nAccounts, time.Since(start).Round(time.Millisecond))
+
+	// kill -9 a random daemon and restart it.
+	for k := range kills {
+		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+		i := rng.IntN(3)
+		fl.kill(i)
+		fl.start(i)
+		_ = k
+	}
+	afterKills := time.Now()
+	fl.waitPolledSince(ctx, st, idents, afterKills, "after the kills")
+	t.Logf("%d kills: every account polled again within %v", kills, time.Since(afterKills).Round(time.Millisecond))
+
+	// SIGSTOP a daemon in the middle of a poll, longer than the TTL.
+	big := users[0]
+	for i := range 150 {
+		d.DeliverTo(t, big, fleetMessage(fmt.Sprintf("<big%d.fleet@test>", i), 60000))
+		mu.Lock()
+		if want[big] == nil {
+			want[big] = make(map[string]bool)
+		}
+		want[big][fmt.Sprintf("<big%d.fleet@test>", i)] = true
+		mu.Unlock()
+	}
+	victim, token := fl.waitHolder(ctx, st, idents[0])
+	fl.signal(victim, syscall.SIGSTOP)
+	stoppedAt := time.Now()
+	t.Logf("daemon %d stopped while it held %s (token %d)", victim, big, token)
+	// Another daemon takes the account over once the lease expired.
+	for {
+		li := leaseOf(ctx, t, st, idents[0])
+		if li.Token > token {
+			break
+		}
+		if time.Since(stoppedAt) > 30*fleetTTL {
+			t.Fatalf("no daemon took %s over from the stopped one", big)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(fleetTTL) // longer than the TTL in all
+	fl.signal(victim, syscall.SIGCONT)
+	t.Logf("daemon %d continued after %v", victim, time.Since(stoppedAt).Round(time.Millisecond))
+
+	// Restart PostgreSQL in the middle of it all.
+	time.Sleep(500 * time.Millisecond)
+	if err := pg.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	fl.waitPolledSince(ctx, st, idents, restarted, "after the PostgreSQL restart")
+	t.Logf("PostgreSQL restarted: every account polled again within %v", time.Since(restarted).Round(time.Millisecond))
+
+	// The share of each daemon, in a window without disturbances.
+	fl.mark()
+	time.Sleep(4 * time.Second)
+	shares := fl.pollsSinceMark()
+
+	close(stopMail)
+	<-mailDone
+	// Drain: every account is polled after the last message arrived.
+	fl.waitPolledSince(ctx, st, idents, time.Now(), "after the mail stopped")
+	fl.waitPolledSince(ctx, st, idents, time.Now(), "a second time after the mail stopped")
+	fl.stopAll()
+
+	// The stopped daemon lost its lease, and its poll of big deleted
+	// nothing.
+	log := fl.logOf(victim)
+	if !strings.Contains(log, "account lease lost") {
+		t.Errorf("daemon %d was stopped past its lease TTL but logged no lost lease:\n%s", victim, tail(log, 30))
+	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "account="+big+" ") && strings.Contains(line, "lease") &&
+			strings.Contains(line, "poll failed") && !strings.Contains(line, " deleted=0 ") {
+			t.Errorf("daemon %d deleted messages after it lost its lease: %s", victim, line)
+		}
+	}
+
+	lost, dup, extra := 0, 0, 0
+	total := 0
+	for _, u := range users {
+		have := localIDs(t, filepath.Join(dir, "m", u))
+		w := want[u]
+		total += len(w)
+		for id, n := range have {
+			switch {
+			case !w[id]:
+				extra++
+			case n > 1:
+				dup += n - 1
+			}
+		}
+		for id := range w {
+			if have[id] == 0 {
+				lost++
+			}
+		}
+		if n := serverCount(t, d.MaildirOf(u)); n != 0 {
+			t.Errorf("%s: the server still holds %d messages", u, n)
+		}
+	}
+	var sum int
+	for _, n := range shares {
+		sum += n
+	}
+	t.Logf("%d accounts, %d messages, %d kills: lost %d, duplicated %d, unknown %d; polls per daemon in a quiet 4 s: %v",
+		nAccounts, total, kills, lost, dup, extra, shares)
+	if lost > 0 || dup > 0 || extra > 0 {
+		t.Fatalf("lost %d, duplicated %d, unknown %d", lost, dup, extra)
+	}
+	for i, n := range shares {
+		if sum == 0 || float64(n) < 0.2*float64(sum) || float64(n) > 0.5*float64(sum) {
+			t.Errorf("daemon %d polled %d of %d accounts in the quiet window, not about a third", i, n, sum)
+		}
+	}
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+func fleetMessage(id string, size int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: a@example.org\nTo: b@example.org\nMessage-ID: %s\nSubject: fleet %s\n\n", id, id)
+	line := strings.Repeat("fleet test body ", 4) + "\n"
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	return b.Bytes()
+}
+
+func writeFleetConfig(t *testing.T, dir string, d *realtest.Dovecot, url string, users []string) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "[state]\nurl = %q\nlease_ttl = %q\ndir = %q\n\n[daemon]\nmax_parallel = 8\nshutdown_grace = \"5s\"\n\n",
+		url, fleetTTL.String(), filepath.Join(dir, "local"))
+	host, port, _ := strings.Cut(d.TLSAddr, ":")
+	fmt.Fprintf(&b, "[defaults]\nhost = %q\nport = %s\ntls = \"implicit\"\ntls_ca_file = %q\npassword = %q\nschedule = \"@every 1s\"\nkeep = false\n",
+		host, port, d.CAFile, d.Password)
+	for _, u := range users {
+		fmt.Fprintf(&b, "\n[[account]]\nname = %q\nuser = %q\n\n  [[account.deliver]]\n  maildir = %q\n", u, u, filepath.Join(dir, "m", u))
+	}
+	path := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// fleet is the daemons of TestFleet.
+type fleet struct {
+	t             *testing.T
+	bin, cfg, dir string
+	mu            sync.Mutex
+	procs         [3]*exec.Cmd
+	exited        [3]chan struct{}
+	logs          [3]*lockedBuffer
+	marks         [3]int
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (f *fleet) start(i int) {
+	f.t.Helper()
+	cmd := exec.Command(f.bin, "run", "-c", f.cfg)
+	f.mu.Lock()
+	if f.logs[i] == nil {
+		f.logs[i] = &lockedBuffer{}
+	}
+	cmd.Stderr = f.logs[i]
+	f.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	f.mu.Lock()
+	f.procs[i], f.exited[i] = cmd, done
+	f.mu.Unlock()
+}
+
+func (f *fleet) kill(i int) {
+	f.mu.Lock()
+	cmd, done := f.procs[i], f.exited[i]
+	f.mu.Unlock()
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+func (f *fleet) signal(i int, sig syscall.Signal) {
+	f.mu.Lock()
+	cmd := f.procs[i]
+	f.mu.Unlock()
+	if err := cmd.Process.Signal(sig); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fleet) stopAll() {
+	for i := range 3 {
+		f.mu.Lock()
+		cmd, done := f.procs[i], f.exited[i]
+		f.mu.Unlock()
+		if cmd == nil {
+			continue
+		}
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			f.t.Errorf("daemon %d did not stop after SIGTERM", i)
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+		}
+	}
+}
+
+func (f *fleet) logOf(i int) string { return f.logs[i].String() }
+
+// pidOf returns which daemon has pid, or -1.
+func (f *fleet) pidOf(pid int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, c := range f.procs {
+		if c != nil && c.Process.Pid == pid {
+			return i
+		}
+	}
+	return -1
+}
+
+func (f *fleet) mark() {
+	for i := range 3 {
+		f.marks[i] = strings.Count(f.logOf(i), "poll done")
+	}
+}
+
+func (f *fleet) pollsSinceMark() [3]int {
+	var out [3]int
+	for i := range 3 {
+		out[i] = strings.Count(f.logOf(i), "poll done") - f.marks[i]
+	}
+	return out
+}
+
+// waitPolledSince waits until every account has a poll started after
+// since.
+func (f *fleet) waitPolledSince(ctx context.Context, st *postgres.Store, idents []state.Account, since time.Time, what string) {
+	f.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		all, err := st.Status(ctx)
+		if err == nil {
+			byID := make(map[state.Account]state.AccountStatus, len(all))
+			for _, s := range all {
+				byID[s.Account] = s
+			}
+			missing := 0
+			for _, a := range idents {
+				s := byID[a]
+				if !s.LastOK || !s.LastPoll.After(since) {
+					missing++
+				}
+			}
+			if missing == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				f.t.Fatalf("%s: %d accounts not polled successfully since %v\n%s", what, missing, since, tail(f.logOf(0), 20))
+			}
+		} else if time.Now().After(deadline) {
+			f.t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// daemonPid is the pid part of a default daemon id (host-pid-random).
+var daemonPid = regexp.MustCompile(`-(\d+)-[0-9a-f]{8}$`)
+
+// waitHolder waits until a daemon of the fleet holds a's lease and
+// returns which, with the lease's token.
+func (f *fleet) waitHolder(ctx context.Context, st *postgres.Store, a state.Account) (int, int64) {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		li := leaseOf(ctx, f.t, st, a)
+		if m := daemonPid.FindStringSubmatch(li.Owner); m != nil {
+			pid, _ := strconv.Atoi(m[1])
+			if i := f.pidOf(pid); i >= 0 {
+				return i, li.Token
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.t.Fatalf("no daemon took the lease of %s", a)
+	return 0, 0
+}
+
+func leaseOf(ctx context.Context, t *testing.T, st *postgres.Store, a state.Account) postgres.LeaseInfo {
+	t.Helper()
+	all, err := st.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, li := range all {
+		if li.Account == a {
+			return li
+		}
+	}
+	return postgres.LeaseInfo{}
+}
+
+var fleetMsgID = regexp.MustCompile(`(?m)^Message-ID: (\S+)`)
+
+// localIDs counts the Message-IDs in a Maildir.
+func localIDs(t *testing.T, maildir string) map[string]int {
+	t.Helper()
+	out := make(map[string]int)
+	for _, sub := range []string{"new", "cur"} {
+		entries, err := os.ReadDir(filepath.Join(maildir, sub))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(maildir, sub, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := fleetMsgID.FindSubmatch(b)
+			if m == nil {
+				out["(none) "+e.Name()]++
+				continue
+			}
+			out[string(m[1])]++
+		}
+	}
+	return out
+}
+
+// serverCount counts the messages in a server-side Maildir.
+func serverCount(t *testing.T, maildir string) int {
+	t.Helper()
+	n := 0
+	for _, sub := range []string{"new", "cur"} {
+		entries, err := os.ReadDir(filepath.Join(maildir, sub))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") && e.Type().IsRegular() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
