@@ -4,9 +4,13 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// minLeaseTTL is the shortest lease_ttl the PostgreSQL store takes.
+const minLeaseTTL = 300 * time.Millisecond
 
 // state reads [state]: path (SQLite) or url (PostgreSQL, with lease_ttl
 // and dir), exactly one of them; neither means the default SQLite file.
@@ -30,6 +34,9 @@ func (d *decoder) state(x any, w where) State {
 			d.problem(dir.w, "dir needs url: an SQLite state keeps its files next to path")
 		}
 		return sqliteState(or(path, DefaultStatePath()))
+	}
+	if ttl.set && !ttl.bad && ttl.v.D() < minLeaseTTL {
+		d.problem(ttl.w, "must be at least %v: leases are renewed every third of it", minLeaseTTL)
 	}
 	return State{URL: or(dbURL, ""), LeaseTTL: or(ttl, 0), Dir: or(dir, DefaultStateDir()), Name: fleetStateName}
 }

@@ -195,6 +195,9 @@ func TestFleet(t *testing.T) {
 		t.Errorf("daemon %d was stopped past its lease TTL but logged no lost lease:\n%s", victim, tail(log, 30))
 	}
 	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "lease lost") || (strings.Contains(line, "account="+big+" ") && strings.Contains(line, "poll")) {
+			t.Logf("daemon %d: %s", victim, line)
+		}
 		if strings.Contains(line, "account="+big+" ") && strings.Contains(line, "lease") &&
 			strings.Contains(line, "poll failed") && !strings.Contains(line, " deleted=0 ") {
 			t.Errorf("daemon %d deleted messages after it lost its lease: %s", victim, line)
