@@ -36,11 +36,11 @@ const fleetTTL = 2 * time.Second
 // the disturbances, the stopped daemon lost its lease and deleted
 // nothing, and each daemon polled roughly a third of the accounts.
 //
-// By default it runs with 120 accounts and 6 kills (well under a minute);
+// By default it runs with 100 accounts and 5 kills (well under a minute);
 // POPSYNC_FLEET_ACCOUNTS=300 POPSYNC_FLEET_KILLS=30 is the full run.
 func TestFleet(t *testing.T) {
-	nAccounts := envInt("POPSYNC_FLEET_ACCOUNTS", 120)
-	kills := envInt("POPSYNC_FLEET_KILLS", 6)
+	nAccounts := envInt("POPSYNC_FLEET_ACCOUNTS", 100)
+	kills := envInt("POPSYNC_FLEET_KILLS", 5)
 	realtest.RequirePostgres(t)
 	pg := realtest.StartPostgres(t, realtest.PostgresOptions{Config: "max_connections = 100"})
 	if err := pg.CreateDatabase("fleet"); err != nil {
@@ -140,7 +140,7 @@ func TestFleet(t *testing.T) {
 	// SIGSTOP a daemon in the middle of a poll, longer than the TTL.
 	big := users[0]
 	for i := range 150 {
-		d.DeliverTo(t, big, fleetMessage(fmt.Sprintf("<big%d.fleet@test>", i), 60000))
+		d.DeliverTo(t, big, fleetMessage(fmt.Sprintf("<big%d.fleet@test>", i), 200000))
 		mu.Lock()
 		if want[big] == nil {
 			want[big] = make(map[string]bool)
@@ -148,10 +148,11 @@ func TestFleet(t *testing.T) {
 		want[big][fmt.Sprintf("<big%d.fleet@test>", i)] = true
 		mu.Unlock()
 	}
-	victim, token := fl.waitHolder(ctx, st, idents[0])
+	// In the middle: the holder has delivered some of them already.
+	victim, token, fetched := fl.waitMidPoll(ctx, st, idents[0], filepath.Join(dir, "m", big), "<big")
 	fl.signal(victim, syscall.SIGSTOP)
 	stoppedAt := time.Now()
-	t.Logf("daemon %d stopped while it held %s (token %d)", victim, big, token)
+	t.Logf("daemon %d stopped while it held %s (token %d), %d of 150 big messages in the Maildir", victim, big, token, fetched)
 	// Another daemon takes the account over once the lease expired.
 	for {
 		li := leaseOf(ctx, t, st, idents[0])
@@ -444,6 +445,34 @@ func (f *fleet) waitHolder(ctx context.Context, st *postgres.Store, a state.Acco
 	return 0, 0
 }
 
+// waitMidPoll waits until a daemon holds a's lease and the poll under
+// it has put at least 5 messages whose Message-ID starts with prefix into
+// maildir, and returns the daemon, the token and how many are there.
+func (f *fleet) waitMidPoll(ctx context.Context, st *postgres.Store, a state.Account, maildir, prefix string) (int, int64, int) {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		i, tok := f.waitHolder(ctx, st, a)
+		for time.Now().Before(deadline) {
+			n := 0
+			for id := range localIDs(f.t, maildir) {
+				if strings.HasPrefix(id, prefix) {
+					n++
+				}
+			}
+			if li := leaseOf(ctx, f.t, st, a); li.Token != tok || li.Owner == "" {
+				break // that poll ended; wait for the next one
+			}
+			if n >= 5 {
+				return i, tok, n
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	f.t.Fatalf("no poll of %s was caught in its middle", a)
+	return 0, 0, 0
+}
+
 func leaseOf(ctx context.Context, t *testing.T, st *postgres.Store, a state.Account) postgres.LeaseInfo {
 	t.Helper()
 	all, err := st.Leases(ctx)
@@ -512,4 +541,90 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestStateCopyAndStatus moves a state that `popsync fetch` wrote into
+// SQLite over to PostgreSQL with `popsync state copy`, then checks that
+// `status` on the database shows the same seen counts and the fleet
+// columns, that a second copy is refused without --force, and that the
+// database password appears in no output.
+func TestStateCopyAndStatus(t *testing.T) {
+	realtest.RequirePostgres(t)
+	pg := realtest.StartPostgres(t, realtest.PostgresOptions{})
+	if err := pg.CreateDatabase("copied"); err != nil {
+		t.Fatal(err)
+	}
+	d := realtest.StartDovecot(t, realtest.DovecotOptions{})
+	d.Deliver(t, datas(e2eMail(5))...)
+	dir := t.TempDir()
+	sqliteCfg := writeConfig(t, dir, d, account{name: "main", user: d.User, password: d.Password, keep: true,
+		maildir: filepath.Join(dir, "Maildir")})
+	if r := runPopsync(t, "fetch", "-c", sqliteCfg); r.code != 0 {
+		t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+	}
+	url := pg.ConnString("copied")
+	secret := pg.Password
+	db := filepath.Join(dir, "state.db")
+	r := runPopsync(t, "state", "copy", "--from", db, "--to", url)
+	if r.code != 0 {
+		t.Fatalf("state copy: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "1 accounts, 5 records") {
+		t.Errorf("state copy said %q, want 1 account and 5 records", r.stdout)
+	}
+	again := runPopsync(t, "state", "copy", "--from", db, "--to", url)
+	if again.code == 0 || !strings.Contains(again.stderr, "not empty") {
+		t.Errorf("a second copy: exit %d, %q; want a refusal", again.code, again.stderr)
+	}
+	if forced := runPopsync(t, "state", "copy", "--force", "--from", db, "--to", url); forced.code != 0 {
+		t.Errorf("state copy --force: exit %d\n%s", forced.code, forced.stderr)
+	}
+
+	// The same config with url instead of path.
+	b, err := os.ReadFile(sqliteCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgCfg := filepath.Join(dir, "pg.toml")
+	text := strings.Replace(string(b), fmt.Sprintf("path = %q", db), fmt.Sprintf("url = %q\ndir = %q", url, filepath.Join(dir, "local")), 1)
+	if err := os.WriteFile(pgCfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := runPopsync(t, "status", "-c", pgCfg)
+	if st.code != 0 {
+		t.Fatalf("status: exit %d\n%s", st.code, st.stderr)
+	}
+	lines := strings.Split(st.stdout, "\n")
+	if len(lines) < 2 || !strings.Contains(lines[0], "LEASE") || !strings.Contains(lines[0], "NEXT DUE") {
+		t.Fatalf("status with url has no fleet columns:\n%s", st.stdout)
+	}
+	f := strings.Fields(lines[1])
+	if f[0] != "main" || !strings.Contains(lines[1], "free") || !strings.Contains(lines[1], "not scheduled") {
+		t.Errorf("status row %q: want main, not scheduled, free", lines[1])
+	}
+	js := runPopsync(t, "status", "--json", "-c", pgCfg)
+	if !strings.Contains(js.stdout, `"seen": 5`) || !strings.Contains(js.stdout, `"fleet"`) {
+		t.Errorf("status --json:\n%s", js.stdout)
+	}
+	// Once fetched with the database, the account is in no daemon's
+	// schedule but its seen-set carried over: nothing is new.
+	f2 := runPopsync(t, "fetch", "-c", pgCfg)
+	if f2.code != 0 || !strings.Contains(f2.stderr, "new=0") {
+		t.Errorf("fetch with url after the copy: exit %d\n%s", f2.code, f2.stderr)
+	}
+	// A refused password is named as such, never printed.
+	wrong := "wrong-" + secret
+	badCfg := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(badCfg, []byte(strings.Replace(text, "password="+secret, "password="+wrong, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := runPopsync(t, "status", "-c", badCfg)
+	if bad.code == 0 || strings.Contains(bad.stderr, wrong) {
+		t.Errorf("status with a wrong database password: exit %d\n%s", bad.code, bad.stderr)
+	}
+	for _, out := range []string{r.stdout, r.stderr, again.stderr, st.stdout, st.stderr, js.stdout, f2.stderr, bad.stderr} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the database password is in the output:\n%s", out)
+		}
+	}
 }
