@@ -365,6 +365,11 @@ func (f *Fleet) next(a *configs.Account, rep fetch.PollReport, end time.Time) ti
 		next = end.Add(100 * 365 * 24 * time.Hour) // never: far away
 	}
 	outcome, loginDelay := classify(rep.Err)
+	if storeFault(rep.Err) {
+		// The database or the lease failed, not the account: the
+		// schedule as usual, no backoff.
+		outcome = OutcomeBusy
+	}
 	f.mu.Lock()
 	n := f.failures[a.Identity()]
 	switch outcome {
@@ -391,6 +396,13 @@ func (f *Fleet) next(a *configs.Account, rep fetch.PollReport, end time.Time) ti
 		next = laterOf(next, rep.SessionAt.Add(rep.LoginDelay))
 	}
 	return next
+}
+
+// storeFault reports whether a poll failed because of the state store
+// (unreachable, restarting) or its lease, not because of the account.
+func storeFault(err error) bool {
+	return errors.Is(err, state.ErrBusy) || errors.Is(err, state.ErrLeaseLost) ||
+		errors.Is(err, state.ErrClosed) || errors.Is(err, context.Canceled)
 }
 
 func laterOf(a, b time.Time) time.Time {
