@@ -139,7 +139,7 @@ func TestFleet(t *testing.T) {
 
 	// SIGSTOP a daemon in the middle of a poll, longer than the TTL.
 	big := users[0]
-	for i := range 150 {
+	for i := range 80 {
 		d.DeliverTo(t, big, fleetMessage(fmt.Sprintf("<big%d.fleet@test>", i), 200000))
 		mu.Lock()
 		if want[big] == nil {
@@ -152,7 +152,7 @@ func TestFleet(t *testing.T) {
 	victim, token, fetched := fl.waitMidPoll(ctx, st, idents[0], filepath.Join(dir, "m", big), "<big")
 	fl.signal(victim, syscall.SIGSTOP)
 	stoppedAt := time.Now()
-	t.Logf("daemon %d stopped while it held %s (token %d), %d of 150 big messages in the Maildir", victim, big, token, fetched)
+	t.Logf("daemon %d stopped while it held %s (token %d), %d of 80 big messages in the Maildir", victim, big, token, fetched)
 	// Another daemon takes the account over once the lease expired.
 	for {
 		li := leaseOf(ctx, t, st, idents[0])
@@ -179,7 +179,7 @@ func TestFleet(t *testing.T) {
 
 	// The share of each daemon, in a window without disturbances.
 	fl.mark()
-	time.Sleep(4 * time.Second)
+	time.Sleep(3 * time.Second)
 	shares := fl.pollsSinceMark()
 
 	close(stopMail)
@@ -232,7 +232,7 @@ func TestFleet(t *testing.T) {
 	for _, n := range shares {
 		sum += n
 	}
-	t.Logf("%d accounts, %d messages, %d kills: lost %d, duplicated %d, unknown %d; polls per daemon in a quiet 4 s: %v",
+	t.Logf("%d accounts, %d messages, %d kills: lost %d, duplicated %d, unknown %d; polls per daemon in a quiet 3 s: %v",
 		nAccounts, total, kills, lost, dup, extra, shares)
 	if lost > 0 || dup > 0 || extra > 0 {
 		t.Fatalf("lost %d, duplicated %d, unknown %d", lost, dup, extra)
