@@ -195,14 +195,22 @@ func TestFleet(t *testing.T) {
 	if !strings.Contains(log, "account lease lost") {
 		t.Errorf("daemon %d was stopped past its lease TTL but logged no lost lease:\n%s", victim, tail(log, 30))
 	}
+	// Its poll of big that was stopped ends in failure, deleting nothing
+	// (the first poll line of big it logged after it was stopped).
+	var stale string
 	for _, line := range strings.Split(log, "\n") {
 		if strings.Contains(line, "lease lost") || (strings.Contains(line, "account="+big+" ") && strings.Contains(line, "poll")) {
 			t.Logf("daemon %d: %s", victim, line)
 		}
-		if strings.Contains(line, "account="+big+" ") && strings.Contains(line, "lease") &&
-			strings.Contains(line, "poll failed") && !strings.Contains(line, " deleted=0 ") {
-			t.Errorf("daemon %d deleted messages after it lost its lease: %s", victim, line)
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if stale == "" && err == nil && at.After(stoppedAt) && strings.Contains(line, "account="+big+" ") &&
+			(strings.Contains(line, `msg="poll done"`) || strings.Contains(line, `msg="poll failed"`)) {
+			stale = line
 		}
+	}
+	if !strings.Contains(stale, `msg="poll failed"`) || !strings.Contains(stale, " deleted=0 ") {
+		t.Errorf("daemon %d: the poll of %s it was stopped in should fail and delete nothing; it logged: %q", victim, big, stale)
 	}
 
 	lost, dup, extra := 0, 0, 0
