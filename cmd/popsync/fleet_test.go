@@ -137,22 +137,38 @@ func TestFleet(t *testing.T) {
 	fl.waitPolledSince(ctx, st, idents, afterKills, "after the kills")
 	t.Logf("%d kills: every account polled again within %v", kills, time.Since(afterKills).Round(time.Millisecond))
 
-	// SIGSTOP a daemon in the middle of a poll, longer than the TTL.
+	// SIGSTOP a daemon in the middle of a poll, longer than the TTL: a
+	// batch of big messages, and the stop once its holder has put some
+	// but not most of them into the Maildir. A poll too quick to be
+	// caught is tried again with another batch.
 	big := users[0]
-	for i := range 80 {
-		d.DeliverTo(t, big, fleetMessage(fmt.Sprintf("<big%d.fleet@test>", i), 200000))
-		mu.Lock()
-		if want[big] == nil {
-			want[big] = make(map[string]bool)
+	const bigN = 80
+	var victim, fetched int
+	var token int64
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Fatalf("no poll of %s was caught in its middle in %d tries", big, try)
 		}
-		want[big][fmt.Sprintf("<big%d.fleet@test>", i)] = true
-		mu.Unlock()
+		base := maildirCount(t, filepath.Join(dir, "m", big))
+		for i := range bigN {
+			id := fmt.Sprintf("<big%d.%d.fleet@test>", try, i)
+			mu.Lock()
+			if want[big] == nil {
+				want[big] = make(map[string]bool)
+			}
+			want[big][id] = true
+			mu.Unlock()
+			d.DeliverTo(t, big, fleetMessage(id, 200000))
+		}
+		var ok bool
+		victim, token, fetched, ok = fl.waitMidPoll(ctx, st, idents[0], filepath.Join(dir, "m", big), base, 5, bigN*3/4)
+		if ok {
+			break
+		}
 	}
-	// In the middle: the holder has delivered some of them already.
-	victim, token, fetched := fl.waitMidPoll(ctx, st, idents[0], filepath.Join(dir, "m", big), "<big")
 	fl.signal(victim, syscall.SIGSTOP)
 	stoppedAt := time.Now()
-	t.Logf("daemon %d stopped while it held %s (token %d), %d of 80 big messages in the Maildir", victim, big, token, fetched)
+	t.Logf("daemon %d stopped while it held %s (token %d), %d of %d big messages in the Maildir", victim, big, token, fetched, bigN)
 	// Another daemon takes the account over once the lease expired.
 	for {
 		li := leaseOf(ctx, t, st, idents[0])
@@ -232,7 +248,7 @@ func TestFleet(t *testing.T) {
 				lost++
 			}
 		}
-		if n := serverCount(t, d.MaildirOf(u)); n != 0 {
+		if n := maildirCount(t, d.MaildirOf(u)); n != 0 {
 			t.Errorf("%s: the server still holds %d messages", u, n)
 		}
 	}
@@ -453,32 +469,31 @@ func (f *fleet) waitHolder(ctx context.Context, st *postgres.Store, a state.Acco
 	return 0, 0
 }
 
-// waitMidPoll waits until a daemon holds a's lease and the poll under
-// it has put at least 5 messages whose Message-ID starts with prefix into
-// maildir, and returns the daemon, the token and how many are there.
-func (f *fleet) waitMidPoll(ctx context.Context, st *postgres.Store, a state.Account, maildir, prefix string) (int, int64, int) {
+// waitMidPoll waits until a daemon holds a's lease while the poll under
+// it has put from lo to hi messages more than base into maildir, and
+// returns the daemon, the token and how many it put there; ok is false
+// when a poll under one lease went past hi (or no poll came).
+func (f *fleet) waitMidPoll(ctx context.Context, st *postgres.Store, a state.Account, maildir string, base, lo, hi int) (i int, tok int64, n int, ok bool) {
 	f.t.Helper()
+	i, tok = f.waitHolder(ctx, st, a)
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		i, tok := f.waitHolder(ctx, st, a)
-		for time.Now().Before(deadline) {
-			n := 0
-			for id := range localIDs(f.t, maildir) {
-				if strings.HasPrefix(id, prefix) {
-					n++
-				}
+		n = maildirCount(f.t, maildir) - base
+		li := leaseOf(ctx, f.t, st, a)
+		switch {
+		case n > hi:
+			return i, tok, n, false
+		case li.Token != tok || li.Owner == "":
+			if n > 0 {
+				return i, tok, n, false // that poll ended
 			}
-			if li := leaseOf(ctx, f.t, st, a); li.Token != tok || li.Owner == "" {
-				break // that poll ended; wait for the next one
-			}
-			if n >= 5 {
-				return i, tok, n
-			}
-			time.Sleep(2 * time.Millisecond)
+			i, tok = f.waitHolder(ctx, st, a)
+		case n >= lo:
+			return i, tok, n, true
 		}
+		time.Sleep(time.Millisecond)
 	}
-	f.t.Fatalf("no poll of %s was caught in its middle", a)
-	return 0, 0, 0
+	return i, tok, n, false
 }
 
 func leaseOf(ctx context.Context, t *testing.T, st *postgres.Store, a state.Account) postgres.LeaseInfo {
@@ -525,8 +540,8 @@ func localIDs(t *testing.T, maildir string) map[string]int {
 	return out
 }
 
-// serverCount counts the messages in a server-side Maildir.
-func serverCount(t *testing.T, maildir string) int {
+// maildirCount counts the messages in a Maildir.
+func maildirCount(t *testing.T, maildir string) int {
 	t.Helper()
 	n := 0
 	for _, sub := range []string{"new", "cur"} {
