@@ -30,7 +30,14 @@ type Config struct {
 
 // State configures the seen-set store.
 type State struct {
-	Path string // SQLite database file
+	Path string // SQLite database file; empty when URL is set
+	// URL is the PostgreSQL database of a fleet ([state] url): a libpq
+	// URL or key=value string, password included if the user put one
+	// there. Never print it: Redacted is the printable form.
+	URL string
+	// LeaseTTL is [state] lease_ttl (only with URL); 0 means the store's
+	// default.
+	LeaseTTL Duration
 	// Dir holds popsync's own local files that are not the store: the
 	// daemon lock and schedule of `popsync run` and the default quarantine
 	// Maildirs. Name tells the files of one store from another's in Dir.
@@ -42,6 +49,28 @@ type State struct {
 // LocalFile returns the path of the store's own local file that ends in
 // suffix: Dir/Name + suffix.
 func (s State) LocalFile(suffix string) string { return filepath.Join(s.Dir, s.Name+suffix) }
+
+// Fleet reports whether the store is a PostgreSQL database shared by
+// daemons.
+func (s State) Fleet() bool { return s.URL != "" }
+
+// Where names the store for messages: the SQLite file, or the database
+// URL without its password.
+func (s State) Where() string {
+	if s.URL != "" {
+		return RedactURL(s.URL)
+	}
+	return s.Path
+}
+
+// fleetStateName is State.Name with url: the local files of a fleet
+// store are Dir/fleet.*.
+const fleetStateName = "fleet"
+
+// DefaultStateDir is the folder of a fleet store's local files when
+// [state] dir is not given: $XDG_STATE_HOME/popsync, else
+// ~/.local/state/popsync.
+func DefaultStateDir() string { return filepath.Dir(DefaultStatePath()) }
 
 // sqliteState is the State of the SQLite file at path.
 func sqliteState(path string) State {

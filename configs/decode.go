@@ -133,12 +133,7 @@ func (d *decoder) decode(data []byte) *Config {
 		Daemon: Daemon{MaxParallel: DefaultMaxParallel, ShutdownGrace: DefaultShutdownGrace},
 	}
 	d.fields(tree, root, map[string]func(any, where){
-		"state": func(x any, w where) {
-			d.fields(x, w, map[string]func(any, where){
-				"path": func(x any, w where) { cfg.State.Path = or(get(d.path, x, w), cfg.State.Path) },
-			})
-			cfg.State = sqliteState(cfg.State.Path)
-		},
+		"state": func(x any, w where) { cfg.State = d.state(x, w) },
 		"daemon": func(x any, w where) {
 			dm := &cfg.Daemon
 			var metrics val[string]

@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -89,7 +90,30 @@ func main() {
 	var delays string
 	flag.StringVar(&delays, "flush-delay", "", "also run every tool as NAME@DELAY under strace, each fsync-family call delayed by DELAY (a slower disk), e.g. 2ms,10ms")
 	flag.BoolVar(&o.serve, "serve", false, "only start Dovecot with the -n mailbox as user \"main\" and the -poll-n one as user \"poll\", and wait for Ctrl-C (for profiling and trying tools by hand)")
+	var fleet string
+	fo := fleetOptions{}
+	flag.StringVar(&fleet, "fleet", "", "instead of the scenarios: a cycle of popsync daemons on one PostgreSQL database over accounts without new mail, for each comma-separated fleet size (e.g. 1,2,4)")
+	flag.IntVar(&fo.accounts, "fleet-accounts", 2000, "accounts of the -fleet benchmark")
 	flag.Parse()
+	if fleet != "" {
+		for f := range strings.SplitSeq(fleet, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				fmt.Fprintf(os.Stderr, "peerbench: -fleet wants fleet sizes such as 1,2,4, not %q\n", fleet)
+				os.Exit(2)
+			}
+			fo.daemons = append(fo.daemons, n)
+		}
+		fo.maxParallel, fo.popsync, fo.dataDir = o.maxParallel, o.popsync, o.dataDir
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runFleet(ctx, fo)
+		stop()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "peerbench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "peerbench: unexpected argument %q\n", flag.Arg(0))
 		os.Exit(2)

@@ -24,6 +24,7 @@ import (
 	"popsync/fetch/pop3"
 	"popsync/schedule"
 	"popsync/state"
+	"popsync/state/postgres"
 )
 
 // common holds the flags every command that reads the config shares.
@@ -150,12 +151,24 @@ func quarantineDir(cfg *configs.Config) string {
 
 // openStoreReadOnly opens the state for reading only: it creates no file,
 // and a missing state file reads as empty.
-func openStoreReadOnly(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
-	st, _, err := state.OpenSQLiteReadOnly(ctx, cfg.State.Path)
+// A fleet's database is opened as usual: reading it creates no file.
+func openStoreReadOnly(ctx context.Context, cfg *configs.Config) (*store, error) {
+	return openStateReadOnly(ctx, cfg.State)
+}
+
+func openStateReadOnly(ctx context.Context, sc configs.State) (*store, error) {
+	if sc.Fleet() {
+		pg, err := postgres.Open(ctx, sc.URL, postgres.Options{LeaseTTL: sc.LeaseTTL.D()})
+		if err != nil {
+			return nil, &stateError{err}
+		}
+		return &store{Store: pg, tokens: pgTokens{pg.Tokens()}, fleet: pg}, nil
+	}
+	st, _, err := state.OpenSQLiteReadOnly(ctx, sc.Path)
 	if err != nil {
 		return nil, &stateError{err}
 	}
-	return st, nil
+	return &store{Store: st, tokens: st.Tokens()}, nil
 }
 
 // printPlan lists what a dry run would do, per account and message.
@@ -176,14 +189,6 @@ func printPlan(w io.Writer, results []fetch.Result) {
 		}
 	}
 	tw.Flush()
-}
-
-func openStore(ctx context.Context, cfg *configs.Config) (*state.SQLite, error) {
-	st, err := state.OpenSQLite(ctx, cfg.State.Path)
-	if err != nil {
-		return nil, &stateError{err}
-	}
-	return st, nil
 }
 
 // selectAccounts returns the accounts named, or all when none is named.
@@ -402,17 +407,19 @@ func setupCheck(f *flags, g *common) runFunc {
 			return err
 		}
 		stdout := e.stdout
-		fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Path)
+		fmt.Fprintf(stdout, "%s: ok, %d account(s), state %s\n", cfg.Path, len(cfg.Accounts), cfg.State.Where())
 		var failed []accountFailure
 		// Local resources first, without the network and without
 		// creating anything.
-		if err := checkCreatable(cfg.State.Path, false); err != nil {
+		if cfg.State.Fleet() {
+			// The database is checked by --connect's logins, not here.
+		} else if err := checkCreatable(cfg.State.Path, false); err != nil {
 			fmt.Fprintf(stdout, "  state %s: FAILED: %v\n", cfg.State.Path, err)
 			failed = append(failed, accountFailure{"state", &stateError{err}})
 		}
-		st, _, err := state.OpenSQLiteReadOnly(ctx, cfg.State.Path)
+		st, err := openStoreReadOnly(ctx, cfg)
 		if err != nil {
-			fmt.Fprintf(stdout, "  state %s: FAILED: %v\n", cfg.State.Path, err)
+			fmt.Fprintf(stdout, "  state %s: FAILED: %v\n", cfg.State.Where(), err)
 			failed = append(failed, accountFailure{"state", &stateError{err}})
 		} else {
 			defer st.Close()
@@ -508,6 +515,7 @@ type statusRow struct {
 	Daemon      *schedule.PlannedPoll `json:"daemon,omitempty"` // next poll, when a daemon runs
 	Stale       bool                  `json:"stale,omitempty"`  // no configured account has the identity (--all)
 	OAuth2      *tokenStatus          `json:"oauth2,omitempty"` // login.go
+	Fleet       *fleetStatus          `json:"fleet,omitempty"`  // store.go, with [state] url
 }
 
 // status shows the configured accounts' current identities, each with its
@@ -527,9 +535,9 @@ func status(ctx context.Context, e *env, c *common, asJSON, all bool) error {
 	} else {
 		stCfg = cfg.State
 	}
-	st, _, err := state.OpenSQLiteReadOnly(ctx, stCfg.Path)
+	st, err := openStateReadOnly(ctx, stCfg)
 	if err != nil {
-		return &stateError{err}
+		return err
 	}
 	defer st.Close()
 	list, err := st.Status(ctx)
@@ -551,8 +559,12 @@ func status(ctx context.Context, e *env, c *common, asJSON, all bool) error {
 	}
 	var rows, stale []statusRow
 	var plan map[string]schedule.PlannedPoll
+	var fleet fleetRows
 	if cfg != nil {
 		plan = daemonPlan(cfg.State)
+		if fleet, err = fleetLeases(ctx, st); err != nil {
+			return &stateError{err}
+		}
 		configured := make(map[state.Account]bool)
 		for _, a := range cfg.Accounts {
 			id := a.Identity()
@@ -560,7 +572,7 @@ func status(ctx context.Context, e *env, c *common, asJSON, all bool) error {
 			s := byID[id]
 			s.Account = id
 			r := row(a.Name, s)
-			r.Schedule, r.Daemon = a.Schedule, planned(plan, a.Name)
+			r.Schedule, r.Daemon, r.Fleet = a.Schedule, planned(plan, a.Name), fleet.of(a)
 			if r.OAuth2, err = oauth2Status(ctx, st, a); err != nil {
 				return &stateError{err}
 			}
@@ -594,7 +606,13 @@ func status(ctx context.Context, e *env, c *common, asJSON, all bool) error {
 		return enc.Encode(out)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	if cfg != nil {
+	if cfg != nil && fleet != nil {
+		fmt.Fprintln(tw, "ACCOUNT\tIDENTITY\tSCHEDULE\tNEXT DUE\tLEASE\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Identity, r.Schedule, r.Fleet.nextText(), r.Fleet.leaseText(),
+				when(r.LastPoll), when(r.LastSuccess), r.Seen, r.Pending, r.OAuth2.text(r.Account), errorText(r))
+		}
+	} else if cfg != nil {
 		fmt.Fprintln(tw, "ACCOUNT\tIDENTITY\tSCHEDULE\tNEXT POLL\tLAST POLL\tLAST SUCCESS\tSEEN\tPENDING\tOAUTH2\tLAST ERROR")
 		for _, r := range rows {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.Account, r.Identity, r.Schedule, nextPollText(plan, r.Account),

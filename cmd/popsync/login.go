@@ -11,13 +11,12 @@ import (
 	"popsync/fetch"
 	"popsync/internal/credential"
 	"popsync/internal/credential/oauth"
-	"popsync/state"
 )
 
 // newTokens is the one token source of a process: its polls and, in the
 // daemon, every poll share it, so an account never refreshes twice at
 // once.
-func newTokens(st *state.SQLite, log *slog.Logger) *fetch.Tokens {
+func newTokens(st *store, log *slog.Logger) *fetch.Tokens {
 	return fetch.NewTokens(st.Tokens(), nil, log)
 }
 
@@ -202,7 +201,7 @@ type tokenStatus struct {
 
 // oauth2Status reads the token state of a for `popsync status`; nil for
 // an account without [account.oauth2].
-func oauth2Status(ctx context.Context, st *state.SQLite, a *configs.Account) (*tokenStatus, error) {
+func oauth2Status(ctx context.Context, st *store, a *configs.Account) (*tokenStatus, error) {
 	if a.OAuth2 == nil {
 		return nil, nil
 	}

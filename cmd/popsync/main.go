@@ -129,13 +129,15 @@ func init() {
 		{name: "demo", summary: "try popsync against a built-in POP3 server, into ./demo", setup: setupDemo,
 			about: "Starts a built-in POP3 server with sample mail and syncs it into a real Maildir and seen-set in " +
 				"the demo folder, twice, to show that nothing is fetched twice."},
-		{name: "state", args: "adopt NAME | forget IDENTITY|NAME", summary: "carry an account's state over to its new identity, or drop an old identity's", setup: setupState,
+		{name: "state", args: "adopt NAME | forget IDENTITY|NAME | copy", summary: "carry an account's state over to its new identity, drop an old identity's, or copy it into PostgreSQL", setup: setupState,
 			about: "An account's identity is its host, port and user: the seen-set is kept per identity. After a config edit " +
 				"that changes it, fetch refuses the account. If the new identity is the same mailbox (another name or port " +
 				"for the same server), 'state adopt NAME' gives it the old identity's seen-set, intents and poll history; " +
 				"if it is another mailbox, set new_identity = true on the account instead. 'state forget' drops the state of " +
 				"an identity (user@host:port) or of every identity polled under a name; it refuses an account the config " +
-				"still has unless --force is given."},
+				"still has unless --force is given. 'state copy --from FILE.db --to URL' copies the seen-set, open intents and " +
+				"poll history of an SQLite state file into a PostgreSQL database, for [state] url; it refuses a database " +
+				"that holds accounts already unless --force. Stop every daemon on both first."},
 		{name: "version", summary: "print version and build information", setup: setupVersion,
 			about: "Prints popsync's version, the commit it was built from and the Go version (also: popsync --version, -V)."},
 		{name: "help", args: "[COMMAND]", summary: "show the help of popsync or of a command", setup: setupHelp,

@@ -89,15 +89,18 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	if err != nil {
 		return err
 	}
-	lock, err := lockDaemon(cfg.State)
-	if err != nil && !errors.Is(err, errDaemonRunning) {
-		err = &stateError{err}
+	// One daemon per SQLite file; a fleet store is shared by design.
+	if !cfg.State.Fleet() {
+		lock, err := lockDaemon(cfg.State)
+		if err != nil && !errors.Is(err, errDaemonRunning) {
+			err = &stateError{err}
+		}
+		if err != nil {
+			return err
+		}
+		defer lock.release()
 	}
-	if err != nil {
-		return err
-	}
-	defer lock.release()
-	st, err := openStore(ctx, cfg)
+	st, err := openStoreAs(ctx, cfg, fleetOptions(log))
 	if err != nil {
 		return err
 	}
@@ -111,12 +114,26 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	if c.verbose {
 		poll.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
 	}
-	d.sched, err = schedule.New(schedule.Options{
-		Poll:    poll.PollReport,
-		Logger:  log,
-		Metrics: schedule.NewMetrics(d.reg),
-		OnPlan:  d.writePlan,
-	}, settings(cfg))
+	if st.fleet != nil {
+		d.sched, err = schedule.NewFleet(schedule.FleetOptions{
+			Poll: func(ctx context.Context, a *configs.Account, leased state.Store) fetch.PollReport {
+				po := *poll
+				po.Store = leased
+				return po.PollReport(ctx, a)
+			},
+			Store:   st.fleet,
+			Logger:  log,
+			Metrics: schedule.NewMetrics(d.reg),
+		}, settings(cfg))
+		d.registerFleetMetrics(st.fleet)
+	} else {
+		d.sched, err = schedule.New(schedule.Options{
+			Poll:    poll.PollReport,
+			Logger:  log,
+			Metrics: schedule.NewMetrics(d.reg),
+			OnPlan:  d.writePlan,
+		}, settings(cfg))
+	}
 	if err != nil {
 		return &configError{err}
 	}
@@ -144,7 +161,7 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 		sigWG.Wait()
 	}()
 
-	log.Info("popsync daemon started", "pid", os.Getpid(), "config", cfg.Path, "state", cfg.State.Path,
+	log.Info("popsync daemon started", "pid", os.Getpid(), "config", cfg.Path, "state", cfg.State.Where(),
 		"accounts", len(cfg.Accounts), "max_parallel", cfg.Daemon.MaxParallel, "metrics", cfg.Daemon.Metrics)
 	if err := d.sched.Run(runCtx); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
@@ -159,12 +176,22 @@ func settings(cfg *configs.Config) schedule.Settings {
 		ShutdownGrace: cfg.Daemon.ShutdownGrace.D()}
 }
 
+// scheduler is the daemon loop: schedule.Scheduler for an SQLite state,
+// schedule.Fleet for a PostgreSQL one.
+type scheduler interface {
+	Run(ctx context.Context) error
+	Reload(set schedule.Settings) error
+	PollNow()
+	Abort()
+	Running() bool
+}
+
 // daemon is the wiring of `popsync run` around the scheduler.
 type daemon struct {
 	log      *slog.Logger
 	cfg      atomic.Pointer[configs.Config] // the running config; replaced by a good reload
 	store    state.Store
-	sched    *schedule.Scheduler
+	sched    scheduler
 	reg      *metrics.Registry
 	reloads  *metrics.Vec
 	planPath string
@@ -225,8 +252,8 @@ func (d *daemon) reload() {
 		return
 	}
 	if cfg.State != old.State {
-		d.log.Warn("[state] path changed: the daemon keeps using the old one until it is restarted",
-			"running", old.State.Path, "new", cfg.State.Path)
+		d.log.Warn("[state] changed: the daemon keeps using the old state until it is restarted",
+			"running", old.State.Where(), "new", cfg.State.Where())
 		cfg.State = old.State
 	}
 	if cfg.Daemon.Metrics != old.Daemon.Metrics {

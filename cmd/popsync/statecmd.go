@@ -13,18 +13,29 @@ import (
 	"popsync/state"
 )
 
-// setupState is `popsync state adopt|forget`: what to do with the state of
-// an identity the config no longer uses.
+// setupState is `popsync state adopt|forget|copy`: what to do with the
+// state of an identity the config no longer uses, and moving an SQLite
+// state into a fleet's PostgreSQL database.
 func setupState(f *flags, g *common) runFunc {
 	g.register(f)
-	var from string
-	f.String(&from, flagDef{long: "from", arg: "IDENTITY",
-		help: "adopt: the old identity (user@host:port) to take over, when the name was polled under several"})
+	var from, to string
+	f.String(&from, flagDef{long: "from", arg: "IDENTITY|FILE",
+		help: "adopt: the old identity (user@host:port) to take over, when the name was polled under several; copy: the SQLite state file"})
+	f.String(&to, flagDef{long: "to", arg: "URL", help: "copy: the PostgreSQL database (libpq URL or key=value string) to copy into"})
 	var force bool
-	f.Bool(&force, flagDef{long: "force", help: "forget: also the state of an account the config still has"})
+	f.Bool(&force, flagDef{long: "force", help: "forget: also the state of an account the config still has; copy: into a database that holds accounts already"})
 	return func(ctx context.Context, e *env, args []string) error {
+		if len(args) >= 1 && args[0] == "copy" {
+			switch {
+			case len(args) > 1:
+				return usageErrorf("unexpected argument %q", args[1])
+			case from == "" || to == "":
+				return usageErrorf("state copy needs --from FILE.db and --to URL")
+			}
+			return copyState(ctx, e.stdout, from, to, force)
+		}
 		if len(args) != 2 || args[0] != "adopt" && args[0] != "forget" {
-			return usageErrorf("want: popsync state adopt NAME, or popsync state forget IDENTITY|NAME")
+			return usageErrorf("want: popsync state adopt NAME, popsync state forget IDENTITY|NAME, or popsync state copy --from FILE.db --to URL")
 		}
 		cfg, err := g.load()
 		if err != nil {

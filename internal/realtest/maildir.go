@@ -32,6 +32,13 @@ const readAttempts = 10
 // Messages always reports the order POP3 uses.
 func (d *Dovecot) Deliver(t testing.TB, msgs ...[]byte) {
 	t.Helper()
+	d.DeliverTo(t, d.User, msgs...)
+}
+
+// DeliverTo is Deliver into the Maildir of user (see MaildirOf).
+func (d *Dovecot) DeliverTo(t testing.TB, user string, msgs ...[]byte) {
+	t.Helper()
+	maildir := d.MaildirOf(user)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, m := range msgs {
@@ -41,11 +48,11 @@ func (d *Dovecot) Deliver(t testing.TB, msgs ...[]byte) {
 		}
 		d.last = now
 		name := fmt.Sprintf("%d.M%dP%d.realtest,S=%d", now.Unix(), now.Nanosecond()/1000, os.Getpid(), len(m))
-		tmp := filepath.Join(d.Maildir, "tmp", name)
+		tmp := filepath.Join(maildir, "tmp", name)
 		if err := d.writeFile(tmp, m, 0o600); err != nil {
 			t.Fatalf("delivering to dovecot: %v", err)
 		}
-		if err := os.Rename(tmp, filepath.Join(d.Maildir, "new", name)); err != nil {
+		if err := os.Rename(tmp, filepath.Join(maildir, "new", name)); err != nil {
 			t.Fatalf("delivering to dovecot: %v", err)
 		}
 	}

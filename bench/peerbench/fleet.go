@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"popsync/internal/realtest"
+	"popsync/state"
+	"popsync/state/postgres"
+)
+
+// fleetOptions configure the fleet benchmark (-fleet).
+type fleetOptions struct {
+	accounts    int
+	daemons     []int
+	maxParallel int
+	popsync     string
+	dataDir     string
+}
+
+// fleetResult is one fleet size's cycle.
+type fleetResult struct {
+	daemons            int
+	first, cycle       time.Duration // the first cycle (start-up included), a steady one
+	statements, xacts  int64         // in the database, during the cycle
+	stmtPerPoll, xPoll float64
+}
+
+// runFleet measures a cycle of `popsync run` daemons sharing one
+// PostgreSQL database over accounts with no new mail: for each fleet size,
+// a fresh database, the daemons started together, the time until every
+// account has a recorded poll, and what the database did meanwhile
+// (pg_stat_statements calls, and transactions from pg_stat_database,
+// which with pipelined writes are the round trips that wrote or read).
+func runFleet(ctx context.Context, o fleetOptions) error {
+	logf("fleet: starting PostgreSQL (pg_stat_statements) and Dovecot with %d users", o.accounts)
+	pg, err := realtest.LaunchPostgres(realtest.PostgresOptions{Config: "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\nmax_connections = 200"})
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	users := make([]string, o.accounts)
+	for i := range users {
+		users[i] = fmt.Sprintf("f%05d", i)
+	}
+	d, err := realtest.LaunchDovecot(realtest.DovecotOptions{Users: users, Connections: 100000,
+		Config: "mail_max_userip_connections = 100000"})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	dir := filepath.Join(o.dataDir, "fleet")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	bin := o.popsync
+	if bin == "" {
+		bin = filepath.Join(dir, "popsync")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "popsync/cmd/popsync").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	}
+	var results []fleetResult
+	for _, n := range o.daemons {
+		r, err := fleetCycle(ctx, o, pg, d, users, bin, dir, n)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+		logf("fleet: %d daemon(s): first cycle over %d accounts in %v, steady cycle in %v; %.1f statements and %.1f transactions per account poll",
+			n, o.accounts, r.first.Round(time.Millisecond), r.cycle.Round(time.Millisecond), r.stmtPerPoll, r.xPoll)
+	}
+	fmt.Printf("\n| daemons | accounts | first cycle (start-up) | steady cycle | polls/s | statements per poll | transactions per poll |\n")
+	fmt.Printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range results {
+		fmt.Printf("| %d | %d | %.1f s | %.1f s | %.0f | %.1f | %.1f |\n", r.daemons, o.accounts, r.first.Seconds(), r.cycle.Seconds(),
+			float64(o.accounts)/r.cycle.Seconds(), r.stmtPerPoll, r.xPoll)
+	}
+	return nil
+}
+
+func fleetCycle(ctx context.Context, o fleetOptions, pg *realtest.Postgres, d *realtest.Dovecot, users []string, bin, dir string, n int) (fleetResult, error) {
+	r := fleetResult{daemons: n}
+	db := fmt.Sprintf("fleet%d", n)
+	if err := pg.CreateDatabase(db); err != nil {
+		return r, err
+	}
+	url := pg.ConnString(db)
+	cfg := filepath.Join(dir, db+".toml")
+	var b strings.Builder
+	fmt.Fprintf(&b, "[state]\nurl = %q\ndir = %q\n\n[daemon]\nmax_parallel = %d\n\n", url, filepath.Join(dir, db), o.maxParallel)
+	host, port, _ := strings.Cut(d.TLSAddr, ":")
+	fmt.Fprintf(&b, "[defaults]\nhost = %q\nport = %s\ntls = \"implicit\"\ntls_ca_file = %q\npassword = %q\nschedule = \"@every 24h\"\n",
+		host, port, d.CAFile, d.Password)
+	for _, u := range users {
+		fmt.Fprintf(&b, "\n[[account]]\nname = %q\nuser = %q\n\n  [[account.deliver]]\n  maildir = %q\n", u, u, filepath.Join(dir, db, "m", u))
+	}
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+		return r, err
+	}
+	// The schema first, so that the statistics count the cycle only.
+	st, err := postgres.Open(ctx, url, postgres.Options{})
+	if err != nil {
+		return r, err
+	}
+	defer st.Close()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return r, err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		return r, err
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset()`); err != nil {
+		return r, err
+	}
+	stmts0, x0, err := dbCounters(ctx, conn, db)
+	if err != nil {
+		return r, err
+	}
+	start := time.Now()
+	var procs []*exec.Cmd
+	for i := range n {
+		cmd := exec.Command(bin, "run", "-q", "-c", cfg)
+		logFile, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-daemon%d.log", db, i)))
+		if err != nil {
+			return r, err
+		}
+		defer logFile.Close()
+		cmd.Stderr = logFile
+		if err := cmd.Start(); err != nil {
+			return r, err
+		}
+		procs = append(procs, cmd)
+	}
+	defer func() {
+		for _, p := range procs {
+			p.Process.Signal(syscall.SIGTERM)
+			p.Wait()
+		}
+	}()
+	idents := make(map[state.Account]bool, len(users))
+	portN, _ := strconv.Atoi(port)
+	for _, u := range users {
+		idents[state.Account{Host: host, Port: portN, User: u}.Canonical()] = true
+	}
+	if err := waitCycle(ctx, st, idents, start, n); err != nil {
+		return r, err
+	}
+	r.first = time.Since(start)
+	// The steady cycle: every account due again at once, the daemons
+	// warmed up (registered, accounts scheduled, statements prepared).
+	time.Sleep(time.Second)
+	stmts0, x0, err = dbCounters(ctx, conn, db)
+	if err != nil {
+		return r, err
+	}
+	start = time.Now()
+	if _, err := conn.Exec(ctx, `UPDATE schedule SET next_due = now()`); err != nil {
+		return r, err
+	}
+	if err := waitCycle(ctx, st, idents, start, n); err != nil {
+		return r, err
+	}
+	r.cycle = time.Since(start)
+	// Stopped daemons have sent their statistics.
+	for _, p := range procs {
+		p.Process.Signal(syscall.SIGTERM)
+		p.Wait()
+	}
+	procs = nil
+	time.Sleep(time.Second)
+	stmts1, x1, err := dbCounters(ctx, conn, db)
+	if err != nil {
+		return r, err
+	}
+	// The Status queries of this loop are in the counts too; they are
+	// few (one per 50 ms) and subtracted as well as they can be: one
+	// statement and one transaction each.
+	polls := float64(len(users))
+	r.statements, r.xacts = stmts1-stmts0, x1-x0
+	probes := float64(r.cycle/(50*time.Millisecond)) + 1
+	r.stmtPerPoll = (float64(r.statements) - probes) / polls
+	r.xPoll = (float64(r.xacts) - probes) / polls
+	return r, nil
+}
+
+// dbCounters reads the statements executed (pg_stat_statements) and the
+// transactions committed or rolled back in database db.
+func dbCounters(ctx context.Context, conn *pgx.Conn, db string) (stmts, xacts int64, err error) {
+	err = conn.QueryRow(ctx, `SELECT
+		(SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1),
+		(SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1)`, db).Scan(&stmts, &xacts)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading statistics: %w", err)
+	}
+	return stmts, xacts, nil
+}
+
+// waitCycle waits until every account of idents has a poll that started
+// after since.
+func waitCycle(ctx context.Context, st *postgres.Store, idents map[state.Account]bool, since time.Time, n int) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		all, err := st.Status(ctx)
+		if err != nil {
+			return err
+		}
+		done := 0
+		for _, s := range all {
+			if idents[s.Account] && s.LastPoll.After(since) {
+				done++
+			}
+		}
+		if done == len(idents) {
+			return nil
+		}
+		if time.Since(since) > 30*time.Minute {
+			return fmt.Errorf("%d daemons: only %d of %d accounts polled in 30 minutes", n, done, len(idents))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

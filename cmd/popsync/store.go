@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"popsync/configs"
+	"popsync/fetch"
+	"popsync/internal/credential/oauth"
+	"popsync/internal/metrics"
+	"popsync/state"
+	"popsync/state/postgres"
+)
+
+// store is the state a command opened: an SQLite file or, with [state]
+// url, the PostgreSQL database of a fleet (fleet is then set).
+type store struct {
+	state.Store
+	tokens fetch.TokenStore
+	fleet  *postgres.Store // nil for SQLite
+}
+
+// Tokens returns the store's OAuth 2.0 token table.
+func (s *store) Tokens() fetch.TokenStore { return s.tokens }
+
+// openStore opens the store of cfg for a command that is no daemon of a
+// fleet.
+func openStore(ctx context.Context, cfg *configs.Config) (*store, error) {
+	return openStoreAs(ctx, cfg, postgres.Options{})
+}
+
+// openStoreAs opens the store of cfg; opts apply to PostgreSQL only.
+func openStoreAs(ctx context.Context, cfg *configs.Config, opts postgres.Options) (*store, error) {
+	if !cfg.State.Fleet() {
+		st, err := state.OpenSQLite(ctx, cfg.State.Path)
+		if err != nil {
+			return nil, &stateError{err}
+		}
+		return &store{Store: st, tokens: st.Tokens()}, nil
+	}
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = cfg.State.LeaseTTL.D()
+	}
+	pg, err := postgres.Open(ctx, cfg.State.URL, opts)
+	if err != nil {
+		// postgres.Open names the database without its password.
+		return nil, &stateError{err}
+	}
+	return &store{Store: pg, tokens: pgTokens{pg.Tokens()}, fleet: pg}, nil
+}
+
+// pgTokens is the fetch.TokenStore of a PostgreSQL state. Its table has
+// no login-needed mark yet: Info derives what it can from the stored
+// token, and MarkLoginNeeded keeps nothing, so a grant that is gone is
+// found again by the next poll's refresh.
+type pgTokens struct{ *postgres.TokenStore }
+
+// Info implements fetch.TokenStore.
+func (t pgTokens) Info(ctx context.Context, key string) (state.TokenInfo, error) {
+	tok, err := t.Load(ctx, key)
+	if errors.Is(err, oauth.ErrNoToken) {
+		return state.TokenInfo{LoginNeeded: true, NeededBecause: "no token stored"}, nil
+	}
+	if err != nil {
+		return state.TokenInfo{}, err
+	}
+	info := state.TokenInfo{Stored: true, Expiry: tok.Expiry, RefreshToken: tok.RefreshToken != ""}
+	if !info.RefreshToken && (tok.AccessToken == "" || (!tok.Expiry.IsZero() && !time.Now().Before(tok.Expiry))) {
+		info.LoginNeeded, info.NeededBecause = true, "the access token expired and no refresh token is stored"
+	}
+	return info, nil
+}
+
+// MarkLoginNeeded implements fetch.TokenStore; see pgTokens.
+func (pgTokens) MarkLoginNeeded(context.Context, string, string, string) error { return nil }
+
+// fleetOptions are the options of a daemon's PostgreSQL store.
+func fleetOptions(log *slog.Logger) postgres.Options {
+	return postgres.Options{RequireLease: true, Logger: log}
+}
+
+// fleetStatus is the fleet part of a `popsync status` row: who holds the
+// account's lease and until when, and when the fleet polls it next.
+type fleetStatus struct {
+	Daemon  string    `json:"daemon,omitempty"` // holding the lease now; empty when free
+	Until   time.Time `json:"lease_until,omitzero"`
+	Token   int64     `json:"fencing_token"`
+	NextDue time.Time `json:"next_due,omitzero"`
+}
+
+// fleetRows are the fleet states of a fleet store's accounts; nil for
+// SQLite.
+type fleetRows map[state.Account]*fleetStatus
+
+func fleetLeases(ctx context.Context, st *store) (fleetRows, error) {
+	if st.fleet == nil {
+		return nil, nil
+	}
+	all, err := st.fleet.Leases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(fleetRows, len(all))
+	for _, li := range all {
+		fs := &fleetStatus{Daemon: li.Owner, Token: li.Token, NextDue: li.NextDue}
+		if li.Owner != "" {
+			fs.Until = li.Expires
+		}
+		out[li.Account] = fs
+	}
+	return out, nil
+}
+
+// of returns the fleet state of a; a zero one for an account no daemon
+// scheduled yet, nil without a fleet.
+func (r fleetRows) of(a *configs.Account) *fleetStatus {
+	if r == nil {
+		return nil
+	}
+	if fs := r[a.Identity()]; fs != nil {
+		return fs
+	}
+	return &fleetStatus{}
+}
+
+// nextText is the NEXT DUE column.
+func (fs *fleetStatus) nextText() string {
+	if fs.NextDue.IsZero() {
+		return "not scheduled"
+	}
+	return when(fs.NextDue)
+}
+
+// leaseText is the LEASE column.
+func (fs *fleetStatus) leaseText() string {
+	if fs.Daemon == "" {
+		return "free"
+	}
+	return fs.Daemon + " until " + fs.Until.Local().Format("15:04:05")
+}
+
+// registerFleetMetrics exports the daemon's fleet counters.
+func (d *daemon) registerFleetMetrics(pg *postgres.Store) {
+	stat := func(v func(postgres.Stats) float64) func() []metrics.Sample {
+		return func() []metrics.Sample { return []metrics.Sample{{Value: v(pg.Stats())}} }
+	}
+	d.reg.GaugeFunc("popsync_fleet_leases_held", "Account leases this daemon holds now.", nil,
+		stat(func(s postgres.Stats) float64 { return float64(s.LeasesHeld) }))
+	d.reg.GaugeFunc("popsync_fleet_takeovers_total", "Leases this daemon took over from a daemon whose lease had expired (a counter).", nil,
+		stat(func(s postgres.Stats) float64 { return float64(s.Takeovers) }))
+	d.reg.GaugeFunc("popsync_fleet_fenced_commits_refused_total", "Writes refused because this daemon no longer held the account's lease (a counter).", nil,
+		stat(func(s postgres.Stats) float64 { return float64(s.Refused) }))
+	d.reg.GaugeFunc("popsync_fleet_leases_lost_total", "Leases this daemon lost before it released them: expired, taken over, or not renewable in time (a counter).", nil,
+		stat(func(s postgres.Stats) float64 { return float64(s.Lost) }))
+}
+
+func copyState(ctx context.Context, stdout io.Writer, from, to string, force bool) error {
+	if _, err := os.Stat(from); err != nil {
+		// OpenSQLite would create a new, empty file.
+		return &stateError{fmt.Errorf("copying state: %w", err)}
+	}
+	src, err := state.OpenSQLite(ctx, from)
+	if err != nil {
+		return &stateError{err}
+	}
+	defer src.Close()
+	dst, err := postgres.Open(ctx, to, postgres.Options{})
+	if err != nil {
+		return &stateError{err}
+	}
+	defer dst.Close()
+	n, err := dst.CopyFrom(ctx, src, postgres.CopyOptions{Force: force})
+	if errors.Is(err, postgres.ErrNotEmpty) {
+		return &stateError{fmt.Errorf("%w; nothing was copied (--force copies over the accounts it holds)", err)}
+	}
+	if err != nil {
+		return &stateError{err}
+	}
+	fmt.Fprintf(stdout, "copied %s into %s: %d accounts, %d records, %d open intents, %d polls\n",
+		from, dst, n.Accounts, n.Records, n.Intents, n.Polls)
+	fmt.Fprintf(stdout, "OAuth 2.0 tokens are not copied: run `popsync login NAME` for such accounts with [state] url\n")
+	return nil
+}
