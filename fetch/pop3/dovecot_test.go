@@ -38,8 +38,10 @@ const (
 	// dovecotTimeout is Options.Timeout in these tests: generous, since
 	// it only bounds a hang.
 	dovecotTimeout = 15 * time.Second
-	// dovecotLogWait bounds the wait for a line in Dovecot's log.
-	dovecotLogWait = 10 * time.Second
+	// dovecotLogWait bounds the wait for a line in Dovecot's log. A
+	// session process on a loaded machine may take a while to notice a
+	// dropped connection; the wait costs nothing when the line comes.
+	dovecotLogWait = 30 * time.Second
 	// bulkMessages is the size of the pipelined RETR run.
 	bulkMessages = 1000
 )
