@@ -216,6 +216,11 @@ func (c *tokenCredential) Invalidate(secret string) { c.src.Invalidate(secret) }
 // replaces. A password would only be refused again.
 func (c *tokenCredential) retryOnce() {}
 
+// Refreshes tells the IMAP target (deliver.IMAPOptions.Password) that a
+// refused token is worth one more login: Invalidate makes the next Secret
+// a refreshed one.
+func (c *tokenCredential) Refreshes() bool { return true }
+
 // ready is the first step of a poll: an account that needs `popsync
 // login` fails at once, before it locks, opens targets or reads its
 // seen-set.
