@@ -285,6 +285,9 @@ func childEnvOf(raws []*rawAccount) ChildEnv {
 			if t, ok := de.Target.(*IMAPTarget); ok && t.Password.Env != "" {
 				names = append(names, t.Password.Env)
 			}
+			if t, ok := de.Target.(*IMAPTarget); ok && t.OAuth2 != nil && t.OAuth2.ClientSecret.Env != "" {
+				names = append(names, t.OAuth2.ClientSecret.Env)
+			}
 		}
 	}
 	return NewChildEnv(names...)

@@ -740,7 +740,9 @@ func TestExampleFiles(t *testing.T) {
 		}
 	}
 	for k := range deliverFields {
-		keys = append(keys, k)
+		if k != "oauth2" { // [account.deliver.oauth2], checked below
+			keys = append(keys, k)
+		}
 	}
 	for k := range oauth2Fields {
 		keys = append(keys, k)
@@ -753,6 +755,9 @@ func TestExampleFiles(t *testing.T) {
 		if !re.MatchString(text) {
 			t.Errorf("example.toml does not show key %q", k)
 		}
+	}
+	if !strings.Contains(text, "# [account.deliver.oauth2]") {
+		t.Errorf("example.toml does not show table [account.deliver.oauth2]")
 	}
 	for _, table := range []string{"[state]", "[daemon]", "[defaults]", "[[account]]", "[[account.deliver]]", "[account.oauth2]"} {
 		if !strings.Contains(text, "\n"+table+"\n") && !strings.Contains(text, "  "+table+"\n") {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"popsync/internal/credential"
+	"popsync/internal/credential/oauth"
 )
 
 // Delivery kinds, as returned by Deliver.Kind. Each is also the key that
@@ -95,6 +96,11 @@ type IMAPTarget struct {
 	// password_file, password_command, password_env.
 	Password credential.Source
 	Auth     string // one of the IMAPAuth* constants
+	// OAuth2 is the [account.deliver.oauth2] table: when set, the target
+	// logs in with an OAuth 2.0 access token that `popsync login` obtained
+	// and the state store keeps under TokenKey (Auth is xoauth2 or
+	// oauthbearer, Password is empty).
+	OAuth2 *OAuth2
 
 	Mailbox      string   // default "INBOX"
 	Create       bool     // create the mailbox when missing; default true
@@ -133,6 +139,14 @@ var imapAuths = []string{IMAPAuthAuto, IMAPAuthPlain, IMAPAuthLogin, IMAPAuthLog
 // Addr returns "host:port", with brackets around an IPv6 host.
 func (t *IMAPTarget) Addr() string { return net.JoinHostPort(t.Host, strconv.Itoa(t.Port)) }
 
+// TokenKey is the key of the target's OAuth 2.0 tokens in the state
+// store: "imap user@host:port". It never equals an account's key (those
+// begin "pop3 "), and changing the server or the user asks for a new
+// login, as for an account.
+func (t *IMAPTarget) TokenKey() string {
+	return oauth.ServiceIMAP + " " + t.User + "@" + t.Addr()
+}
+
 func (*MaildirTarget) Kind() string { return KindMaildir }
 func (*IMAPTarget) Kind() string    { return KindIMAP }
 func (*SMTPTarget) Kind() string    { return KindSMTP }
@@ -162,6 +176,12 @@ func (t *IMAPTarget) clone() TargetConfig {
 	c := *t
 	c.Flags = slices.Clone(t.Flags)
 	c.Password.Command = slices.Clone(t.Password.Command)
+	if t.OAuth2 != nil {
+		o := *t.OAuth2
+		o.Scopes = slices.Clone(o.Scopes)
+		o.ClientSecret.Command = slices.Clone(o.ClientSecret.Command)
+		c.OAuth2 = &o
+	}
 	return &c
 }
 func (t *MDATarget) clone() TargetConfig {
@@ -248,7 +268,7 @@ var deliverKinds = []deliverKind{
 	{KindMDA, []string{"from"}, true, buildMDA},
 	{KindIMAP, []string{"tls", "tls_ca_file", "tls_fingerprint", "tls_server_name", "user",
 		"password", "password_file", "password_command", "password_env", "auth",
-		"mailbox", "create", "flags", "internal_date"}, true, buildIMAP},
+		"mailbox", "create", "flags", "internal_date", "oauth2"}, true, buildIMAP},
 }
 
 func kindOf(name string) (deliverKind, bool) {
@@ -282,6 +302,7 @@ type rawDeliver struct {
 	passwordFile, passwordEnv                     val[string]
 	passwordCommand, flags                        val[[]string]
 	create                                        val[bool]
+	oauth2                                        val[*OAuth2]
 }
 
 type deliverField func(d *decoder, r *rawDeliver, x any, w where)
@@ -324,6 +345,9 @@ var deliverFields = map[string]deliverField{
 		r.internalDate = get(d.enum(IMAPDateReceived, IMAPDateNow), x, w)
 	},
 	"on_reject": func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
+	"oauth2": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.oauth2 = get(d.oauth2("account.deliver.oauth2", oauth.ServiceIMAP), x, w)
+	},
 }
 
 // delivers reads an array of deliver tables; header is how the user writes
@@ -396,7 +420,7 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad,
 		r.imap.bad, r.tls.bad, r.tlsCAFile.bad, r.tlsFingerprint.bad, r.tlsServerName.bad, r.user.bad,
 		r.auth.bad, r.mailbox.bad, r.internalDate.bad, r.password.bad, r.passwordFile.bad, r.passwordEnv.bad,
-		r.passwordCommand.bad, r.flags.bad, r.create.bad} {
+		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad} {
 		if v {
 			ok = false
 		}

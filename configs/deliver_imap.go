@@ -129,6 +129,9 @@ func buildIMAP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
 			sources = append(sources, k)
 		}
 	}
+	if r.oauth2.set {
+		return t, buildIMAPOAuth2(d, r, t, sources) && ok
+	}
 	switch {
 	case len(sources) == 0:
 		d.problem(w, "needs a password source for the IMAP login: one of password, password_file, password_command or password_env")
@@ -152,6 +155,28 @@ func buildIMAP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
 	return t, ok
 }
 
+// buildIMAPOAuth2 checks an imap entry with an [account.deliver.oauth2]
+// table: no password source (the token comes from `popsync login`), and a
+// mechanism that carries a bearer token; auto means xoauth2.
+func buildIMAPOAuth2(d *decoder, r *rawDeliver, t *IMAPTarget, sources []string) bool {
+	ok := true
+	t.OAuth2 = r.oauth2.v
+	t.Password = credential.Source{}
+	for _, k := range sources {
+		d.problem(r.set[k], "cannot be combined with [account.deliver.oauth2]: the target logs in with an OAuth 2.0 token (`popsync login`)")
+		ok = false
+	}
+	switch t.Auth {
+	case IMAPAuthAuto:
+		t.Auth = IMAPAuthXOAuth2
+	case IMAPAuthXOAuth2, IMAPAuthOAuthBearer:
+	default:
+		d.problem(r.set["auth"], `%q cannot carry an OAuth 2.0 token: with [account.deliver.oauth2] use auth = "xoauth2", "oauthbearer" or "auto"`, t.Auth)
+		ok = false
+	}
+	return ok
+}
+
 // fillIMAPTargets gives every IMAP target of the accounts its spool
 // folder, [state]'s folder + spool/<target ID>, and its password_command
 // the environment without the file's secrets.
@@ -161,6 +186,9 @@ func fillIMAPTargets(cfg *Config) {
 			if t, ok := de.Target.(*IMAPTarget); ok {
 				t.SpoolDir = filepath.Join(cfg.State.Dir, "spool", de.ID())
 				t.Password.CommandEnv = a.ChildEnv
+				if t.OAuth2 != nil {
+					t.OAuth2.ClientSecret.CommandEnv = a.ChildEnv
+				}
 			}
 		}
 	}

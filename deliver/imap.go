@@ -3,6 +3,7 @@ package deliver
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -76,8 +77,12 @@ type IMAPOptions struct {
 	// IMAPAuthXOAuth2 and IMAPAuthOAuthBearer (credential.FromTokens of
 	// a token source). Its Secret is asked once per connection, and its
 	// error is reported as an authentication failure; a secret the
-	// server refuses (a tagged NO to the login) is Invalidated, so an
-	// OAuth2 token is not offered again.
+	// server refuses (a tagged NO to the login, or the error challenge
+	// of XOAUTH2 and OAUTHBEARER) is Invalidated, so an OAuth2 token is
+	// not offered again. When Password also has a method Refreshes()
+	// bool that says true (a token source, which replaces an invalidated
+	// token), a refused token is followed by one more login, on a new
+	// connection, with the next secret.
 	Password credential.Credential
 	// Auth is one of the IMAPAuth constants.
 	Auth string
@@ -394,8 +399,27 @@ func (t *IMAP) Check(ctx context.Context) error {
 
 // connect opens and sets up a new session: dial, TLS or STARTTLS,
 // greeting, capabilities, authentication. Its errors are temporary
-// *DeliveryErrors at the session stages.
+// *DeliveryErrors at the session stages. A refused token of a source that
+// refreshes is tried once more with the token the refresh brings.
 func (t *IMAP) connect(ctx context.Context) (*imapSession, error) {
+	s, err := t.connectOnce(ctx)
+	r, ok := t.opts.Password.(interface{ Refreshes() bool })
+	if err == nil || !ok || !r.Refreshes() || !tokenRefused(err) {
+		return s, err
+	}
+	t.log.Info("the IMAP server refused the oauth2 access token; refreshing it once", "error", err.Error())
+	return t.connectOnce(ctx)
+}
+
+// tokenRefused reports whether err is the server refusing a bearer token
+// at the login: the error challenge of XOAUTH2 or OAUTHBEARER (RFC 7628
+// §3.2.3).
+func tokenRefused(err error) bool {
+	return errors.As(err, new(*xoauth2Error)) || errors.As(err, new(*sasl.OAuthBearerError))
+}
+
+// connectOnce is one attempt of connect.
+func (t *IMAP) connectOnce(ctx context.Context) (*imapSession, error) {
 	dctx, cancel := context.WithTimeout(ctx, t.opts.Timeout)
 	raw, err := t.opts.Dial(dctx, "tcp", t.opts.Addr)
 	cancel()
@@ -510,7 +534,7 @@ func (t *IMAP) authenticate(ctx context.Context, c *imapclient.Client, caps imap
 	}
 	err = t.login(c, mech, secret)
 	var ie *imap.Error
-	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && !temporaryAuth(ie) {
+	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && !temporaryAuth(ie) || tokenRefused(err) {
 		t.opts.Password.Invalidate(secret)
 	}
 	return err
@@ -547,15 +571,33 @@ func (t *IMAP) login(c *imapclient.Client, mech, secret string) error {
 
 // xoauth2Client is the XOAUTH2 mechanism of Google and Microsoft: one
 // message, "user=U^Aauth=Bearer T^A^A". A failure comes as a challenge
-// holding a JSON error, to which the client answers with an empty line
-// and then gets the tagged NO.
+// holding a JSON error. The client would answer it with an empty line,
+// but the IMAP client library writes "=" there (the SASL-IR form of RFC
+// 4959 §3, not a continuation's empty line of RFC 3501 §6.2.2), which
+// Dovecot answers with BAD; so the exchange ends at the challenge, as
+// OAUTHBEARER's does (RFC 7628 §3.2.3), with an *xoauth2Error, and the
+// connection is dropped.
 type xoauth2Client struct{ user, token string }
 
 func (c *xoauth2Client) Start() (string, []byte, error) {
 	return "XOAUTH2", []byte("user=" + c.user + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
 }
 
-func (c *xoauth2Client) Next(challenge []byte) ([]byte, error) { return []byte{}, nil }
+func (c *xoauth2Client) Next(challenge []byte) ([]byte, error) {
+	var m map[string]any
+	if json.Unmarshal(challenge, &m) != nil || m["status"] == nil {
+		return nil, &xoauth2Error{Status: "unreadable"}
+	}
+	return nil, &xoauth2Error{Status: fmt.Sprint(m["status"])}
+}
+
+// xoauth2Error is the server's refusal of an XOAUTH2 token: the status of
+// its JSON error challenge (for example "401" or "invalid_token").
+type xoauth2Error struct{ Status string }
+
+func (e *xoauth2Error) Error() string {
+	return fmt.Sprintf("the server refused the XOAUTH2 token (status %s)", e.Status)
+}
 
 // learnLimit reads the APPENDLIMIT: a number in CAPABILITY applies to
 // every mailbox; a bare APPENDLIMIT means each mailbox has its own, asked

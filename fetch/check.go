@@ -19,6 +19,8 @@ type CheckOptions struct {
 	Dial      func(ctx context.Context, addr string, opts pop3.Options) (*pop3.Client, error)
 	// Credential is as in Options.
 	Credential func(a *configs.Account) (credential.Credential, error)
+	// TargetCredential is as in Options.
+	TargetCredential func(a *configs.Account, t *configs.IMAPTarget) (credential.Credential, error)
 }
 
 // CheckResult is what `popsync check --connect` reports of one account.
@@ -106,7 +108,7 @@ func Check(ctx context.Context, a *configs.Account, o CheckOptions) (r CheckResu
 			// whether it can be created is a local check of the caller.
 			continue
 		}
-		t, err := OpenTarget(a, d)
+		t, err := OpenTargetWith(a, d, o.TargetCredential)
 		if err != nil {
 			r.Targets = append(r.Targets, TargetCheck{Target: d.Kind(), Err: err})
 			r.Err = err

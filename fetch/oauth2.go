@@ -81,9 +81,22 @@ func (t *Tokens) Client(a *configs.Account) (*oauth.Client, error) {
 	if a.OAuth2 == nil {
 		return nil, fmt.Errorf("account %q has no [account.oauth2] table", a.Name)
 	}
-	c, err := oauth.New(a.OAuth2.Config(a.Name), oauth.Options{HTTPClient: t.http, Store: t.store, Logger: t.log})
+	return t.client(a.Name, a.OAuth2)
+}
+
+// TargetClient returns an oauth.Client for the [account.deliver.oauth2]
+// of IMAP target it of account a, for the logins of `popsync login`.
+func (t *Tokens) TargetClient(a *configs.Account, it *configs.IMAPTarget) (*oauth.Client, error) {
+	if it.OAuth2 == nil {
+		return nil, fmt.Errorf("account %q: target %s has no [account.deliver.oauth2] table", a.Name, it)
+	}
+	return t.client(a.Name, it.OAuth2)
+}
+
+func (t *Tokens) client(name string, cfg *configs.OAuth2) (*oauth.Client, error) {
+	c, err := oauth.New(cfg.Config(name), oauth.Options{HTTPClient: t.http, Store: t.store, Logger: t.log})
 	if err != nil {
-		return nil, fmt.Errorf("account %q: %w", a.Name, err)
+		return nil, fmt.Errorf("account %q: %w", name, err)
 	}
 	return c, nil
 }
@@ -92,33 +105,42 @@ func (t *Tokens) Client(a *configs.Account) (*oauth.Client, error) {
 // with the same token key and oauth2 config (a reload that changes the
 // config gets a new one).
 func (t *Tokens) Source(a *configs.Account) (*oauth.Source, error) {
-	key := a.TokenKey()
+	if a.OAuth2 == nil {
+		return nil, fmt.Errorf("account %q has no [account.oauth2] table", a.Name)
+	}
+	return t.source(a.TokenKey(), a.Name, a.OAuth2)
+}
+
+// source returns the token source of key, made from cfg, for the logins
+// of account name: one per key for the process, so that every poll and
+// check shares its refreshes.
+func (t *Tokens) source(key, name string, cfg *configs.OAuth2) (*oauth.Source, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s, ok := t.sources[key]; ok && reflect.DeepEqual(s.cfg, *a.OAuth2) {
+	if s, ok := t.sources[key]; ok && reflect.DeepEqual(s.cfg, *cfg) {
 		return s.src, nil
 	}
-	c, err := t.Client(a)
+	c, err := t.client(name, cfg)
 	if err != nil {
 		return nil, err
 	}
-	src, err := c.Source(key, a.Name)
+	src, err := c.Source(key, name)
 	if err != nil {
 		return nil, err
 	}
-	t.sources[key] = &accountSource{cfg: *a.OAuth2, src: src}
+	t.sources[key] = &accountSource{cfg: *cfg, src: src}
 	return src, nil
 }
 
 // ready fails with a *oauth.LoginNeededError, without a request to the
-// token endpoint, when the account's grant is known to be gone.
-func (t *Tokens) ready(ctx context.Context, a *configs.Account) error {
-	info, err := t.store.Info(ctx, a.TokenKey())
+// token endpoint, when the grant of key is known to be gone.
+func (t *Tokens) ready(ctx context.Context, key, name string) error {
+	info, err := t.store.Info(ctx, key)
 	if err != nil {
 		return err
 	}
 	if info.LoginNeeded {
-		return &oauth.LoginNeededError{Name: a.Name, Reason: info.NeededBecause}
+		return &oauth.LoginNeededError{Name: name, Reason: info.NeededBecause}
 	}
 	return nil
 }
@@ -131,30 +153,47 @@ func (t *Tokens) Credential(a *configs.Account) (credential.Credential, error) {
 	if a.OAuth2 == nil {
 		return a.Password, nil
 	}
-	src, err := t.Source(a)
+	return t.credential(a.TokenKey(), a.Name, a.OAuth2)
+}
+
+// TargetCredential returns what IMAP target it of account a logs in
+// with: for a target with [account.deliver.oauth2] its access token,
+// stored under it.TokenKey() by `popsync login`, else its password
+// source. It is Options.TargetCredential and
+// CheckOptions.TargetCredential of a process that has a token store.
+func (t *Tokens) TargetCredential(a *configs.Account, it *configs.IMAPTarget) (credential.Credential, error) {
+	if it.OAuth2 == nil {
+		return it.Password, nil
+	}
+	return t.credential(it.TokenKey(), a.Name, it.OAuth2)
+}
+
+func (t *Tokens) credential(key, name string, cfg *configs.OAuth2) (credential.Credential, error) {
+	src, err := t.source(key, name, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &tokenCredential{t: t, a: a, src: src}, nil
+	return &tokenCredential{t: t, key: key, name: name, src: src}, nil
 }
 
-// tokenCredential is the Credential of an OAuth 2.0 account.
+// tokenCredential is the Credential of an OAuth 2.0 login: an account's
+// or an IMAP target's.
 type tokenCredential struct {
-	t   *Tokens
-	a   *configs.Account
-	src *oauth.Source
+	t         *Tokens
+	key, name string // token key; the account's name, for `popsync login`
+	src       *oauth.Source
 }
 
 // Secret returns an access token to log in with (refreshed and saved
 // first when it expires within oauth.RefreshMargin). When the grant turns
-// out to be gone, the account is marked so that later polls do not ask
-// the token endpoint again.
+// out to be gone, the key is marked so that later polls do not ask the
+// token endpoint again.
 func (c *tokenCredential) Secret(ctx context.Context) (string, error) {
-	t, a := c.t, c.a
-	if err := t.ready(ctx, a); err != nil {
+	t := c.t
+	if err := t.ready(ctx, c.key, c.name); err != nil {
 		return "", err
 	}
-	before, _ := t.store.Load(ctx, a.TokenKey())
+	before, _ := t.store.Load(ctx, c.key)
 	tok, err := c.src.AccessToken(ctx)
 	var ln *oauth.LoginNeededError
 	if errors.As(err, &ln) {
@@ -162,8 +201,8 @@ func (c *tokenCredential) Secret(ctx context.Context) (string, error) {
 		// mark is what keeps the next polls from asking again.
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if merr := t.store.MarkLoginNeeded(mctx, a.TokenKey(), before.RefreshToken, ln.Reason); merr != nil {
-			t.log.Warn("recording that the account needs `popsync login`", "account", a.Name, "error", merr.Error())
+		if merr := t.store.MarkLoginNeeded(mctx, c.key, before.RefreshToken, ln.Reason); merr != nil {
+			t.log.Warn("recording that the account needs `popsync login`", "account", c.name, "token", c.key, "error", merr.Error())
 		}
 	}
 	return tok, err
@@ -177,10 +216,15 @@ func (c *tokenCredential) Invalidate(secret string) { c.src.Invalidate(secret) }
 // replaces. A password would only be refused again.
 func (c *tokenCredential) retryOnce() {}
 
+// Refreshes tells the IMAP target (deliver.IMAPOptions.Password) that a
+// refused token is worth one more login: Invalidate makes the next Secret
+// a refreshed one.
+func (c *tokenCredential) Refreshes() bool { return true }
+
 // ready is the first step of a poll: an account that needs `popsync
 // login` fails at once, before it locks, opens targets or reads its
 // seen-set.
-func (c *tokenCredential) ready(ctx context.Context) error { return c.t.ready(ctx, c.a) }
+func (c *tokenCredential) ready(ctx context.Context) error { return c.t.ready(ctx, c.key, c.name) }
 
 // loginRejected reports whether err is the server refusing the token
 // itself (RFC 3206 §4 [AUTH], or a bare -ERR to AUTH), not a temporary

@@ -33,14 +33,18 @@ type Options struct {
 	// password source (configs.Account.Password). An OAuth2 account's is
 	// credential.FromTokens of its token source.
 	Credential func(a *configs.Account) (credential.Credential, error)
-	Now        func() time.Time
-	Hostname   string // for the Received: header; default os.Hostname
-	DryRun     bool   // report what would be fetched and deleted; change nothing
-	Trace      bool   // log the POP3 dialogue at pop3.LevelTrace
-	TraceAuth  bool   // include credentials in the trace (never by default)
-	BatchSize  int    // at most this many messages per durability batch
-	BatchBytes int64  // a batch ends once it holds this many bytes
-	PruneGrace time.Duration
+	// TargetCredential returns what an IMAP target with
+	// [account.deliver.oauth2] logs in with (Tokens.TargetCredential);
+	// nil fails such a target when it is opened.
+	TargetCredential func(a *configs.Account, t *configs.IMAPTarget) (credential.Credential, error)
+	Now              func() time.Time
+	Hostname         string // for the Received: header; default os.Hostname
+	DryRun           bool   // report what would be fetched and deleted; change nothing
+	Trace            bool   // log the POP3 dialogue at pop3.LevelTrace
+	TraceAuth        bool   // include credentials in the trace (never by default)
+	BatchSize        int    // at most this many messages per durability batch
+	BatchBytes       int64  // a batch ends once it holds this many bytes
+	PruneGrace       time.Duration
 	// Progress, when set, is called after each delivered message.
 	Progress func(Progress)
 	// QuietFailures logs a failed poll at Warn instead of Error, for a

@@ -10,54 +10,77 @@ import (
 
 	"popsync/configs"
 	"popsync/deliver"
+	"popsync/internal/credential"
 	"popsync/state"
 )
 
 // openers builds the delivery target of each kind of deliver entry. A new
 // kind is its TargetConfig in configs, its Target in deliver and one row
 // here.
-var openers = map[string]func(a *configs.Account, d configs.Deliver) (deliver.Target, error){
-	configs.KindMaildir: opener(func(a *configs.Account, t *configs.MaildirTarget) (deliver.Target, error) {
+var openers = map[string]func(a *configs.Account, d configs.Deliver, tc targetCredential) (deliver.Target, error){
+	configs.KindMaildir: opener(func(a *configs.Account, t *configs.MaildirTarget, _ targetCredential) (deliver.Target, error) {
 		return deliver.NewMaildir(t.Path, deliver.MaildirOptions{})
 	}),
-	configs.KindSMTP: opener(func(a *configs.Account, t *configs.SMTPTarget) (deliver.Target, error) {
+	configs.KindSMTP: opener(func(a *configs.Account, t *configs.SMTPTarget, _ targetCredential) (deliver.Target, error) {
 		return deliver.NewSMTP(deliver.SMTPOptions{Addr: t.Addr, TLS: t.TLS, Helo: t.Helo, Rcpt: t.Rcpt,
 			From: t.From, User: t.User, Password: t.Password})
 	}),
-	configs.KindLMTP: opener(func(a *configs.Account, t *configs.LMTPTarget) (deliver.Target, error) {
+	configs.KindLMTP: opener(func(a *configs.Account, t *configs.LMTPTarget, _ targetCredential) (deliver.Target, error) {
 		// RFC 2033: LMTP is for local delivery; no STARTTLS here.
 		return deliver.NewLMTP(deliver.SMTPOptions{Addr: t.Addr, TLS: deliver.TLSNone, Helo: t.Helo,
 			Rcpt: t.Rcpt, From: t.From})
 	}),
-	configs.KindMDA: opener(func(a *configs.Account, t *configs.MDATarget) (deliver.Target, error) {
+	configs.KindMDA: opener(func(a *configs.Account, t *configs.MDATarget, _ targetCredential) (deliver.Target, error) {
 		return deliver.NewMDA(deliver.MDAOptions{Command: t.Command, From: t.From, Env: a.ChildEnv.Environ()})
 	}),
-	configs.KindIMAP: opener(func(a *configs.Account, t *configs.IMAPTarget) (deliver.Target, error) {
-		// [account.deliver.oauth2] hooks in here: its token source's
-		// credential.FromTokens in place of the password source.
-		return openIMAP(a, t, t.Password)
+	configs.KindIMAP: opener(func(a *configs.Account, t *configs.IMAPTarget, tc targetCredential) (deliver.Target, error) {
+		if t.OAuth2 == nil {
+			return openIMAP(a, t, t.Password)
+		}
+		// [account.deliver.oauth2]: the access token `popsync login`
+		// stored under the target's key, refreshed as it expires.
+		if tc == nil {
+			return nil, fmt.Errorf("%s uses [account.deliver.oauth2], but no token store is open (TargetCredential is nil)", t)
+		}
+		cred, err := tc(a, t)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t, err)
+		}
+		return openIMAP(a, t, cred)
 	}),
 }
 
 // opener adapts the constructor of one kind to the settings type of its
 // entries.
-func opener[T configs.TargetConfig](open func(*configs.Account, T) (deliver.Target, error)) func(*configs.Account, configs.Deliver) (deliver.Target, error) {
-	return func(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
+func opener[T configs.TargetConfig](open func(*configs.Account, T, targetCredential) (deliver.Target, error)) func(*configs.Account, configs.Deliver, targetCredential) (deliver.Target, error) {
+	return func(a *configs.Account, d configs.Deliver, tc targetCredential) (deliver.Target, error) {
 		t, ok := d.Target.(T)
 		if !ok {
 			return nil, fmt.Errorf("%s entry with settings %T", d.Kind(), d.Target)
 		}
-		return open(a, t)
+		return open(a, t, tc)
 	}
 }
 
+// targetCredential is Options.TargetCredential: what an IMAP target with
+// [account.deliver.oauth2] logs in with.
+type targetCredential = func(a *configs.Account, t *configs.IMAPTarget) (credential.Credential, error)
+
 // OpenTarget builds the delivery target a [[account.deliver]] entry names.
+// An IMAP target with [account.deliver.oauth2] needs a token store: open
+// it with OpenTargetWith.
 func OpenTarget(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
+	return OpenTargetWith(a, d, nil)
+}
+
+// OpenTargetWith is OpenTarget with tc for the access token of an IMAP
+// target with [account.deliver.oauth2] (Tokens.TargetCredential).
+func OpenTargetWith(a *configs.Account, d configs.Deliver, tc func(*configs.Account, *configs.IMAPTarget) (credential.Credential, error)) (deliver.Target, error) {
 	open, ok := openers[d.Kind()]
 	if !ok {
 		return nil, fmt.Errorf("account %q: deliver entry (line %d): no supported target", a.Name, d.Line)
 	}
-	t, err := open(a, d)
+	t, err := open(a, d, tc)
 	if err != nil {
 		return nil, fmt.Errorf("account %q: deliver entry (line %d): %w", a.Name, d.Line, err)
 	}
@@ -74,7 +97,9 @@ type target struct {
 func (p *pollRun) openTargets() error {
 	open := p.o.OpenTarget
 	if open == nil {
-		open = OpenTarget
+		open = func(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
+			return OpenTargetWith(a, d, p.o.TargetCredential)
+		}
 	}
 	for _, d := range p.a.Deliver {
 		t, err := open(p.a, d)

@@ -302,8 +302,9 @@ func setupFetch(f *flags, g *common) runFunc {
 		}
 		defer st.Close()
 		o := &fetch.Options{Store: st, Logger: log, DryRun: dryRun, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
-			QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential,
-			Configured: func() []*configs.Account { return cfg.Accounts }}
+			QuarantineDir: quarantineDir(cfg), Configured: func() []*configs.Account { return cfg.Accounts }}
+		tokens := newTokens(st, log)
+		o.Credential, o.TargetCredential = tokens.Credential, tokens.TargetCredential
 		if g.verbose {
 			o.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
 		}
@@ -444,14 +445,17 @@ func setupCheck(f *flags, g *common) runFunc {
 			}
 			return nil
 		}
-		cred, closeStore, err := checkCredential(ctx, cfg, sel, log) // login.go
+		tokens, closeStore, err := checkCredential(ctx, cfg, sel, log) // login.go
 		if err != nil {
 			return err
 		}
 		defer closeStore()
+		co := fetch.CheckOptions{Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth}
+		if tokens != nil {
+			co.Credential, co.TargetCredential = tokens.Credential, tokens.TargetCredential
+		}
 		for _, a := range sel {
-			r := fetch.Check(ctx, a, fetch.CheckOptions{Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
-				Credential: cred})
+			r := fetch.Check(ctx, a, co)
 			if err := interrupted(ctx); err != nil {
 				return err
 			}

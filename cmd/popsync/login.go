@@ -9,7 +9,6 @@ import (
 
 	"popsync/configs"
 	"popsync/fetch"
-	"popsync/internal/credential"
 	"popsync/internal/credential/oauth"
 )
 
@@ -21,17 +20,18 @@ func newTokens(st *store, log *slog.Logger) *fetch.Tokens {
 }
 
 // checkCredential opens the store for `check --connect` when an account
-// logs in with OAuth 2.0; otherwise it returns nil (the password sources).
-func checkCredential(ctx context.Context, cfg *configs.Config, sel []*configs.Account, log *slog.Logger) (func(*configs.Account) (credential.Credential, error), func(), error) {
+// or one of its IMAP targets logs in with OAuth 2.0; otherwise it returns
+// nil (the password sources).
+func checkCredential(ctx context.Context, cfg *configs.Config, sel []*configs.Account, log *slog.Logger) (*fetch.Tokens, func(), error) {
 	for _, a := range sel {
-		if a.OAuth2 == nil {
+		if a.OAuth2 == nil && len(oauthTargets(a)) == 0 {
 			continue
 		}
 		st, err := openStore(ctx, cfg)
 		if err != nil {
 			return nil, nil, err
 		}
-		return newTokens(st, log).Credential, func() { st.Close() }, nil
+		return newTokens(st, log), func() { st.Close() }, nil
 	}
 	return nil, func() {}, nil
 }
@@ -70,27 +70,81 @@ func oneAccount(g *common, args []string) (*configs.Config, *configs.Account, er
 	return cfg, sel[0], nil
 }
 
+// oauthTargets returns the IMAP targets of a that log in with OAuth 2.0
+// ([account.deliver.oauth2]), in config order.
+func oauthTargets(a *configs.Account) []*configs.IMAPTarget {
+	var out []*configs.IMAPTarget
+	for _, d := range a.Deliver {
+		if t, ok := d.Target.(*configs.IMAPTarget); ok && t.OAuth2 != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// loginFlow is how `popsync login` obtains a token: its flags.
+type loginFlow struct {
+	device, browser, noBrowser bool
+	port                       int
+	wait                       time.Duration
+}
+
+// login runs the flow for one oauth2 table (what says whose, for
+// messages) and returns the new token.
+func (lf loginFlow) login(ctx context.Context, e *env, what string, cfg oauth.Config, client *oauth.Client) (oauth.Token, error) {
+	useDevice := cfg.DeviceFlowAllowed()
+	switch {
+	case lf.device && !useDevice:
+		return oauth.Token{}, usageErrorf("%s: provider %s offers no device flow for mail (custom providers need device_auth_url); use --browser", what, cfg.Provider)
+	case lf.browser:
+		useDevice = false
+	case lf.device:
+		useDevice = true
+	}
+	var tok oauth.Token
+	var err error
+	if useDevice {
+		tok, err = client.DeviceLogin(ctx, oauth.WriteDevicePrompt(e.stderr))
+	} else {
+		tok, err = client.BrowserLogin(ctx, oauth.BrowserOptions{
+			Prompt:    oauth.WriteAuthURL(e.stderr),
+			NoBrowser: lf.noBrowser,
+			Timeout:   lf.wait,
+			Port:      lf.port,
+		})
+	}
+	if ierr := interrupted(ctx); ierr != nil {
+		return oauth.Token{}, ierr
+	}
+	if err != nil {
+		return oauth.Token{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return tok, nil
+}
+
 // setupLogin is `popsync login NAME`: an interactive OAuth 2.0 login for
-// the account; the token is stored and tried on the server.
+// the account and for each of its IMAP targets with
+// [account.deliver.oauth2], one after the other; each token is stored
+// and tried on its server.
 func setupLogin(f *flags, g *common) runFunc {
 	g.register(f)
-	var device, browser, noBrowser bool
-	f.Bool(&device, flagDef{long: "device", help: "use the device flow: a URL and a code to enter on any device"})
-	f.Bool(&browser, flagDef{long: "browser", help: "use the browser flow: authorization code with PKCE, redirect to 127.0.0.1"})
-	f.Bool(&noBrowser, flagDef{long: "no-browser", help: "browser flow: only print the URL, never start a browser"})
-	port := 0
-	f.Int(&port, flagDef{long: "port", arg: "N", help: "browser flow: the loopback port of the redirect, for ssh -L (0: any free one)"})
+	var lf loginFlow
+	f.Bool(&lf.device, flagDef{long: "device", help: "use the device flow: a URL and a code to enter on any device"})
+	f.Bool(&lf.browser, flagDef{long: "browser", help: "use the browser flow: authorization code with PKCE, redirect to 127.0.0.1"})
+	f.Bool(&lf.noBrowser, flagDef{long: "no-browser", help: "browser flow: only print the URL, never start a browser"})
+	f.Int(&lf.port, flagDef{long: "port", arg: "N", help: "browser flow: the loopback port of the redirect, for ssh -L (0: any free one)"})
 	timeout := oauth.DefaultBrowserTimeout.String()
 	f.String(&timeout, flagDef{long: "timeout", arg: "DURATION", help: "browser flow: how long to wait for the redirect"})
 	return func(ctx context.Context, e *env, args []string) error {
-		if device && browser {
+		if lf.device && lf.browser {
 			return usageErrorf("--device and --browser exclude each other")
 		}
-		if port < 0 || port > 65535 {
-			return usageErrorf("--port %d is not a port", port)
+		if lf.port < 0 || lf.port > 65535 {
+			return usageErrorf("--port %d is not a port", lf.port)
 		}
-		wait, err := time.ParseDuration(timeout)
-		if err != nil || wait <= 0 {
+		var err error
+		lf.wait, err = time.ParseDuration(timeout)
+		if err != nil || lf.wait <= 0 {
 			return usageErrorf("--timeout %q is not a duration such as 5m", timeout)
 		}
 		log, err := g.logger(e.stderr)
@@ -101,8 +155,9 @@ func setupLogin(f *flags, g *common) runFunc {
 		if err != nil {
 			return err
 		}
-		if a.OAuth2 == nil {
-			return &configError{fmt.Errorf("account %q has no [account.oauth2] table: it logs in with its password", a.Name)}
+		targets := oauthTargets(a)
+		if a.OAuth2 == nil && len(targets) == 0 {
+			return &configError{fmt.Errorf("account %q has no [account.oauth2] table and no imap target with [account.deliver.oauth2]: it logs in with passwords", a.Name)}
 		}
 		st, err := openStore(ctx, cfg)
 		if err != nil {
@@ -110,57 +165,83 @@ func setupLogin(f *flags, g *common) runFunc {
 		}
 		defer st.Close()
 		tokens := newTokens(st, log)
-		client, err := tokens.Client(a)
-		if err != nil {
-			return &configError{err}
-		}
-		useDevice := a.OAuth2.Config(a.Name).DeviceFlowAllowed()
-		switch {
-		case device && !useDevice:
-			return usageErrorf("account %q: provider %s offers no device flow for mail (custom providers need device_auth_url); use --browser", a.Name, a.OAuth2.Provider)
-		case browser:
-			useDevice = false
-		case device:
-			useDevice = true
+		var failed []accountFailure
+
+		if a.OAuth2 != nil {
+			client, err := tokens.Client(a)
+			if err != nil {
+				return &configError{err}
+			}
+			tok, err := lf.login(ctx, e, "account "+a.Name, a.OAuth2.Config(a.Name), client)
+			if err != nil {
+				return err
+			}
+			// Stored before anything else: the login is what the user did,
+			// and a failing test login below must not throw it away.
+			if err := tokens.Store().Save(ctx, a.TokenKey(), tok); err != nil {
+				return &stateError{err}
+			}
+			log.Info("oauth2 token stored", "account", a.Name, "refresh_token", tok.RefreshToken != "", "expiry", tok.Expiry)
+
+			o := &fetch.Options{Store: st, Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
+				Credential: tokens.Credential}
+			r, err := o.TryLogin(ctx, a)
+			if err != nil {
+				fmt.Fprintf(e.stdout, "%s: token stored, but logging in to %s failed: %v\n", a.Name, a.Addr(), err)
+				failed = append(failed, accountFailure{a.Name, err})
+			} else {
+				fmt.Fprintf(e.stdout, "%s: logged in to %s as %s with %s: %d messages, %d bytes\n", a.Name, a.Addr(), a.User, r.Mechanism, r.Count, r.Size)
+			}
 		}
 
-		var tok oauth.Token
-		if useDevice {
-			tok, err = client.DeviceLogin(ctx, oauth.WriteDevicePrompt(e.stderr))
-		} else {
-			tok, err = client.BrowserLogin(ctx, oauth.BrowserOptions{
-				Prompt:    oauth.WriteAuthURL(e.stderr),
-				NoBrowser: noBrowser,
-				Timeout:   wait,
-				Port:      port,
-			})
+		for _, d := range a.Deliver {
+			t, ok := d.Target.(*configs.IMAPTarget)
+			if !ok || t.OAuth2 == nil {
+				continue
+			}
+			client, err := tokens.TargetClient(a, t)
+			if err != nil {
+				return &configError{err}
+			}
+			fmt.Fprintf(e.stderr, "%s: logging in to the IMAP target %s as %s\n", a.Name, t.Addr(), t.User)
+			tok, err := lf.login(ctx, e, fmt.Sprintf("account %s, imap target %s", a.Name, t.Addr()), t.OAuth2.Config(a.Name), client)
+			if err != nil {
+				return err
+			}
+			if err := tokens.Store().Save(ctx, t.TokenKey(), tok); err != nil {
+				return &stateError{err}
+			}
+			log.Info("oauth2 token stored", "account", a.Name, "target", t.String(), "refresh_token", tok.RefreshToken != "", "expiry", tok.Expiry)
+			if err := tryTarget(ctx, a, d, tokens); err != nil {
+				fmt.Fprintf(e.stdout, "%s: token stored, but logging in to the IMAP target %s failed: %v\n", a.Name, t.Addr(), err)
+				failed = append(failed, accountFailure{a.Name, err})
+				continue
+			}
+			fmt.Fprintf(e.stdout, "%s: logged in to the IMAP target %s as %s with %s\n", a.Name, t.Addr(), t.User, t.Auth)
 		}
-		if ierr := interrupted(ctx); ierr != nil {
-			return ierr
+		if len(failed) > 0 {
+			return &accountsError{failed: failed, total: 1}
 		}
-		if err != nil {
-			return fmt.Errorf("account %s: %w", a.Name, err)
-		}
-		// Stored before anything else: the login is what the user did,
-		// and a failing test login below must not throw it away.
-		if err := tokens.Store().Save(ctx, a.TokenKey(), tok); err != nil {
-			return &stateError{err}
-		}
-		log.Info("oauth2 token stored", "account", a.Name, "refresh_token", tok.RefreshToken != "", "expiry", tok.Expiry)
-
-		o := &fetch.Options{Store: st, Logger: log, Trace: g.trace != traceOff, TraceAuth: g.trace == traceAuth,
-			Credential: tokens.Credential}
-		r, err := o.TryLogin(ctx, a)
-		if err != nil {
-			fmt.Fprintf(e.stdout, "%s: token stored, but logging in to %s failed: %v\n", a.Name, a.Addr(), err)
-			return &accountsError{failed: []accountFailure{{a.Name, err}}, total: 1}
-		}
-		fmt.Fprintf(e.stdout, "%s: logged in to %s as %s with %s: %d messages, %d bytes\n", a.Name, a.Addr(), a.User, r.Mechanism, r.Count, r.Size)
 		return nil
 	}
 }
 
-// setupLogout is `popsync logout NAME`: it forgets the account's tokens.
+// tryTarget logs in to the IMAP target of d with its stored token, looks
+// for its mailbox and logs out, as `popsync check --connect` does.
+func tryTarget(ctx context.Context, a *configs.Account, d configs.Deliver, tokens *fetch.Tokens) error {
+	t, err := fetch.OpenTargetWith(a, d, tokens.TargetCredential)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if ck, ok := t.(interface{ Check(context.Context) error }); ok {
+		return ck.Check(ctx)
+	}
+	return nil
+}
+
+// setupLogout is `popsync logout NAME`: it forgets the tokens of the
+// account and of its IMAP targets.
 func setupLogout(f *flags, g *common) runFunc {
 	g.register(f)
 	return func(ctx context.Context, e *env, args []string) error {
@@ -174,17 +255,25 @@ func setupLogout(f *flags, g *common) runFunc {
 		}
 		defer st.Close()
 		tt := st.Tokens()
-		info, err := tt.Info(ctx, a.TokenKey())
-		if err != nil {
-			return &stateError{err}
+		type owner struct{ key, what string }
+		owners := []owner{{a.TokenKey(), ""}}
+		for _, t := range oauthTargets(a) {
+			owners = append(owners, owner{t.TokenKey(), " (IMAP target " + t.Addr() + ")"})
 		}
-		if err := tt.Delete(ctx, a.TokenKey()); err != nil {
-			return &stateError{err}
-		}
-		if info.Stored {
-			fmt.Fprintf(e.stdout, "%s: oauth2 token deleted; `popsync login %s` to log in again\n", a.Name, a.Name)
-		} else {
-			fmt.Fprintf(e.stdout, "%s: no oauth2 token was stored\n", a.Name)
+		for _, o := range owners {
+			info, err := tt.Info(ctx, o.key)
+			if err != nil {
+				return &stateError{err}
+			}
+			if err := tt.Delete(ctx, o.key); err != nil {
+				return &stateError{err}
+			}
+			switch {
+			case info.Stored:
+				fmt.Fprintf(e.stdout, "%s%s: oauth2 token deleted; `popsync login %s` to log in again\n", a.Name, o.what, a.Name)
+			case o.what == "":
+				fmt.Fprintf(e.stdout, "%s: no oauth2 token was stored\n", a.Name)
+			}
 		}
 		return nil
 	}
@@ -200,16 +289,34 @@ type tokenStatus struct {
 }
 
 // oauth2Status reads the token state of a for `popsync status`; nil for
-// an account without [account.oauth2].
+// an account without [account.oauth2] and without an IMAP target with
+// [account.deliver.oauth2]. An IMAP target that needs a login makes the
+// row need one (`popsync login NAME` logs in both).
 func oauth2Status(ctx context.Context, st *store, a *configs.Account) (*tokenStatus, error) {
-	if a.OAuth2 == nil {
-		return nil, nil
+	var ts *tokenStatus
+	if a.OAuth2 != nil {
+		info, err := st.Tokens().Info(ctx, a.TokenKey())
+		if err != nil {
+			return nil, err
+		}
+		ts = &tokenStatus{ValidUntil: info.Expiry, RefreshToken: info.RefreshToken, LoginNeeded: info.LoginNeeded, Reason: info.NeededBecause}
 	}
-	info, err := st.Tokens().Info(ctx, a.TokenKey())
-	if err != nil {
-		return nil, err
+	for _, t := range oauthTargets(a) {
+		info, err := st.Tokens().Info(ctx, t.TokenKey())
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case ts == nil:
+			ts = &tokenStatus{ValidUntil: info.Expiry, RefreshToken: info.RefreshToken}
+		case ts.LoginNeeded:
+			continue
+		}
+		if info.LoginNeeded {
+			ts.LoginNeeded, ts.Reason = true, "imap target "+t.Addr()+": "+info.NeededBecause
+		}
 	}
-	return &tokenStatus{ValidUntil: info.Expiry, RefreshToken: info.RefreshToken, LoginNeeded: info.LoginNeeded, Reason: info.NeededBecause}, nil
+	return ts, nil
 }
 
 // text is the OAUTH2 column of `popsync status`.

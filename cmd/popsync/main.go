@@ -115,9 +115,13 @@ func init() {
 			about: "Runs an interactive OAuth 2.0 login for an account with an [account.oauth2] table: the device flow " +
 				"(a URL and a code to enter on any device) where the provider offers it, else the browser flow " +
 				"(authorization code with PKCE and a redirect to 127.0.0.1). Prompts go to stderr. The token is stored " +
-				"in the state file; then popsync logs in to the POP3 server with it and prints one line."},
+				"in the state file; then popsync logs in to the POP3 server with it and prints one line. " +
+				"Then it logs in, one after the other, to each IMAP target of the account with an " +
+				"[account.deliver.oauth2] table (an account may have only those), stores each token under its " +
+				"target and tries it on the IMAP server."},
 		{name: "logout", args: "NAME", summary: "OAuth 2.0: forget an account's stored token", setup: setupLogout,
-			about: "Deletes the OAuth 2.0 token stored for the account; `popsync login NAME` logs in again."},
+			about: "Deletes the OAuth 2.0 tokens stored for the account and for its IMAP targets; " +
+				"`popsync login NAME` logs in again."},
 		{name: "init", args: "ADDRESS", summary: "write a commented starter config for an address", setup: setupInit,
 			about: "Writes a starter config for ADDRESS (mode 0600; an existing file is never overwritten), " +
 				"with the POP3 server, port and TLS of known providers: Gmail, Outlook and Microsoft 365, Yahoo, " +

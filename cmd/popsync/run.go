@@ -109,8 +109,10 @@ func daemonMain(ctx context.Context, stderr io.Writer, c *common) error {
 	d := &daemon{log: log, store: st, planPath: planPath(cfg.State), reg: metrics.NewRegistry()}
 	d.cfg.Store(cfg)
 	poll := &fetch.Options{Store: st, Logger: log, Trace: c.trace != traceOff, TraceAuth: c.trace == traceAuth,
-		QuietFailures: true, QuarantineDir: quarantineDir(cfg), Credential: newTokens(st, log).Credential,
+		QuietFailures: true, QuarantineDir: quarantineDir(cfg),
 		Configured: func() []*configs.Account { return d.cfg.Load().Accounts }}
+	tokens := newTokens(st, log)
+	poll.Credential, poll.TargetCredential = tokens.Credential, tokens.TargetCredential
 	if c.verbose {
 		poll.OnMessage = func(ev fetch.MessageEvent) { logMessage(ctx, log, ev) }
 	}
