@@ -162,7 +162,7 @@ func openStateReadOnly(ctx context.Context, sc configs.State) (*store, error) {
 		if err != nil {
 			return nil, &stateError{err}
 		}
-		return &store{Store: pg, tokens: pgTokens{pg.Tokens()}, fleet: pg}, nil
+		return &store{Store: pg, tokens: pg.Tokens(), fleet: pg}, nil
 	}
 	st, _, err := state.OpenSQLiteReadOnly(ctx, sc.Path)
 	if err != nil {

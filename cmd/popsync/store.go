@@ -11,7 +11,6 @@ import (
 
 	"popsync/configs"
 	"popsync/fetch"
-	"popsync/internal/credential/oauth"
 	"popsync/internal/metrics"
 	"popsync/state"
 	"popsync/state/postgres"
@@ -51,33 +50,8 @@ func openStoreAs(ctx context.Context, cfg *configs.Config, opts postgres.Options
 		// postgres.Open names the database without its password.
 		return nil, &stateError{err}
 	}
-	return &store{Store: pg, tokens: pgTokens{pg.Tokens()}, fleet: pg}, nil
+	return &store{Store: pg, tokens: pg.Tokens(), fleet: pg}, nil
 }
-
-// pgTokens is the fetch.TokenStore of a PostgreSQL state. Its table has
-// no login-needed mark yet: Info derives what it can from the stored
-// token, and MarkLoginNeeded keeps nothing, so a grant that is gone is
-// found again by the next poll's refresh.
-type pgTokens struct{ *postgres.TokenStore }
-
-// Info implements fetch.TokenStore.
-func (t pgTokens) Info(ctx context.Context, key string) (state.TokenInfo, error) {
-	tok, err := t.Load(ctx, key)
-	if errors.Is(err, oauth.ErrNoToken) {
-		return state.TokenInfo{LoginNeeded: true, NeededBecause: "no token stored"}, nil
-	}
-	if err != nil {
-		return state.TokenInfo{}, err
-	}
-	info := state.TokenInfo{Stored: true, Expiry: tok.Expiry, RefreshToken: tok.RefreshToken != ""}
-	if !info.RefreshToken && (tok.AccessToken == "" || (!tok.Expiry.IsZero() && !time.Now().Before(tok.Expiry))) {
-		info.LoginNeeded, info.NeededBecause = true, "the access token expired and no refresh token is stored"
-	}
-	return info, nil
-}
-
-// MarkLoginNeeded implements fetch.TokenStore; see pgTokens.
-func (pgTokens) MarkLoginNeeded(context.Context, string, string, string) error { return nil }
 
 // fleetOptions are the options of a daemon's PostgreSQL store.
 func fleetOptions(log *slog.Logger) postgres.Options {

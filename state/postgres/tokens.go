@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -65,8 +66,8 @@ func (ts *TokenStore) Save(ctx context.Context, key string, t oauth.Token) error
 	}
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, `INSERT INTO oauth_token (key, blob, updated) VALUES ($1, $2, now())
-		ON CONFLICT (key) DO UPDATE SET blob = excluded.blob, updated = excluded.updated`, key, blob); err != nil {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO oauth_token (key, blob, updated, login_needed) VALUES ($1, $2, now(), '')
+		ON CONFLICT (key) DO UPDATE SET blob = excluded.blob, updated = excluded.updated, login_needed = ''`, key, blob); err != nil {
 		return fmt.Errorf("saving token %q: %w", key, s.fail(ctx, err))
 	}
 	return nil
@@ -87,4 +88,73 @@ func (ts *TokenStore) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("deleting token %q: %w", key, s.fail(ctx, err))
 	}
 	return nil
+}
+
+// MarkLoginNeeded records that the grant of key is gone, with the reason,
+// unless the stored token's refresh token is no longer refreshToken: a
+// login saved meanwhile (by this daemon or another) is not undone.
+func (ts *TokenStore) MarkLoginNeeded(ctx context.Context, key, refreshToken, reason string) error {
+	s := ts.s
+	if !validText(key) || !validText(reason) {
+		return fmt.Errorf("marking token: the key or reason is not UTF-8 without NUL")
+	}
+	if reason == "" {
+		reason = "login needed"
+	}
+	if s.isClosed() {
+		return fmt.Errorf("marking token %q: %w", key, state.ErrClosed)
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var blob []byte
+		err := tx.QueryRow(ctx, `SELECT blob FROM oauth_token WHERE key = $1 FOR UPDATE`, key).Scan(&blob)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("marking token %q: %w", key, s.fail(ctx, err))
+		}
+		var t oauth.Token
+		if json.Unmarshal(blob, &t) != nil || t.RefreshToken != refreshToken {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE oauth_token SET login_needed = $1 WHERE key = $2`, reason, key); err != nil {
+			return fmt.Errorf("marking token %q: %w", key, s.fail(ctx, err))
+		}
+		return nil
+	})
+}
+
+// Info describes the token of key without its secrets. A missing token
+// is Stored false and LoginNeeded true, with no error.
+func (ts *TokenStore) Info(ctx context.Context, key string) (state.TokenInfo, error) {
+	s := ts.s
+	if s.isClosed() {
+		return state.TokenInfo{}, state.ErrClosed
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	var (
+		blob   []byte
+		saved  time.Time
+		reason string
+	)
+	err := s.pool.QueryRow(ctx, `SELECT blob, updated, login_needed FROM oauth_token WHERE key = $1`, key).Scan(&blob, &saved, &reason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return state.TokenInfo{LoginNeeded: true, NeededBecause: "no token stored"}, nil
+	}
+	if err != nil {
+		return state.TokenInfo{}, fmt.Errorf("reading token %q: %w", key, s.fail(ctx, err))
+	}
+	var t oauth.Token
+	if err := json.Unmarshal(blob, &t); err != nil {
+		return state.TokenInfo{}, fmt.Errorf("reading token %q: %w: the stored token is not valid JSON", key, state.ErrCorrupt)
+	}
+	info := state.TokenInfo{Stored: true, Expiry: t.Expiry, RefreshToken: t.RefreshToken != "", Saved: saved,
+		LoginNeeded: reason != "", NeededBecause: reason}
+	if !info.LoginNeeded && !info.RefreshToken && (t.AccessToken == "" || (!t.Expiry.IsZero() && !time.Now().Before(t.Expiry))) {
+		info.LoginNeeded, info.NeededBecause = true, "the access token expired and no refresh token is stored"
+	}
+	return info, nil
 }
