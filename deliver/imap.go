@@ -256,14 +256,7 @@ func NewIMAP(opts IMAPOptions) (*IMAP, error) {
 	}
 	t.log = t.log.With("target", t.name)
 	if opts.TLS != TLSNone {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if opts.TLSConfig != nil {
-			cfg = opts.TLSConfig.Clone()
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = host
-		}
-		t.tlsConfig = cfg
+		t.tlsConfig = clientTLS(opts.TLSConfig, host)
 	}
 	return t, nil
 }

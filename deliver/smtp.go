@@ -200,14 +200,7 @@ func newSMTP(opts SMTPOptions, lmtp bool) (*SMTP, error) {
 	}
 	t.log = t.log.With("target", t.name)
 	if t.opts.TLS != TLSNone {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if opts.TLSConfig != nil {
-			cfg = opts.TLSConfig.Clone()
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = host
-		}
-		t.tlsConfig = cfg
+		t.tlsConfig = clientTLS(opts.TLSConfig, host)
 	}
 	return t, nil
 }
