@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"popsync/internal/credential/oauth"
 	"popsync/internal/realtest"
 	"popsync/state"
 	"popsync/state/postgres"
@@ -602,12 +603,58 @@ func TestStateCopyAndStatus(t *testing.T) {
 	url := pg.ConnString("copied")
 	secret := pg.Password
 	db := filepath.Join(dir, "state.db")
+	// OAuth 2.0 tokens `popsync login` stored, one of them marked as
+	// needing a new login.
+	exp := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	const tokWork, tokGone = "pop3 me@outlook.example.com:995", "imap me@imap.example.com:993 INBOX"
+	tokens := map[string]oauth.Token{
+		tokWork: {AccessToken: "access-secret-1", TokenType: "Bearer", RefreshToken: "refresh-secret-1", Expiry: exp},
+		tokGone: {AccessToken: "access-secret-2", RefreshToken: "refresh-secret-2"},
+	}
+	func() {
+		src, err := state.OpenSQLite(t.Context(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		for k, tok := range tokens {
+			if err := src.Tokens().Save(t.Context(), k, tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := src.Tokens().MarkLoginNeeded(t.Context(), tokGone, "refresh-secret-2", "invalid_grant"); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	r := runPopsync(t, "state", "copy", "--from", db, "--to", url)
 	if r.code != 0 {
 		t.Fatalf("state copy: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "1 accounts, 5 records") {
-		t.Errorf("state copy said %q, want 1 account and 5 records", r.stdout)
+	if !strings.Contains(r.stdout, "1 accounts, 5 records") || !strings.Contains(r.stdout, "2 OAuth 2.0 tokens") {
+		t.Errorf("state copy said %q, want 1 account, 5 records and 2 tokens", r.stdout)
+	}
+	func() {
+		dst, err := postgres.Open(t.Context(), url, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		for k, want := range tokens {
+			got, err := dst.Tokens().Load(t.Context(), k)
+			if err != nil || got.AccessToken != want.AccessToken || got.RefreshToken != want.RefreshToken ||
+				got.TokenType != want.TokenType || !got.Expiry.Equal(want.Expiry) {
+				t.Errorf("token %s in the database: %+v, %v; want %+v", k, got, err, want)
+			}
+			info, err := dst.Tokens().Info(t.Context(), k)
+			if err != nil || info.LoginNeeded != (k == tokGone) {
+				t.Errorf("token %s in the database: %+v, %v; want login needed only for %s", k, info, err, tokGone)
+			}
+		}
+	}()
+	for _, tok := range tokens {
+		if strings.Contains(r.stdout+r.stderr, tok.AccessToken) || strings.Contains(r.stdout+r.stderr, tok.RefreshToken) {
+			t.Errorf("state copy printed a token:\n%s%s", r.stdout, r.stderr)
+		}
 	}
 	again := runPopsync(t, "state", "copy", "--from", db, "--to", url)
 	if again.code == 0 || !strings.Contains(again.stderr, "not empty") {
