@@ -184,6 +184,9 @@ func TestFleet(t *testing.T) {
 	fl.signal(victim, syscall.SIGSTOP)
 	stoppedAt := time.Now()
 	t.Logf("daemon %d stopped while it held %s (token %d), %d of %d big messages in the Maildir", victim, big, token, fetched, bigN)
+	// Its POP3 session, in Dovecot's log: the latest login of big that
+	// has not ended (no other daemon polls big while it holds the lease).
+	session := openSession(t, d, big)
 	// Another daemon takes the account over once the lease expired.
 	for {
 		li := leaseOf(ctx, t, st, idents[0])
@@ -243,6 +246,39 @@ func TestFleet(t *testing.T) {
 	if !strings.Contains(stale, `msg="poll failed"`) || !strings.Contains(stale, " deleted=0 ") {
 		t.Errorf("daemon %d: the poll of %s it was stopped in should fail and delete nothing; it logged: %q", victim, big, stale)
 	}
+	// How it found out, after SIGCONT: a commit refused by the fence in
+	// the database (popsync_fence, SQLSTATE PSL01: the poll's error says
+	// so), and/or its own renewal that noticed the loss (the first
+	// "account lease lost" line of the account and token says which),
+	// after which every write is refused before it is sent. Both may
+	// happen: the renewal and a commit in flight wake up together.
+	var lostLine string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `msg="account lease lost"`) && strings.Contains(line, " account="+idents[0].String()+" ") &&
+			strings.Contains(line, fmt.Sprintf(" token=%d ", token)) {
+			lostLine = line
+			break
+		}
+	}
+	fenced := strings.Contains(stale, "PSL01")
+	noticed := strings.Contains(lostLine, "another daemon took it over") || strings.Contains(lostLine, "not renewed for")
+	if fenced {
+		t.Logf("daemon %d: a commit of its poll of %s was refused by the fence in the database (SQLSTATE PSL01)", victim, big)
+	}
+	if noticed {
+		t.Logf("daemon %d: its lease renewal noticed the loss of %s: %s", victim, big, lostLine)
+	}
+	if !fenced && !noticed {
+		t.Errorf("daemon %d: neither a commit refused by the fence nor a lost lease noticed by its renewal for %s (token %d): poll %q, lease %q",
+			victim, big, token, stale, lostLine)
+	}
+	// And the server's word: its session ended without QUIT (Dovecot
+	// says "Logged out" after QUIT) and without a DELE.
+	end := sessionEnd(t, d, session)
+	t.Logf("daemon %d: Dovecot ended its session of %s with: %s", victim, big, end)
+	if strings.HasPrefix(end, "Logged out") || !strings.Contains(end, " del=0/") {
+		t.Errorf("daemon %d: its session of %s ended %q; want no QUIT (not \"Logged out\") and del=0", victim, big, end)
+	}
 
 	lost, dup, extra := 0, 0, 0
 	total := 0
@@ -280,6 +316,60 @@ func TestFleet(t *testing.T) {
 		if sum == 0 || float64(n) < 0.2*float64(sum) || float64(n) > 0.5*float64(sum) {
 			t.Errorf("daemon %d polled %d of %d accounts in the quiet window, not about a third", i, n, sum)
 		}
+	}
+}
+
+// dovecotLoginRE and dovecotEndRE match Dovecot's login line and the end
+// of a mail session (default log formats).
+var (
+	dovecotLoginRE = regexp.MustCompile(`Login: user=<([^>]*)>,.* session=<([^>]+)>`)
+	dovecotEndRE   = regexp.MustCompile(`<([^>]+)>: Info: Disconnected: (.*)`)
+)
+
+// openSession returns the Dovecot session id of the latest login of user
+// that has not ended yet, waiting a little for Dovecot's log, which its
+// processes write asynchronously.
+func openSession(t *testing.T, d *realtest.Dovecot, user string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log := d.Log(t)
+		ended := make(map[string]bool)
+		for _, m := range dovecotEndRE.FindAllStringSubmatch(log, -1) {
+			ended[m[1]] = true
+		}
+		var open string
+		for _, m := range dovecotLoginRE.FindAllStringSubmatch(log, -1) {
+			if m[1] == user && !ended[m[2]] {
+				open = m[2]
+			}
+		}
+		if open != "" {
+			return open
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no open POP3 session of %s in Dovecot's log", user)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sessionEnd returns how Dovecot reported the end of session: "Logged
+// out ..." after QUIT, "Connection closed ..." when the client went away
+// without it, with the counts (del=DELEs/messages).
+func sessionEnd(t *testing.T, d *realtest.Dovecot, session string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, m := range dovecotEndRE.FindAllStringSubmatch(d.Log(t), -1) {
+			if m[1] == session {
+				return m[2]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Dovecot's log has no end of session %s", session)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
