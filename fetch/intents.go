@@ -83,8 +83,8 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 				return fmt.Errorf("taking over interrupted deliveries: %w", err)
 			}
 			n := 0
-			for _, c := range claimed {
-				if c {
+			for _, took := range claimed {
+				if took {
 					n++
 				}
 			}
