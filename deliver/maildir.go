@@ -450,6 +450,12 @@ func (m *Maildir) Publish(ctx context.Context, ds []Delivery) error {
 		err := os.Rename(filepath.Join(m.dir, "tmp", d.name), filepath.Join(m.dir, "new", d.name))
 		if err != nil {
 			renameErr = m.fileErr("moving", "tmp/"+d.name+" to new/", err)
+			if errors.Is(err, fs.ErrNotExist) {
+				// Claim took the file: whoever resolved this
+				// delivery's intent decided it was not published, and
+				// so it must stay.
+				renameErr = fmt.Errorf("%w (the staged file was claimed by the poll that resolved its intent; not published)", renameErr)
+			}
 			break
 		}
 		d.state = stateRenamed
@@ -477,9 +483,62 @@ func validToken(t string) bool {
 	return t != "" && t[0] != '.' && !strings.ContainsAny(t, "/:,\x00")
 }
 
+// Claim takes the staged files of tokens away from the deliveries that
+// staged them, whichever process holds those: it removes tmp/TOKEN, one
+// unlink(2) per token, and reports the tokens whose file it removed. It is
+// the first step of resolving open intents, before Delivered: the
+// process that staged a file may be alive still (a daemon paused past
+// its lease, whose account another daemon took over), and its rename
+// into new/ would then publish a message that the resolver, seeing it
+// unpublished, fetches again. Rename and unlink are atomic, so exactly
+// one of them finds tmp/TOKEN: after a successful claim that publisher's
+// rename fails (ENOENT) and the message is never published under TOKEN;
+// a token Claim found no file for was published already or never
+// staged, and Delivered tells which.
+//
+// tmp/ is fsynced once when a file was removed, so that the claim also
+// holds across a crash of the host. A token of a live delivery of m
+// belongs to Abort, as for Cleanup.
+func (m *Maildir) Claim(ctx context.Context, tokens []string) (map[string]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("maildir %s: claiming staged files: %w", m.dir, err)
+	}
+	for _, t := range tokens {
+		if !validToken(t) {
+			return nil, fmt.Errorf("maildir %s: claiming %q: %w", m.dir, t, ErrBadToken)
+		}
+	}
+	claimed := make(map[string]bool, len(tokens))
+	for _, t := range tokens {
+		err := os.Remove(filepath.Join(m.dir, "tmp", t))
+		switch {
+		case err == nil:
+			claimed[t] = true
+		case errors.Is(err, fs.ErrNotExist):
+			claimed[t] = false
+		default:
+			return nil, m.fileErr("claiming", "tmp/"+t, err)
+		}
+	}
+	for _, c := range claimed {
+		if c {
+			if err := m.syncDir(filepath.Join(m.dir, "tmp")); err != nil {
+				return nil, m.fileErr("syncing", "tmp/", err)
+			}
+			break
+		}
+	}
+	return claimed, nil
+}
+
 // Delivered looks for new/TOKEN, and for the tokens not found there, reads
 // cur/ once for TOKEN, TOKEN:2,FLAGS or TOKEN,FIELDS... (a reader moved
 // it and may have added flags or size fields).
+//
+// When it finds a token in new/ it fsyncs new/ before it answers: the
+// rename may be another process's that has not synced new/ yet (it was
+// paused, or died, between the two), and the caller records what
+// Delivered found.
 func (m *Maildir) Delivered(ctx context.Context, tokens []string) (map[string]bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("maildir %s: looking for delivered messages: %w", m.dir, err)
@@ -491,16 +550,23 @@ func (m *Maildir) Delivered(ctx context.Context, tokens []string) (map[string]bo
 	}
 	found := make(map[string]bool, len(tokens))
 	missing := make(map[string]bool)
+	inNew := false
 	for _, t := range tokens {
 		_, err := os.Lstat(filepath.Join(m.dir, "new", t))
 		switch {
 		case err == nil:
 			found[t] = true
+			inNew = true
 		case errors.Is(err, fs.ErrNotExist):
 			found[t] = false
 			missing[t] = true
 		default:
 			return nil, m.fileErr("looking for", "new/"+t, err)
+		}
+	}
+	if inNew {
+		if err := m.syncDir(filepath.Join(m.dir, "new")); err != nil {
+			return nil, m.fileErr("syncing", "new/", err)
 		}
 	}
 	if len(missing) == 0 {

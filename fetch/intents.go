@@ -20,12 +20,30 @@ func (p *pollRun) markPartial(uidl, targetID string) {
 	p.partial[uidl][targetID] = true
 }
 
+// claimer is a staging target that can take staged files away from the
+// deliveries that staged them (deliver.Maildir.Claim).
+type claimer interface {
+	Claim(ctx context.Context, tokens []string) (map[string]bool, error)
+}
+
 // resolveIntents settles deliveries a crash interrupted: an intent whose
 // file every target published is recorded as delivered; any other is
 // dropped, its leftovers removed, and the message fetched again. Intents
 // of confirming targets that accepted a message are kept: they spare that
 // target a second copy when the message is fetched again.
+//
+// The poller that left an intent may be alive: a daemon paused past its
+// lease, whose account this poll took over, can wake up between its last
+// lease check and its rename into new/. So a staging target that can
+// (claimer) first takes the staged files away from it, and only then is
+// asked what was published: a file claimed is never published by
+// anyone, a file not found was published already (or never staged), and
+// either way the answer holds. A poll that lost its own lease touches
+// nothing: the files belong to the new holder.
 func (p *pollRun) resolveIntents(ctx context.Context) error {
+	if err := p.held(); err != nil {
+		return err
+	}
 	all, err := p.o.Store.Intents(ctx, p.id)
 	if err != nil || len(all) == 0 {
 		return err
@@ -58,6 +76,22 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		}
 		if !ok {
 			continue // the target left the config: treat as not delivered
+		}
+		if c, ok := t.Target.(claimer); ok {
+			claimed, err := c.Claim(ctx, toks)
+			if err != nil {
+				return fmt.Errorf("taking over interrupted deliveries: %w", err)
+			}
+			n := 0
+			for _, took := range claimed {
+				if took {
+					n++
+				}
+			}
+			if n > 0 {
+				p.log.Info("took over the staged files of interrupted deliveries; they are fetched again",
+					"target", t.String(), "files", n)
+			}
 		}
 		f, err := t.Delivered(ctx, toks)
 		if err != nil {

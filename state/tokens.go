@@ -161,3 +161,46 @@ func (t TokenTable) Info(ctx context.Context, key string) (TokenInfo, error) {
 	}
 	return info, nil
 }
+
+// StoredToken is one row of a token table, secrets included: what `popsync
+// state copy` moves from one store to another. It is never for display.
+type StoredToken struct {
+	Key         string
+	Token       oauth.Token
+	Saved       time.Time // when it was last saved (login or refresh)
+	LoginNeeded string    // why the grant stopped working; "" while it works
+}
+
+// All returns every stored token, ordered by key, read in one
+// transaction.
+func (t TokenTable) All(ctx context.Context) ([]StoredToken, error) {
+	if t.s.isClosed() {
+		return nil, ErrClosed
+	}
+	var all []StoredToken
+	err := t.s.withTx(ctx, func(tx *sql.Tx) error {
+		all = nil
+		rows, err := tx.QueryContext(ctx, `SELECT key, access_token, token_type, refresh_token, expiry, saved, login_needed
+			FROM oauth_token ORDER BY key`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var st StoredToken
+			var exp sql.NullInt64
+			var saved int64
+			if err := rows.Scan(&st.Key, &st.Token.AccessToken, &st.Token.TokenType, &st.Token.RefreshToken, &exp, &saved, &st.LoginNeeded); err != nil {
+				return err
+			}
+			st.Token.Expiry = goTime(exp)
+			st.Saved = time.UnixMicro(saved)
+			all = append(all, st)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the oauth2 tokens: %w", err)
+	}
+	return all, nil
+}

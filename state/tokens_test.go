@@ -196,3 +196,53 @@ func TestTokenSaveSurvivesKill(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenTableAll: All lists every token with its secrets, when it was
+// saved and its login-needed mark, ordered by key; it is what `popsync
+// state copy` moves into PostgreSQL.
+func TestTokenTableAll(t *testing.T) {
+	ctx := t.Context()
+	_, tt := openTokens(t)
+	if all, err := tt.All(ctx); err != nil || len(all) != 0 {
+		t.Fatalf("All of an empty table = %v, %v", all, err)
+	}
+	exp := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	before := time.Now().Add(-time.Second)
+	toks := map[string]oauth.Token{
+		"pop3 b@pop.example.net:995":        {AccessToken: "at-b", TokenType: "Bearer", RefreshToken: "rt-b", Expiry: exp},
+		"pop3 a@pop.example.net:995":        {AccessToken: "at-a", RefreshToken: "rt-a"},
+		"imap me@imap.example.net:993 sent": {AccessToken: "at-c"},
+	}
+	for k, tok := range toks {
+		if err := tt.Save(ctx, k, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tt.MarkLoginNeeded(ctx, "pop3 a@pop.example.net:995", "rt-a", "invalid_grant: revoked"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := tt.All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[0].Key != "imap me@imap.example.net:993 sent" || all[1].Key != "pop3 a@pop.example.net:995" || all[2].Key != "pop3 b@pop.example.net:995" {
+		t.Fatalf("All = %+v; want the three keys in order", all)
+	}
+	for _, st := range all {
+		want := toks[st.Key]
+		if st.Token.AccessToken != want.AccessToken || st.Token.TokenType != want.TokenType ||
+			st.Token.RefreshToken != want.RefreshToken || !st.Token.Expiry.Equal(want.Expiry) {
+			t.Errorf("%s: token %+v, want %+v", st.Key, st.Token, want)
+		}
+		if st.Saved.Before(before) || st.Saved.After(time.Now()) {
+			t.Errorf("%s: saved %v, want about now", st.Key, st.Saved)
+		}
+		wantMark := ""
+		if st.Key == "pop3 a@pop.example.net:995" {
+			wantMark = "invalid_grant: revoked"
+		}
+		if st.LoginNeeded != wantMark {
+			t.Errorf("%s: login needed %q, want %q", st.Key, st.LoginNeeded, wantMark)
+		}
+	}
+}

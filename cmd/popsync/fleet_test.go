@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"popsync/internal/credential/oauth"
 	"popsync/internal/realtest"
 	"popsync/state"
 	"popsync/state/postgres"
@@ -183,6 +184,9 @@ func TestFleet(t *testing.T) {
 	fl.signal(victim, syscall.SIGSTOP)
 	stoppedAt := time.Now()
 	t.Logf("daemon %d stopped while it held %s (token %d), %d of %d big messages in the Maildir", victim, big, token, fetched, bigN)
+	// Its POP3 session, in Dovecot's log: the latest login of big that
+	// has not ended (no other daemon polls big while it holds the lease).
+	session := openSession(t, d, big)
 	// Another daemon takes the account over once the lease expired.
 	for {
 		li := leaseOf(ctx, t, st, idents[0])
@@ -242,6 +246,39 @@ func TestFleet(t *testing.T) {
 	if !strings.Contains(stale, `msg="poll failed"`) || !strings.Contains(stale, " deleted=0 ") {
 		t.Errorf("daemon %d: the poll of %s it was stopped in should fail and delete nothing; it logged: %q", victim, big, stale)
 	}
+	// How it found out, after SIGCONT: a commit refused by the fence in
+	// the database (popsync_fence, SQLSTATE PSL01: the poll's error says
+	// so), and/or its own renewal that noticed the loss (the first
+	// "account lease lost" line of the account and token says which),
+	// after which every write is refused before it is sent. Both may
+	// happen: the renewal and a commit in flight wake up together.
+	var lostLine string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `msg="account lease lost"`) && strings.Contains(line, " account="+idents[0].String()+" ") &&
+			strings.Contains(line, fmt.Sprintf(" token=%d ", token)) {
+			lostLine = line
+			break
+		}
+	}
+	fenced := strings.Contains(stale, "PSL01")
+	noticed := strings.Contains(lostLine, "another daemon took it over") || strings.Contains(lostLine, "not renewed for")
+	if fenced {
+		t.Logf("daemon %d: a commit of its poll of %s was refused by the fence in the database (SQLSTATE PSL01)", victim, big)
+	}
+	if noticed {
+		t.Logf("daemon %d: its lease renewal noticed the loss of %s: %s", victim, big, lostLine)
+	}
+	if !fenced && !noticed {
+		t.Errorf("daemon %d: neither a commit refused by the fence nor a lost lease noticed by its renewal for %s (token %d): poll %q, lease %q",
+			victim, big, token, stale, lostLine)
+	}
+	// And the server's word: its session ended without QUIT (Dovecot
+	// says "Logged out" after QUIT) and without a DELE.
+	end := sessionEnd(t, d, session)
+	t.Logf("daemon %d: Dovecot ended its session of %s with: %s", victim, big, end)
+	if strings.HasPrefix(end, "Logged out") || !strings.Contains(end, " del=0/") {
+		t.Errorf("daemon %d: its session of %s ended %q; want no QUIT (not \"Logged out\") and del=0", victim, big, end)
+	}
 
 	lost, dup, extra := 0, 0, 0
 	total := 0
@@ -279,6 +316,60 @@ func TestFleet(t *testing.T) {
 		if sum == 0 || float64(n) < 0.2*float64(sum) || float64(n) > 0.5*float64(sum) {
 			t.Errorf("daemon %d polled %d of %d accounts in the quiet window, not about a third", i, n, sum)
 		}
+	}
+}
+
+// dovecotLoginRE and dovecotEndRE match Dovecot's login line and the end
+// of a mail session (default log formats).
+var (
+	dovecotLoginRE = regexp.MustCompile(`Login: user=<([^>]*)>,.* session=<([^>]+)>`)
+	dovecotEndRE   = regexp.MustCompile(`<([^>]+)>: Info: Disconnected: (.*)`)
+)
+
+// openSession returns the Dovecot session id of the latest login of user
+// that has not ended yet, waiting a little for Dovecot's log, which its
+// processes write asynchronously.
+func openSession(t *testing.T, d *realtest.Dovecot, user string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log := d.Log(t)
+		ended := make(map[string]bool)
+		for _, m := range dovecotEndRE.FindAllStringSubmatch(log, -1) {
+			ended[m[1]] = true
+		}
+		var open string
+		for _, m := range dovecotLoginRE.FindAllStringSubmatch(log, -1) {
+			if m[1] == user && !ended[m[2]] {
+				open = m[2]
+			}
+		}
+		if open != "" {
+			return open
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no open POP3 session of %s in Dovecot's log", user)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sessionEnd returns how Dovecot reported the end of session: "Logged
+// out ..." after QUIT, "Connection closed ..." when the client went away
+// without it, with the counts (del=DELEs/messages).
+func sessionEnd(t *testing.T, d *realtest.Dovecot, session string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, m := range dovecotEndRE.FindAllStringSubmatch(d.Log(t), -1) {
+			if m[1] == session {
+				return m[2]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Dovecot's log has no end of session %s", session)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -602,12 +693,58 @@ func TestStateCopyAndStatus(t *testing.T) {
 	url := pg.ConnString("copied")
 	secret := pg.Password
 	db := filepath.Join(dir, "state.db")
+	// OAuth 2.0 tokens `popsync login` stored, one of them marked as
+	// needing a new login.
+	exp := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	const tokWork, tokGone = "pop3 me@outlook.example.com:995", "imap me@imap.example.com:993 INBOX"
+	tokens := map[string]oauth.Token{
+		tokWork: {AccessToken: "access-secret-1", TokenType: "Bearer", RefreshToken: "refresh-secret-1", Expiry: exp},
+		tokGone: {AccessToken: "access-secret-2", RefreshToken: "refresh-secret-2"},
+	}
+	func() {
+		src, err := state.OpenSQLite(t.Context(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		for k, tok := range tokens {
+			if err := src.Tokens().Save(t.Context(), k, tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := src.Tokens().MarkLoginNeeded(t.Context(), tokGone, "refresh-secret-2", "invalid_grant"); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	r := runPopsync(t, "state", "copy", "--from", db, "--to", url)
 	if r.code != 0 {
 		t.Fatalf("state copy: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "1 accounts, 5 records") {
-		t.Errorf("state copy said %q, want 1 account and 5 records", r.stdout)
+	if !strings.Contains(r.stdout, "1 accounts, 5 records") || !strings.Contains(r.stdout, "2 OAuth 2.0 tokens") {
+		t.Errorf("state copy said %q, want 1 account, 5 records and 2 tokens", r.stdout)
+	}
+	func() {
+		dst, err := postgres.Open(t.Context(), url, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		for k, want := range tokens {
+			got, err := dst.Tokens().Load(t.Context(), k)
+			if err != nil || got.AccessToken != want.AccessToken || got.RefreshToken != want.RefreshToken ||
+				got.TokenType != want.TokenType || !got.Expiry.Equal(want.Expiry) {
+				t.Errorf("token %s in the database: %+v, %v; want %+v", k, got, err, want)
+			}
+			info, err := dst.Tokens().Info(t.Context(), k)
+			if err != nil || info.LoginNeeded != (k == tokGone) {
+				t.Errorf("token %s in the database: %+v, %v; want login needed only for %s", k, info, err, tokGone)
+			}
+		}
+	}()
+	for _, tok := range tokens {
+		if strings.Contains(r.stdout+r.stderr, tok.AccessToken) || strings.Contains(r.stdout+r.stderr, tok.RefreshToken) {
+			t.Errorf("state copy printed a token:\n%s%s", r.stdout, r.stderr)
+		}
 	}
 	again := runPopsync(t, "state", "copy", "--from", db, "--to", url)
 	if again.code == 0 || !strings.Contains(again.stderr, "not empty") {

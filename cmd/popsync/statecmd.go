@@ -11,6 +11,7 @@ import (
 	"popsync/configs"
 	"popsync/fetch"
 	"popsync/state"
+	"popsync/state/postgres"
 )
 
 // setupState is `popsync state adopt|forget|copy`: what to do with the
@@ -187,4 +188,19 @@ func parseIdentity(s string) (state.Account, error) {
 		return a, err
 	}
 	return a.Canonical(), nil
+}
+
+// copyTokens copies the OAuth 2.0 tokens of an SQLite state into the
+// fleet's database (`popsync state copy`), login-needed marks included, so
+// that its accounts need no new `popsync login`. A token the database
+// holds already stays unless force.
+func copyTokens(ctx context.Context, src *state.SQLite, dst *postgres.Store, force bool) (copied, kept int, err error) {
+	toks, err := src.Tokens().All(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("copying state: %w", err)
+	}
+	if len(toks) == 0 {
+		return 0, 0, nil
+	}
+	return dst.Tokens().CopyTokens(ctx, toks, force)
 }

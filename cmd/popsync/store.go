@@ -155,8 +155,14 @@ func copyState(ctx context.Context, stdout io.Writer, from, to string, force boo
 	if err != nil {
 		return &stateError{err}
 	}
-	fmt.Fprintf(stdout, "copied %s into %s: %d accounts, %d records, %d open intents, %d polls\n",
-		from, dst, n.Accounts, n.Records, n.Intents, n.Polls)
-	fmt.Fprintf(stdout, "OAuth 2.0 tokens are not copied: run `popsync login NAME` for such accounts with [state] url\n")
+	copied, kept, err := copyTokens(ctx, src, dst, force)
+	if err != nil {
+		return &stateError{err}
+	}
+	fmt.Fprintf(stdout, "copied %s into %s: %d accounts, %d records, %d open intents, %d polls, %d OAuth 2.0 tokens\n",
+		from, dst, n.Accounts, n.Records, n.Intents, n.Polls, copied)
+	if kept > 0 {
+		fmt.Fprintf(stdout, "kept %d OAuth 2.0 tokens the database holds already (--force replaces them)\n", kept)
+	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"popsync/internal/credential/oauth"
 	"popsync/state"
 )
 
@@ -198,4 +199,86 @@ func (f failingDumper) Dump(ctx context.Context, fn func(state.AccountDump) erro
 		return err
 	}
 	return f.err
+}
+
+// TestCopyTokens: the tokens of an SQLite state arrive in the fleet's
+// table as they were, secrets, expiry, when they were saved and the
+// login-needed mark included; a token the database holds already stays
+// unless force.
+func TestCopyTokens(t *testing.T) {
+	ctx := t.Context()
+	src, err := state.OpenSQLite(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	exp := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	const (
+		ok     = "pop3 ok@pop.example.net:995"
+		gone   = "pop3 gone@pop.example.net:995"
+		fleets = "pop3 fleet@pop.example.net:995"
+	)
+	for k, tok := range map[string]oauth.Token{
+		ok:     {AccessToken: "at-ok", TokenType: "Bearer", RefreshToken: "rt-ok", Expiry: exp},
+		gone:   {AccessToken: "at-gone", RefreshToken: "rt-gone"},
+		fleets: {AccessToken: "at-old", RefreshToken: "rt-old"},
+	} {
+		if err := src.Tokens().Save(ctx, k, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := src.Tokens().MarkLoginNeeded(ctx, gone, "rt-gone", "invalid_grant: revoked"); err != nil {
+		t.Fatal(err)
+	}
+	toks, err := src.Tokens().All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dst := open(t, newDB(t), Options{}).Tokens()
+	// A login against the fleet before the copy.
+	if err := dst.Save(ctx, fleets, oauth.Token{AccessToken: "at-new", RefreshToken: "rt-new"}); err != nil {
+		t.Fatal(err)
+	}
+	copied, kept, err := dst.CopyTokens(ctx, toks, false)
+	if err != nil || copied != 2 || kept != 1 {
+		t.Fatalf("CopyTokens = %d copied, %d kept, %v; want 2 and 1", copied, kept, err)
+	}
+	for _, st := range toks {
+		got, err := dst.Load(ctx, st.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := st.Token
+		if st.Key == fleets {
+			want = oauth.Token{AccessToken: "at-new", RefreshToken: "rt-new"}
+		}
+		if got.AccessToken != want.AccessToken || got.TokenType != want.TokenType || got.RefreshToken != want.RefreshToken || !got.Expiry.Equal(want.Expiry) {
+			t.Errorf("%s in the database: %+v, want %+v", st.Key, got, want)
+		}
+		info, err := dst.Info(ctx, st.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Key == fleets {
+			continue
+		}
+		if !info.Saved.Equal(st.Saved) {
+			t.Errorf("%s: saved %v in the database, %v in the file", st.Key, info.Saved, st.Saved)
+		}
+		if info.LoginNeeded != (st.Key == gone) || info.NeededBecause != st.LoginNeeded {
+			t.Errorf("%s: info %+v; want the mark %q carried over", st.Key, info, st.LoginNeeded)
+		}
+	}
+	// force replaces the fleet's own token too.
+	copied, kept, err = dst.CopyTokens(ctx, toks, true)
+	if err != nil || copied != 3 || kept != 0 {
+		t.Fatalf("CopyTokens with force = %d copied, %d kept, %v; want 3 and 0", copied, kept, err)
+	}
+	if got, err := dst.Load(ctx, fleets); err != nil || got.RefreshToken != "rt-old" {
+		t.Errorf("%s after a forced copy: %+v, %v", fleets, got, err)
+	}
+	if _, _, err := dst.CopyTokens(ctx, []state.StoredToken{{Key: "bad\x00key"}}, false); err == nil {
+		t.Error("a key with NUL was copied")
+	}
 }

@@ -158,3 +158,56 @@ func (ts *TokenStore) Info(ctx context.Context, key string) (state.TokenInfo, er
 	}
 	return info, nil
 }
+
+// CopyTokens writes toks, the tokens of an SQLite state (`popsync state
+// copy`), into the table in one transaction, each with when it was saved
+// and its "login needed" mark, so that the accounts need no new `popsync
+// login`. A key the table holds already keeps its token unless force: it
+// was saved by a login or refresh of the fleet and may be newer than the
+// copy (a refresh token that rotated since cannot be used again). It
+// returns how many tokens it wrote and how many it kept.
+func (ts *TokenStore) CopyTokens(ctx context.Context, toks []state.StoredToken, force bool) (copied, kept int, err error) {
+	s := ts.s
+	if s.isClosed() {
+		return 0, 0, fmt.Errorf("copying tokens: %w", state.ErrClosed)
+	}
+	for _, t := range toks {
+		if !validText(t.Key) || !validText(t.LoginNeeded) {
+			return 0, 0, fmt.Errorf("copying tokens: the key %q or its reason is not UTF-8 without NUL", pgText(t.Key))
+		}
+	}
+	insert := `INSERT INTO oauth_token (key, blob, updated, login_needed) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING`
+	if force {
+		insert = `INSERT INTO oauth_token (key, blob, updated, login_needed) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (key) DO UPDATE SET blob = excluded.blob, updated = excluded.updated, login_needed = excluded.login_needed`
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		copied, kept = 0, 0
+		for _, t := range toks {
+			blob, err := json.Marshal(t.Token)
+			if err != nil {
+				return fmt.Errorf("token %q: encoding it failed", t.Key)
+			}
+			saved := t.Saved
+			if saved.IsZero() {
+				saved = time.Now()
+			}
+			tag, err := tx.Exec(ctx, insert, t.Key, blob, saved, t.LoginNeeded)
+			if err != nil {
+				return fmt.Errorf("token %q: %w", t.Key, err)
+			}
+			if tag.RowsAffected() == 1 {
+				copied++
+			} else {
+				kept++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("copying tokens into %s: %w", s.where, s.fail(ctx, err))
+	}
+	return copied, kept, nil
+}
