@@ -288,7 +288,10 @@ func (d *smtpDelivery) finish(brokenSession bool) {
 	d.t.forget(d)
 	if brokenSession || !alive {
 		s.close()
-		return
+	} else {
+		d.t.put(s)
 	}
-	d.t.put(s)
+	// Only now may another Begin take the slot: the session is idle or
+	// gone, so idle and busy sessions stay within Connections.
+	d.t.release()
 }
