@@ -89,9 +89,10 @@ type SMTPOptions struct {
 // recipient; then Delivery.Close returns nil. Prepare and Publish do
 // nothing and tokens are "".
 //
-// One session serves many messages: it is kept open between deliveries,
-// reset with RSET before the next one, and replaced transparently when the
-// server closed it in between or it broke during a message. Deliveries
+// One session serves many messages: it is kept open between deliveries
+// (reset with RSET before the next one when a transaction may be open) and
+// replaced transparently when the server closed it in between or it broke
+// during a message. Deliveries
 // that overlap in time get sessions of their own, opened as needed, up to
 // SMTPOptions.Connections; past that, Begin waits until another delivery
 // of the target ends (Close or Abort) and takes its session. Messages on
@@ -279,7 +280,7 @@ func (t *SMTP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 	if err := t.acquire(ctx); err != nil {
 		return nil, err
 	}
-	s, err := t.session(ctx)
+	s, reused, err := t.session(ctx)
 	if err != nil {
 		t.release()
 		return nil, err
@@ -290,7 +291,7 @@ func (t *SMTP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 		return nil, &DeliveryError{Target: t.name, Stage: StageSize, Err: ErrTooLarge,
 			Text: fmt.Sprintf("message of %d bytes, server's SIZE is %d", m.Size, s.maxSize)}
 	}
-	d := &smtpDelivery{t: t, s: s, ctx: ctx, hdr: newHeaderBuf(t.opts.MaxHeader)}
+	d := &smtpDelivery{t: t, s: s, reused: reused, ctx: ctx, hdr: newHeaderBuf(t.opts.MaxHeader)}
 	d.stop = context.AfterFunc(ctx, func() { s.conn.Close() })
 	t.mu.Lock()
 	closed := t.closed

@@ -19,12 +19,13 @@ const (
 )
 
 type smtpDelivery struct {
-	t     *SMTP
-	s     *smtpSession // nil once given back
-	ctx   context.Context
-	stop  func() bool // stops the AfterFunc that closes s on ctx's end
-	state int
-	err   error
+	t      *SMTP
+	s      *smtpSession // nil once given back
+	reused bool         // s was idle and has not been checked since
+	ctx    context.Context
+	stop   func() bool // stops the AfterFunc that closes s on ctx's end
+	state  int
+	err    error
 
 	hdr headerBuf
 	dw  *smtp.DataCommand // non-nil once DATA was accepted
@@ -127,8 +128,25 @@ func (d *smtpDelivery) start(ended bool) error {
 	}
 	// RFC 6531 §3.4: SMTPUTF8 when the envelope or the header needs it;
 	// a header section not seen whole may need it.
-	utf8 := s.utf8 && (!isASCII(sender) || t.rcptUTF8 || !isASCII(hdr) || !d.hdr.complete(ended))
-	if err := s.c.Mail(sender, &smtp.MailOptions{UTF8: utf8}); err != nil {
+	needUTF8 := !isASCII(sender) || t.rcptUTF8 || !isASCII(hdr) || !d.hdr.complete(ended)
+	s.open = true
+	err := s.c.Mail(sender, &smtp.MailOptions{UTF8: s.utf8 && needUTF8})
+	if err != nil && d.reused && broken(err) && d.ctx.Err() == nil {
+		// The idle session was not checked before MAIL, and the server
+		// had closed it meanwhile (its idle timeout, a restart): nothing
+		// of the message was sent, so a new session takes it.
+		t.log.Debug("session ended between messages; reconnecting", "error", err)
+		if s, err = d.redial(); err != nil {
+			return err
+		}
+		s.open = true
+		err = s.c.Mail(sender, &smtp.MailOptions{UTF8: s.utf8 && needUTF8})
+	}
+	d.reused = false
+	if err != nil {
+		if !broken(err) {
+			s.open = false // RFC 5321 §4.1.1.2: a refused MAIL opens no transaction
+		}
 		return d.fail(t.failure(StageMail, ctxErr(d.ctx, err)), broken(err))
 	}
 	replies := make([]RcptReply, 0, len(t.opts.Rcpt))
@@ -195,13 +213,20 @@ func (d *smtpDelivery) Close() error {
 	if err := d.w.Flush(); err != nil {
 		return d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
 	}
+	// The reply to the end of data ends the transaction, whatever it
+	// says; a session that broke is dropped anyway.
 	if d.t.lmtp {
 		resp, err := d.dw.CloseWithLMTPResponse()
+		d.s.open = false
 		if err != nil {
 			return d.lmtpFailure(resp, err)
 		}
-	} else if _, err := d.dw.CloseWithResponse(); err != nil {
-		return d.fail(d.t.failure(StageReply, ctxErr(d.ctx, err)), broken(err))
+	} else {
+		_, err := d.dw.CloseWithResponse()
+		d.s.open = false
+		if err != nil {
+			return d.fail(d.t.failure(StageReply, ctxErr(d.ctx, err)), broken(err))
+		}
 	}
 	d.state = smtpDone
 	d.finish(false)
@@ -264,6 +289,30 @@ func (d *smtpDelivery) Abort() error {
 	d.state = smtpAborted
 	d.finish(d.dw != nil)
 	return nil
+}
+
+// redial replaces the delivery's session, which the server closed while
+// it was idle, with a new one, keeping the delivery's slot.
+func (d *smtpDelivery) redial() (*smtpSession, error) {
+	t := d.t
+	d.stop()
+	d.s.close()
+	d.s = nil
+	s, err := t.dial(d.ctx)
+	if err != nil {
+		var de *DeliveryError
+		if !errors.As(err, &de) {
+			de = t.failure(StageConnect, err)
+		}
+		d.state, d.err = smtpFailed, de
+		d.hdr.release()
+		t.forget(d)
+		t.release()
+		return nil, de
+	}
+	d.s = s
+	d.stop = context.AfterFunc(d.ctx, func() { s.conn.Close() })
+	return s, nil
 }
 
 // fail records err as the delivery's outcome and gives the session back,

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 
@@ -302,5 +305,90 @@ func TestSMTPConnectionsRefused(t *testing.T) {
 	}
 	if n := tg.Connections(); n != deliver.DefaultConnections {
 		t.Errorf("default Connections() = %d, want %d", n, deliver.DefaultConnections)
+	}
+}
+
+// TestSMTPResetOnlyAfterOpenTransaction: a session goes back to the pool
+// without RSET when the last transaction ended (the reply to the final
+// dot, or a refused MAIL), and with RSET when it may still be open (a
+// refused RCPT).
+func TestSMTPResetOnlyAfterOpenTransaction(t *testing.T) {
+	m := newTCPMTA(t, nil)
+	m.setFail(func(ev event) error {
+		switch {
+		case ev.n == 2 && ev.stage == "mail":
+			return reply(550, "no such sender")
+		case ev.n == 3 && ev.stage == "dot":
+			return reply(554, "rejected")
+		case ev.n == 4 && ev.stage == "rcpt":
+			return reply(550, "no such user")
+		}
+		return nil
+	})
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr})
+	var rsets []int
+	for i := 1; i <= 5; i++ {
+		before := strings.Count(m.transcript(), "RSET\r\n")
+		err := send(tg, delivertest.Message(i, 100), deliver.Meta{})
+		if (err != nil) != (i >= 2 && i <= 4) {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		rsets = append(rsets, strings.Count(m.transcript(), "RSET\r\n")-before)
+	}
+	// Only message 5 follows an open transaction (4's refused RCPT).
+	if want := []int{0, 0, 0, 0, 1}; !slices.Equal(rsets, want) {
+		t.Errorf("RSETs before each message %v, want %v", rsets, want)
+	}
+	if c := m.connections(); c != 1 {
+		t.Errorf("%d connections, want 1", c)
+	}
+	if got := len(m.messages()); got != 2 {
+		t.Errorf("server stored %d, want 2", got)
+	}
+}
+
+// TestSMTPStaleSessionServerGone: the server closed the idle session and
+// takes no new one: MAIL on the old session fails, the new connection is
+// refused, and the delivery fails as target down (temporary), as a
+// failed connect in Begin does.
+func TestSMTPStaleSessionServerGone(t *testing.T) {
+	m := newTCPMTA(t, nil)
+	var (
+		mu   sync.Mutex
+		last *smtp.Conn
+	)
+	m.setFail(func(ev event) error {
+		mu.Lock()
+		last = ev.conn
+		mu.Unlock()
+		return nil
+	})
+	var refuse sync.Mutex
+	down := false
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		refuse.Lock()
+		defer refuse.Unlock()
+		if down {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr, Dial: dial})
+	if err := send(tg, msg("", "one\r\n"), deliver.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Lock()
+	down = true
+	refuse.Unlock()
+	mu.Lock()
+	last.Close()
+	mu.Unlock()
+	err := send(tg, msg("", "two\r\n"), deliver.Meta{})
+	var de *deliver.DeliveryError
+	if !errors.As(err, &de) || !de.TargetDown() || !de.Temporary {
+		t.Fatalf("send to a server that went away: %v, want a temporary target-down error", err)
+	}
+	if _, err := tg.Begin(context.Background(), deliver.Meta{}); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("next Begin: %v, want the sticky connection refused", err)
 	}
 }
