@@ -102,7 +102,11 @@ type SMTPOptions struct {
 // The envelope sender comes from the message's first Return-Path field
 // ("<>" stays the null sender), else From: the delivery holds back the
 // header section (at most MaxHeader bytes) before it sends MAIL FROM, and
-// streams the rest. A bare CR and a bare LF each become CRLF before lines
+// streams the rest. A message of at most 128 KiB is held whole and sent,
+// MAIL to the final dot, in Close: a caller that closes deliveries on
+// goroutines of their own while it begins the next ones overlaps every
+// round trip of a small message with the next, and holds at most
+// Connections × 128 KiB. A bare CR and a bare LF each become CRLF before lines
 // are dot-stuffed on the wire (RFC 5321 §2.3.8, §4.5.2), so no byte of
 // the message can end DATA early on a server that splits lines at CR or
 // at LF alone. BODY=8BITMIME is declared when the server offers

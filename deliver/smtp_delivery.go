@@ -27,11 +27,12 @@ type smtpDelivery struct {
 	state  int
 	err    error
 
-	hdr headerBuf
-	dw  *smtp.DataCommand // non-nil once DATA was accepted
-	w   crlfWriter        // in front of dw: bare CR becomes CRLF
-	n   int64             // message bytes after bare CR and bare LF became CRLF
-	cr  bool              // the last byte counted was CR
+	hdr  headerBuf
+	held []byte            // message bytes after hdr, held until the transaction starts
+	dw   *smtp.DataCommand // non-nil once DATA was accepted
+	w    crlfWriter        // in front of dw: bare CR becomes CRLF
+	n    int64             // message bytes after bare CR and bare LF became CRLF
+	cr   bool              // the last byte counted was CR
 }
 
 func (d *smtpDelivery) Token() string { return "" }
@@ -61,10 +62,18 @@ func (d *smtpDelivery) Write(p []byte) (int, error) {
 		if !d.hdr.done {
 			return len(p), nil
 		}
-		if err := d.start(false); err != nil {
+		rest = p[k:]
+	}
+	if d.dw == nil {
+		// A message that fits in smtpHold is held whole, and its
+		// transaction runs in Close.
+		if len(d.hdr.buf)+len(d.held)+len(rest) <= smtpHold {
+			d.held = append(d.held, rest...)
+			return len(p), nil
+		}
+		if err := d.startHeld(false); err != nil {
 			return 0, err
 		}
-		rest = p[k:]
 	}
 	if len(rest) > 0 {
 		if _, err := d.w.Write(rest); err != nil {
@@ -111,6 +120,30 @@ func (d *smtpDelivery) countEnd() {
 		d.n++
 		d.cr = false
 	}
+}
+
+// smtpHold is how much of a message a delivery holds back before it
+// starts the mail transaction: a message this small is sent whole in
+// Close, so that a caller that closes deliveries on goroutines of their
+// own (see SMTPOptions.Connections) overlaps all of its round trips, not
+// only the reply to the final dot, with the next message. A larger one
+// starts once that much has arrived and then streams. The header section
+// is held in any case (up to MaxHeader), to find the envelope sender.
+const smtpHold = 128 << 10
+
+// startHeld starts the transaction (start) and sends the bytes held after
+// the header section.
+func (d *smtpDelivery) startHeld(ended bool) error {
+	if err := d.start(ended); err != nil {
+		return err
+	}
+	if len(d.held) > 0 {
+		if _, err := d.w.Write(d.held); err != nil {
+			return d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
+		}
+	}
+	d.held = nil
+	return nil
 }
 
 // start opens the mail transaction once the header section is known: MAIL
@@ -198,9 +231,9 @@ func (d *smtpDelivery) Close() error {
 	case smtpDone, smtpAborted:
 		return fmt.Errorf("%s: closing: %w", d.t.name, ErrState)
 	}
-	if !d.hdr.done {
+	if d.dw == nil {
 		d.hdr.done = true
-		if err := d.start(true); err != nil {
+		if err := d.startHeld(true); err != nil {
 			return err
 		}
 	}
@@ -306,6 +339,7 @@ func (d *smtpDelivery) redial() (*smtpSession, error) {
 		}
 		d.state, d.err = smtpFailed, de
 		d.hdr.release()
+		d.held = nil
 		t.forget(d)
 		t.release()
 		return nil, de
@@ -333,6 +367,7 @@ func (d *smtpDelivery) finish(brokenSession bool) {
 	}
 	d.s = nil
 	d.hdr.release()
+	d.held = nil
 	alive := d.stop()
 	d.t.forget(d)
 	if brokenSession || !alive {

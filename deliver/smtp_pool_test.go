@@ -62,8 +62,8 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// begin starts a delivery and writes a whole header section, so that the
-// session carries the transaction (MAIL, RCPT, DATA) until Close.
+// begin starts a delivery and writes a header section; the delivery holds
+// its session until Close or Abort.
 func begin(t *testing.T, ctx context.Context, tg deliver.Target, i int) deliver.Delivery {
 	t.Helper()
 	d, err := tg.Begin(ctx, deliver.Meta{UIDL: fmt.Sprint(i)})
@@ -390,5 +390,53 @@ func TestSMTPStaleSessionServerGone(t *testing.T) {
 	}
 	if _, err := tg.Begin(context.Background(), deliver.Meta{}); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("next Begin: %v, want the sticky connection refused", err)
+	}
+}
+
+// TestSMTPHoldSmallMessages: a small message is held whole and its whole
+// transaction runs in Close (so a caller that closes on another goroutine
+// overlaps every round trip); a large one starts streaming once the hold
+// is full, before Close, so memory stays bounded.
+func TestSMTPHoldSmallMessages(t *testing.T) {
+	m := newTCPMTA(t, nil)
+	tg := newSMTP(t, deliver.SMTPOptions{Addr: m.Addr})
+	ctx := context.Background()
+	d, err := tg.Begin(ctx, deliver.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Write(delivertest.Message(1, 20<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m.transcript(), "MAIL FROM") {
+		t.Error("a 20 KiB message started its transaction before Close")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(m.messages()); got != 1 {
+		t.Fatalf("server stored %d, want 1", got)
+	}
+
+	d, err = tg.Begin(ctx, deliver.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := delivertest.Message(2, 4<<20)
+	for b := big; len(b) > 0; {
+		n := min(len(b), 32<<10)
+		if _, err := d.Write(b[:n]); err != nil {
+			t.Fatal(err)
+		}
+		b = b[n:]
+	}
+	if got := strings.Count(m.transcript(), "DATA\r\n"); got != 2 {
+		t.Errorf("a 4 MiB message was not streaming before Close (%d DATA commands seen, want 2)", got)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.messages(); len(got) != 2 || len(got[1]) < 4<<20-64 {
+		t.Fatalf("server stored %d messages", len(got))
 	}
 }
