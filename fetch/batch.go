@@ -222,13 +222,24 @@ type received struct {
 }
 
 // closeAll ends every delivery that took the whole body and records each
-// outcome in f.errs.
+// outcome in f.errs. A panic in a Close becomes that delivery's error (not
+// a judgement on the message, so settle stops the poll), as the poll's
+// own recover would make it on the fetching goroutine.
 func (r *received) closeAll() {
 	for i, d := range r.st.ds {
 		if d != nil && r.f.errs[i] == nil {
-			r.f.errs[i] = d.Close()
+			r.f.errs[i] = closeOne(d)
 		}
 	}
+}
+
+func closeOne(d deliver.Delivery) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("internal error closing a delivery (please report): %v", v)
+		}
+	}()
+	return d.Close()
 }
 
 // inFlight is the queue of received messages whose closes run on closer
