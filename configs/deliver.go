@@ -65,6 +65,9 @@ type SMTPTarget struct {
 	// Password is the AUTH password: keys smtp_password, smtp_password_file,
 	// smtp_password_command, smtp_password_env.
 	Password credential.Source
+	// Connections bounds the sessions to the MTA open at once (key
+	// connections); 0 = the target's default.
+	Connections int
 }
 
 // LMTPTarget hands messages to an LMTP server (key lmtp), such as Dovecot.
@@ -73,7 +76,13 @@ type LMTPTarget struct {
 	Rcpt []string // envelope recipients
 	From string   // envelope sender; "" = the null sender
 	Helo string   // name to greet with; "" = the host name
+	// Connections bounds the sessions to the server open at once (key
+	// connections); 0 = the target's default.
+	Connections int
 }
+
+// maxSMTPConnections bounds the connections key of smtp and lmtp entries.
+const maxSMTPConnections = 64
 
 // MDATarget pipes each message into a program (key mda).
 type MDATarget struct {
@@ -263,8 +272,8 @@ type deliverKind struct {
 var deliverKinds = []deliverKind{
 	{KindMaildir, nil, false, buildMaildir},
 	{KindSMTP, []string{"rcpt", "from", "helo", "smtp_tls", "smtp_user",
-		"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env"}, true, buildSMTP},
-	{KindLMTP, []string{"rcpt", "from", "helo"}, true, buildLMTP},
+		"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env", "connections"}, true, buildSMTP},
+	{KindLMTP, []string{"rcpt", "from", "helo", "connections"}, true, buildLMTP},
 	{KindMDA, []string{"from"}, true, buildMDA},
 	{KindIMAP, []string{"tls", "tls_ca_file", "tls_fingerprint", "tls_server_name", "user",
 		"password", "password_file", "password_command", "password_env", "auth",
@@ -294,6 +303,7 @@ type rawDeliver struct {
 	smtpPasswordCommand           val[[]string]
 	smtpPasswordEnv               val[string]
 	quarantine, onReject          val[string]
+	connections                   val[int]
 
 	imap                                          val[hostMaybePort]
 	tls, tlsCAFile, tlsFingerprint, tlsServerName val[string]
@@ -347,6 +357,10 @@ var deliverFields = map[string]deliverField{
 	"on_reject": func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
 	"oauth2": func(d *decoder, r *rawDeliver, x any, w where) {
 		r.oauth2 = get(d.oauth2("account.deliver.oauth2", oauth.ServiceIMAP), x, w)
+	},
+	// connections: sessions at once, for the kinds whose keys list it.
+	"connections": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.connections = get(d.intRange(1, maxSMTPConnections), x, w)
 	},
 }
 
@@ -417,7 +431,7 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 	ok := true
 	for _, v := range []bool{r.maildir.bad, r.smtp.bad, r.lmtp.bad, r.mda.bad, r.rcpt.bad, r.from.bad, r.helo.bad,
 		r.smtpTLS.bad, r.smtpUser.bad, r.smtpPassword.bad, r.smtpPasswordFile.bad, r.smtpPasswordCommand.bad,
-		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad,
+		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad, r.connections.bad,
 		r.imap.bad, r.tls.bad, r.tlsCAFile.bad, r.tlsFingerprint.bad, r.tlsServerName.bad, r.user.bad,
 		r.auth.bad, r.mailbox.bad, r.internalDate.bad, r.password.bad, r.passwordFile.bad, r.passwordEnv.bad,
 		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad} {
@@ -455,7 +469,7 @@ func buildMDA(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
 }
 
 func buildLMTP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
-	t := &LMTPTarget{Addr: r.lmtp.v, Rcpt: r.rcpt.v, From: r.from.v, Helo: r.helo.v}
+	t := &LMTPTarget{Addr: r.lmtp.v, Rcpt: r.rcpt.v, From: r.from.v, Helo: r.helo.v, Connections: r.connections.v}
 	return t, d.needRcpt(r, w, KindLMTP)
 }
 
@@ -467,7 +481,7 @@ func buildSMTP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
 	t := &SMTPTarget{Addr: r.smtp.v, Rcpt: r.rcpt.v, From: r.from.v, Helo: r.helo.v,
 		TLS: r.smtpTLS.v, User: r.smtpUser.v, Password: credential.Source{Key: "smtp_password",
 			Literal: r.smtpPassword.v, File: r.smtpPasswordFile.v, Command: r.smtpPasswordCommand.v,
-			Env: r.smtpPasswordEnv.v}}
+			Env: r.smtpPasswordEnv.v}, Connections: r.connections.v}
 	ok := d.needRcpt(r, w, KindSMTP)
 	var sources []string
 	for _, k := range []string{"smtp_password", "smtp_password_file", "smtp_password_command", "smtp_password_env"} {

@@ -172,3 +172,47 @@ smtp_password_command = ["relay-pw"]
 		t.Errorf("smtp_password_command environment %v", work.Deliver[0].Target.(*SMTPTarget).Password.CommandEnv)
 	}
 }
+
+// TestSMTPConnections: connections applies to smtp and lmtp entries, from
+// 1 to 64; left out it is 0 (the target's default).
+func TestSMTPConnections(t *testing.T) {
+	const head = "[[account]]\nname = \"home\"\nhost = \"pop.example.net\"\nuser = \"me\"\npassword_command = [\"pw\"]\n"
+	c := mustParse(t, head+`
+[[account.deliver]]
+smtp = "127.0.0.1:25"
+rcpt = ["me@localhost"]
+connections = 8
+
+[[account.deliver]]
+lmtp = "unix:/run/dovecot/lmtp"
+rcpt = ["me"]
+connections = 1
+
+[[account.deliver]]
+smtp = "127.0.0.1:2525"
+rcpt = ["me@localhost"]
+`)
+	ds := c.Accounts[0].Deliver
+	if n := ds[0].Target.(*SMTPTarget).Connections; n != 8 {
+		t.Errorf("smtp connections %d, want 8", n)
+	}
+	if n := ds[1].Target.(*LMTPTarget).Connections; n != 1 {
+		t.Errorf("lmtp connections %d, want 1", n)
+	}
+	if n := ds[2].Target.(*SMTPTarget).Connections; n != 0 {
+		t.Errorf("smtp connections left out: %d, want 0", n)
+	}
+	for _, tc := range []struct{ entry, msg string }{
+		{"smtp = \"127.0.0.1:25\"\nrcpt = [\"a@b\"]\nconnections = 0\n", "must be between 1 and 64, not 0"},
+		{"smtp = \"127.0.0.1:25\"\nrcpt = [\"a@b\"]\nconnections = 65\n", "must be between 1 and 64, not 65"},
+		{"lmtp = \"127.0.0.1:24\"\nrcpt = [\"a\"]\nconnections = \"4\"\n", "must be an integer"},
+		{"maildir = \"/m\"\nconnections = 2\n", "does not apply to maildir delivery"},
+		{"mda = [\"/bin/cat\"]\nconnections = 2\n", "does not apply to mda delivery"},
+	} {
+		_, err := parse(t, head+"\n[[account.deliver]]\n"+tc.entry)
+		ps := problemsOf(t, err)
+		if len(ps) != 1 || ps[0].Key != "deliver.connections" || !strings.Contains(ps[0].Msg, tc.msg) {
+			t.Errorf("%q: problems %+v, want one on deliver.connections saying %q", tc.entry, ps, tc.msg)
+		}
+	}
+}

@@ -82,7 +82,11 @@ type Meta struct {
 type Target interface {
 	// String names the target for logs, e.g. "maildir /home/me/Maildir".
 	String() string
-	// Begin starts delivering one message.
+	// Begin starts delivering one message. When the target bounds the
+	// deliveries it carries at once (SMTP and LMTP: SMTPOptions.Connections)
+	// Begin may block until another delivery of the same target ends
+	// (Close or Abort) or ctx ends: a goroutine that holds that many open
+	// deliveries of a target must end one before it begins another.
 	Begin(ctx context.Context, m Meta) (Delivery, error)
 	// Prepare makes the staged content of the closed deliveries ds
 	// durable. An error means none of ds may be published; the caller

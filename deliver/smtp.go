@@ -29,6 +29,12 @@ const (
 	// DefaultDataTimeout bounds one message from the reply to DATA to the
 	// reply to the final dot.
 	DefaultDataTimeout = 5 * time.Minute
+	// DefaultConnections is how many sessions a target keeps at most:
+	// enough for the MTA's flush behind one message's final reply to
+	// overlap the transfer of the next ones (see SMTPOptions.Connections).
+	DefaultConnections = 4
+	// MaxConnections bounds SMTPOptions.Connections.
+	MaxConnections = 64
 )
 
 // SMTPOptions configure an SMTP or LMTP target.
@@ -63,6 +69,13 @@ type SMTPOptions struct {
 	// MaxHeader bounds the bytes held back to find Return-Path; default
 	// DefaultMaxHeader.
 	MaxHeader int
+	// Connections bounds the sessions open at once, idle or carrying a
+	// message; 0 means DefaultConnections, and values over MaxConnections
+	// are refused. With more than one, messages whose deliveries overlap
+	// travel on different sessions, so the MTA's work behind one reply to
+	// the final dot (its flush) overlaps the next message; the order in
+	// which the MTA files them is then not the order they were begun in.
+	Connections int
 	// Dial opens the connection; nil means a net.Dialer. network is "tcp"
 	// or "unix".
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -76,15 +89,24 @@ type SMTPOptions struct {
 // recipient; then Delivery.Close returns nil. Prepare and Publish do
 // nothing and tokens are "".
 //
-// One session serves many messages: it is kept open between deliveries,
-// reset with RSET before the next one, and replaced transparently when the
-// server closed it in between. Deliveries that overlap in time get sessions
-// of their own. Close ends the sessions with QUIT.
+// One session serves many messages: it is kept open between deliveries
+// (reset with RSET before the next one when a transaction may be open) and
+// replaced transparently when the server closed it in between or it broke
+// during a message. Deliveries
+// that overlap in time get sessions of their own, opened as needed, up to
+// SMTPOptions.Connections; past that, Begin waits until another delivery
+// of the target ends (Close or Abort) and takes its session. Messages on
+// different sessions may reach the mailbox in any order. Close ends the
+// sessions with QUIT.
 //
 // The envelope sender comes from the message's first Return-Path field
 // ("<>" stays the null sender), else From: the delivery holds back the
 // header section (at most MaxHeader bytes) before it sends MAIL FROM, and
-// streams the rest. A bare CR and a bare LF each become CRLF before lines
+// streams the rest. A message of at most 128 KiB is held whole and sent,
+// MAIL to the final dot, in Close: a caller that closes deliveries on
+// goroutines of their own while it begins the next ones overlaps every
+// round trip of a small message with the next, and holds at most
+// Connections × 128 KiB. A bare CR and a bare LF each become CRLF before lines
 // are dot-stuffed on the wire (RFC 5321 §2.3.8, §4.5.2), so no byte of
 // the message can end DATA early on a server that splits lines at CR or
 // at LF alone. BODY=8BITMIME is declared when the server offers
@@ -103,6 +125,12 @@ type SMTP struct {
 	tlsConfig     *tls.Config
 	rcptUTF8      bool // some recipient needs SMTPUTF8
 	log           *slog.Logger
+
+	// slots holds one token per delivery in progress (a session taken
+	// from idle or being opened); its capacity is Connections, so idle
+	// and busy sessions together never exceed it.
+	slots   chan struct{}
+	closing chan struct{} // closed by Close: waiting Begins give up
 
 	mu     sync.Mutex
 	idle   []*smtpSession
@@ -123,7 +151,8 @@ func newSMTP(opts SMTPOptions, lmtp bool) (*SMTP, error) {
 	if lmtp {
 		kind = "lmtp"
 	}
-	t := &SMTP{opts: opts, lmtp: lmtp, name: kind + " " + opts.Addr, live: make(map[*smtpDelivery]struct{})}
+	t := &SMTP{opts: opts, lmtp: lmtp, name: kind + " " + opts.Addr, live: make(map[*smtpDelivery]struct{}),
+		closing: make(chan struct{})}
 	bad := func(format string, args ...any) (*SMTP, error) {
 		return nil, fmt.Errorf("%s: %s", t.name, fmt.Sprintf(format, args...))
 	}
@@ -190,6 +219,13 @@ func newSMTP(opts SMTPOptions, lmtp bool) (*SMTP, error) {
 	if t.opts.DataTimeout <= 0 {
 		t.opts.DataTimeout = DefaultDataTimeout
 	}
+	switch {
+	case opts.Connections < 0 || opts.Connections > MaxConnections:
+		return bad("connections must be from 1 to %d, not %d", MaxConnections, opts.Connections)
+	case opts.Connections == 0:
+		t.opts.Connections = DefaultConnections
+	}
+	t.slots = make(chan struct{}, t.opts.Connections)
 	if t.opts.Dial == nil {
 		d := &net.Dialer{}
 		t.opts.Dial = d.DialContext
@@ -219,6 +255,11 @@ func validAddr(a string) bool {
 // String names the target, e.g. "smtp 127.0.0.1:25".
 func (t *SMTP) String() string { return t.name }
 
+// Connections is the most sessions the target opens at once
+// (SMTPOptions.Connections): a caller gains nothing from more deliveries
+// in progress than that.
+func (t *SMTP) Connections() int { return t.opts.Connections }
+
 // Check connects, greets (and authenticates when configured) and quits,
 // without sending mail: `popsync check --connect`.
 func (t *SMTP) Check(ctx context.Context) error {
@@ -232,22 +273,29 @@ func (t *SMTP) Check(ctx context.Context) error {
 	return nil
 }
 
-// Begin takes a session (connecting if needed) for one message. Meta.Size
-// over the server's SIZE fails at once with ErrTooLarge (permanent).
+// Begin takes a session for one message: an idle one, or a new one while
+// fewer than Connections are open; else it waits, until ctx ends or the
+// target is closed, for another delivery to end. Meta.Size over the
+// server's SIZE fails at once with ErrTooLarge (permanent).
 func (t *SMTP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: beginning delivery: %w", t.name, err)
 	}
-	s, err := t.session(ctx)
+	if err := t.acquire(ctx); err != nil {
+		return nil, err
+	}
+	s, reused, err := t.session(ctx)
 	if err != nil {
+		t.release()
 		return nil, err
 	}
 	if s.maxSize > 0 && m.Size > s.maxSize {
 		t.put(s)
+		t.release()
 		return nil, &DeliveryError{Target: t.name, Stage: StageSize, Err: ErrTooLarge,
 			Text: fmt.Sprintf("message of %d bytes, server's SIZE is %d", m.Size, s.maxSize)}
 	}
-	d := &smtpDelivery{t: t, s: s, ctx: ctx, hdr: newHeaderBuf(t.opts.MaxHeader)}
+	d := &smtpDelivery{t: t, s: s, reused: reused, ctx: ctx, hdr: newHeaderBuf(t.opts.MaxHeader)}
 	d.stop = context.AfterFunc(ctx, func() { s.conn.Close() })
 	t.mu.Lock()
 	closed := t.closed
@@ -267,6 +315,9 @@ func (t *SMTP) Begin(ctx context.Context, m Meta) (Delivery, error) {
 // idle sessions and refuses further deliveries.
 func (t *SMTP) Close() error {
 	t.mu.Lock()
+	if !t.closed {
+		close(t.closing)
+	}
 	t.closed = true
 	idle := t.idle
 	t.idle = nil
@@ -285,6 +336,28 @@ func (t *SMTP) Close() error {
 	}
 	return nil
 }
+
+// acquire takes a delivery slot, waiting while Connections deliveries
+// are in progress.
+func (t *SMTP) acquire(ctx context.Context) error {
+	select {
+	case t.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case t.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return t.failure(StageConnect, fmt.Errorf("waiting for one of %d sessions: %w", t.opts.Connections, ctx.Err()))
+	case <-t.closing:
+		return fmt.Errorf("%s: beginning delivery: %w", t.name, ErrClosed)
+	}
+}
+
+// release gives a delivery slot back, once the delivery's session is
+// idle again or closed.
+func (t *SMTP) release() { <-t.slots }
 
 func (t *SMTP) forget(d *smtpDelivery) {
 	t.mu.Lock()

@@ -19,18 +19,20 @@ const (
 )
 
 type smtpDelivery struct {
-	t     *SMTP
-	s     *smtpSession // nil once given back
-	ctx   context.Context
-	stop  func() bool // stops the AfterFunc that closes s on ctx's end
-	state int
-	err   error
+	t      *SMTP
+	s      *smtpSession // nil once given back
+	reused bool         // s was idle and has not been checked since
+	ctx    context.Context
+	stop   func() bool // stops the AfterFunc that closes s on ctx's end
+	state  int
+	err    error
 
-	hdr headerBuf
-	dw  *smtp.DataCommand // non-nil once DATA was accepted
-	w   crlfWriter        // in front of dw: bare CR becomes CRLF
-	n   int64             // message bytes after bare CR and bare LF became CRLF
-	cr  bool              // the last byte counted was CR
+	hdr  headerBuf
+	held []byte            // message bytes after hdr, held until the transaction starts
+	dw   *smtp.DataCommand // non-nil once DATA was accepted
+	w    crlfWriter        // in front of dw: bare CR becomes CRLF
+	n    int64             // message bytes after bare CR and bare LF became CRLF
+	cr   bool              // the last byte counted was CR
 }
 
 func (d *smtpDelivery) Token() string { return "" }
@@ -60,10 +62,18 @@ func (d *smtpDelivery) Write(p []byte) (int, error) {
 		if !d.hdr.done {
 			return len(p), nil
 		}
-		if err := d.start(false); err != nil {
+		rest = p[k:]
+	}
+	if d.dw == nil {
+		// A message that fits in smtpHold is held whole, and its
+		// transaction runs in Close.
+		if len(d.hdr.buf)+len(d.held)+len(rest) <= smtpHold {
+			d.held = append(d.held, rest...)
+			return len(p), nil
+		}
+		if err := d.startHeld(false); err != nil {
 			return 0, err
 		}
-		rest = p[k:]
 	}
 	if len(rest) > 0 {
 		if _, err := d.w.Write(rest); err != nil {
@@ -112,6 +122,30 @@ func (d *smtpDelivery) countEnd() {
 	}
 }
 
+// smtpHold is how much of a message a delivery holds back before it
+// starts the mail transaction: a message this small is sent whole in
+// Close, so that a caller that closes deliveries on goroutines of their
+// own (see SMTPOptions.Connections) overlaps all of its round trips, not
+// only the reply to the final dot, with the next message. A larger one
+// starts once that much has arrived and then streams. The header section
+// is held in any case (up to MaxHeader), to find the envelope sender.
+const smtpHold = 128 << 10
+
+// startHeld starts the transaction (start) and sends the bytes held after
+// the header section.
+func (d *smtpDelivery) startHeld(ended bool) error {
+	if err := d.start(ended); err != nil {
+		return err
+	}
+	if len(d.held) > 0 {
+		if _, err := d.w.Write(d.held); err != nil {
+			return d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
+		}
+	}
+	d.held = nil
+	return nil
+}
+
 // start opens the mail transaction once the header section is known: MAIL
 // FROM, RCPT TO for every recipient, DATA, and the held bytes.
 func (d *smtpDelivery) start(ended bool) error {
@@ -127,8 +161,25 @@ func (d *smtpDelivery) start(ended bool) error {
 	}
 	// RFC 6531 §3.4: SMTPUTF8 when the envelope or the header needs it;
 	// a header section not seen whole may need it.
-	utf8 := s.utf8 && (!isASCII(sender) || t.rcptUTF8 || !isASCII(hdr) || !d.hdr.complete(ended))
-	if err := s.c.Mail(sender, &smtp.MailOptions{UTF8: utf8}); err != nil {
+	needUTF8 := !isASCII(sender) || t.rcptUTF8 || !isASCII(hdr) || !d.hdr.complete(ended)
+	s.open = true
+	err := s.c.Mail(sender, &smtp.MailOptions{UTF8: s.utf8 && needUTF8})
+	if err != nil && d.reused && broken(err) && d.ctx.Err() == nil {
+		// The idle session was not checked before MAIL, and the server
+		// had closed it meanwhile (its idle timeout, a restart): nothing
+		// of the message was sent, so a new session takes it.
+		t.log.Debug("session ended between messages; reconnecting", "error", err)
+		if s, err = d.redial(); err != nil {
+			return err
+		}
+		s.open = true
+		err = s.c.Mail(sender, &smtp.MailOptions{UTF8: s.utf8 && needUTF8})
+	}
+	d.reused = false
+	if err != nil {
+		if !broken(err) {
+			s.open = false // RFC 5321 §4.1.1.2: a refused MAIL opens no transaction
+		}
 		return d.fail(t.failure(StageMail, ctxErr(d.ctx, err)), broken(err))
 	}
 	replies := make([]RcptReply, 0, len(t.opts.Rcpt))
@@ -180,9 +231,9 @@ func (d *smtpDelivery) Close() error {
 	case smtpDone, smtpAborted:
 		return fmt.Errorf("%s: closing: %w", d.t.name, ErrState)
 	}
-	if !d.hdr.done {
+	if d.dw == nil {
 		d.hdr.done = true
-		if err := d.start(true); err != nil {
+		if err := d.startHeld(true); err != nil {
 			return err
 		}
 	}
@@ -195,13 +246,20 @@ func (d *smtpDelivery) Close() error {
 	if err := d.w.Flush(); err != nil {
 		return d.fail(d.t.failure(StageData, ctxErr(d.ctx, err)), true)
 	}
+	// The reply to the end of data ends the transaction, whatever it
+	// says; a session that broke is dropped anyway.
 	if d.t.lmtp {
 		resp, err := d.dw.CloseWithLMTPResponse()
+		d.s.open = false
 		if err != nil {
 			return d.lmtpFailure(resp, err)
 		}
-	} else if _, err := d.dw.CloseWithResponse(); err != nil {
-		return d.fail(d.t.failure(StageReply, ctxErr(d.ctx, err)), broken(err))
+	} else {
+		_, err := d.dw.CloseWithResponse()
+		d.s.open = false
+		if err != nil {
+			return d.fail(d.t.failure(StageReply, ctxErr(d.ctx, err)), broken(err))
+		}
 	}
 	d.state = smtpDone
 	d.finish(false)
@@ -266,6 +324,31 @@ func (d *smtpDelivery) Abort() error {
 	return nil
 }
 
+// redial replaces the delivery's session, which the server closed while
+// it was idle, with a new one, keeping the delivery's slot.
+func (d *smtpDelivery) redial() (*smtpSession, error) {
+	t := d.t
+	d.stop()
+	d.s.close()
+	d.s = nil
+	s, err := t.dial(d.ctx)
+	if err != nil {
+		var de *DeliveryError
+		if !errors.As(err, &de) {
+			de = t.failure(StageConnect, err)
+		}
+		d.state, d.err = smtpFailed, de
+		d.hdr.release()
+		d.held = nil
+		t.forget(d)
+		t.release()
+		return nil, de
+	}
+	d.s = s
+	d.stop = context.AfterFunc(d.ctx, func() { s.conn.Close() })
+	return s, nil
+}
+
 // fail records err as the delivery's outcome and gives the session back,
 // or drops it when brokenSession.
 func (d *smtpDelivery) fail(err *DeliveryError, brokenSession bool) error {
@@ -284,11 +367,15 @@ func (d *smtpDelivery) finish(brokenSession bool) {
 	}
 	d.s = nil
 	d.hdr.release()
+	d.held = nil
 	alive := d.stop()
 	d.t.forget(d)
 	if brokenSession || !alive {
 		s.close()
-		return
+	} else {
+		d.t.put(s)
 	}
-	d.t.put(s)
+	// Only now may another Begin take the slot: the session is idle or
+	// gone, so idle and busy sessions stay within Connections.
+	d.t.release()
 }

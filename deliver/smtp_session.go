@@ -18,6 +18,9 @@ type smtpSession struct {
 	conn    *timedConn
 	maxSize int64 // the server's SIZE; 0 = none given
 	utf8    bool  // the server offers SMTPUTF8
+	// open: a mail transaction may be open (MAIL was accepted and no
+	// reply to the end of data has been read): the next one needs RSET.
+	open bool
 }
 
 // close drops the connection without QUIT.
@@ -200,21 +203,29 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-// session returns an idle session, checked with RSET, or a new one.
-func (t *SMTP) session(ctx context.Context) (*smtpSession, error) {
+// session returns an idle session or a new one. reused reports an idle
+// session taken without a command: its first one may find that the
+// server closed it in the meantime (see smtpDelivery.start).
+func (t *SMTP) session(ctx context.Context) (s *smtpSession, reused bool, err error) {
 	t.mu.Lock()
 	closed, down := t.closed, t.down
-	var s *smtpSession
 	if n := len(t.idle); n > 0 && !closed && down == nil {
 		s = t.idle[n-1]
 		t.idle = t.idle[:n-1]
 	}
 	t.mu.Unlock()
 	if closed {
-		return nil, fmt.Errorf("%s: beginning delivery: %w", t.name, ErrClosed)
+		return nil, false, fmt.Errorf("%s: beginning delivery: %w", t.name, ErrClosed)
 	}
 	if down != nil {
-		return nil, down
+		return nil, false, down
+	}
+	if s != nil && !s.open {
+		// RFC 5321 §4.1.1.4: the reply to the end of mail data ended
+		// the last transaction (a refused MAIL opened none), so MAIL
+		// may follow without RSET, sparing two round trips per message
+		// (go-smtp greets again with EHLO after RSET).
+		return s, true, nil
 	}
 	if s != nil {
 		// RFC 5321 §4.1.1.5: RSET ends whatever the last transaction
@@ -224,14 +235,22 @@ func (t *SMTP) session(ctx context.Context) (*smtpSession, error) {
 		stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 		err := s.c.Reset()
 		if stop() && err == nil {
-			return s, nil
+			s.open = false
+			return s, false, nil
 		}
 		s.close()
 		if ctx.Err() != nil {
-			return nil, t.failure(StageHello, ctxErr(ctx, err))
+			return nil, false, t.failure(StageHello, ctxErr(ctx, err))
 		}
 		t.log.Debug("session ended between messages; reconnecting", "error", err)
 	}
+	s, err = t.dial(ctx)
+	return s, false, err
+}
+
+// dial opens a new session; a failure that is not ctx's marks the target
+// down, so that every later Begin fails with it at once.
+func (t *SMTP) dial(ctx context.Context) (*smtpSession, error) {
 	s, err := t.connect(ctx)
 	if err != nil {
 		if ctx.Err() == nil {

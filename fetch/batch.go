@@ -136,6 +136,14 @@ func (g *grouper) reset() {
 // fetchStream streams msgs into the sink, one pipelined RETR pass, and
 // gives every staged message to g. It returns the error that ended the
 // RETRs early, if any. It stops early, too, once the committer failed.
+//
+// A message's deliveries are closed (for SMTP: the final dot, then the
+// wait for the server's reply) by a closer goroutine when the sink can
+// take more than one message at a time (see inFlightBound), so that the
+// next body streams while the server makes the last one durable; each
+// message is then settled on this goroutine, in stream order, once its
+// closes returned. Every message in flight is settled before fetchStream
+// returns, on every path.
 func (p *pollRun) fetchStream(ctx context.Context, c *pop3.Client, msgs []serverMsg, s sink, g *grouper) error {
 	byID := make(map[int]serverMsg, len(msgs))
 	list := make([]pop3.MessageInfo, len(msgs))
@@ -145,10 +153,14 @@ func (p *pollRun) fetchStream(ctx context.Context, c *pop3.Client, msgs []server
 	}
 	header := p.receivedHeader()
 	cm := g.cm
+	q := &inFlight{p: p, ctx: ctx, s: s, g: g, max: inFlightBound(s), todo: len(msgs)}
 	// With the LIST sizes, the client refuses a message far shorter than
 	// announced, or one whose "+OK n octets" disagrees: the framing is in
 	// doubt, so the client is poisoned and the poll ends without QUIT.
 	fetchErr := c.RetrEachListed(ctx, list, func(id int, body io.Reader, err error) error {
+		if err := q.settleReady(); err != nil {
+			return err
+		}
 		if cm.failed.Load() {
 			return errCommitFailed
 		}
@@ -164,22 +176,168 @@ func (p *pollRun) fetchStream(ctx context.Context, c *pop3.Client, msgs []server
 			p.onMessage(m, m.size, nil, MessageRefused, err)
 			return nil
 		}
-		st, ok, err := p.stream(ctx, m, header, body, s)
-		if err != nil || !ok {
+		r, err := p.receive(ctx, m, header, body, s)
+		if err != nil {
 			return err
 		}
-		g.add(st)
-		if p.o.Progress != nil {
-			p.o.Progress(Progress{Account: p.a.Name, Done: g.streamed, Todo: len(msgs), Bytes: p.res.Bytes})
-		}
-		return nil
+		return q.add(r)
 	})
+	// What was received is settled (and so committed, if delivered) even
+	// when the RETRs stopped early.
+	if err := q.drain(); err != nil && fetchErr == nil {
+		fetchErr = err
+	}
 	if errors.Is(fetchErr, pop3.ErrSizeMismatch) {
 		p.res.Failed++
 		p.log.Warn("message size disagrees with LIST; dropping the session without QUIT, nothing is deleted",
 			"error", fetchErr.Error())
 	}
 	return fetchErr
+}
+
+// inFlightBound is how many received messages may wait for their
+// deliveries' Close at once: the most connections any target of the sink
+// keeps (a target with more deliveries in progress than sessions would
+// only make Begin wait), 1 when none says. With 1, every message is
+// closed and settled before the next body is read.
+func inFlightBound(s sink) int {
+	n := 1
+	for _, t := range s.targets {
+		if c, ok := t.Target.(interface{ Connections() int }); ok && c.Connections() > n {
+			n = c.Connections()
+		}
+	}
+	return n
+}
+
+// received is one message whose body was read into the sink's
+// deliveries: the part of stream that must run while the body arrives.
+// Its closes may run on a closer goroutine; everything else about it is
+// done by the fetching goroutine.
+type received struct {
+	st   staged
+	f    *fanout
+	n    int64         // bytes of the body read
+	done chan struct{} // closed when closeAll returned; nil if it ran inline
+}
+
+// closeAll ends every delivery that took the whole body and records each
+// outcome in f.errs. A panic in a Close becomes that delivery's error (not
+// a judgement on the message, so settle stops the poll), as the poll's
+// own recover would make it on the fetching goroutine.
+func (r *received) closeAll() {
+	for i, d := range r.st.ds {
+		if d != nil && r.f.errs[i] == nil {
+			r.f.errs[i] = closeOne(d)
+		}
+	}
+}
+
+func closeOne(d deliver.Delivery) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("internal error closing a delivery (please report): %v", v)
+		}
+	}()
+	return d.Close()
+}
+
+// inFlight is the queue of received messages whose closes run on closer
+// goroutines, oldest first. It is used by the fetching goroutine only; the
+// closer goroutines it starts touch nothing but their own message's
+// deliveries and fanout, and drain waits for all of them.
+type inFlight struct {
+	p     *pollRun
+	ctx   context.Context
+	s     sink
+	g     *grouper
+	max   int
+	todo  int // messages of the pass, for Progress
+	queue []*received
+	err   error // the first settle error: no more messages are taken
+}
+
+// add settles r at once when one message at a time is the bound (as
+// without the queue); else it starts r's closes on a goroutine, and, with
+// max messages waiting, settles the oldest first.
+func (q *inFlight) add(r *received) error {
+	if q.max <= 1 {
+		r.closeAll()
+		return q.settle(r)
+	}
+	if r.f.live > 0 {
+		r.done = make(chan struct{})
+		go func() {
+			defer close(r.done)
+			r.closeAll()
+		}()
+	}
+	q.queue = append(q.queue, r)
+	for len(q.queue) >= q.max {
+		if err := q.settleHead(); err != nil {
+			return err
+		}
+	}
+	return q.settleReady()
+}
+
+// settleHead waits for the oldest message's closes and settles it.
+func (q *inFlight) settleHead() error {
+	r := q.queue[0]
+	q.queue[0] = nil
+	q.queue = q.queue[1:]
+	if r.done != nil {
+		<-r.done
+	}
+	return q.settle(r)
+}
+
+// settleReady settles, in order, the oldest messages whose closes have
+// returned, and stops at the first one still waiting for its server.
+func (q *inFlight) settleReady() error {
+	for len(q.queue) > 0 {
+		if d := q.queue[0].done; d != nil {
+			select {
+			case <-d:
+			default:
+				return q.err
+			}
+		}
+		if err := q.settleHead(); err != nil {
+			return err
+		}
+	}
+	return q.err
+}
+
+// drain waits for and settles every message still in flight and returns
+// the first settle error.
+func (q *inFlight) drain() error {
+	for len(q.queue) > 0 {
+		q.settleHead()
+	}
+	return q.err
+}
+
+// settle sorts out r's outcome and hands a delivered message to the
+// grouper. Once a settle failed, the later ones are still settled (a
+// message the MTA took is committed if the committer can), and the first
+// error is kept.
+func (q *inFlight) settle(r *received) error {
+	st, ok, err := q.p.settle(q.ctx, r, q.s)
+	if err != nil {
+		if q.err == nil {
+			q.err = err
+		}
+		return q.err
+	}
+	if ok {
+		q.g.add(st)
+		if p := q.p; p.o.Progress != nil {
+			p.o.Progress(Progress{Account: p.a.Name, Done: q.g.streamed, Todo: q.todo, Bytes: p.res.Bytes})
+		}
+	}
+	return q.err
 }
 
 // fanout writes to every delivery still accepting bytes. A delivery whose
@@ -210,21 +368,15 @@ func (f *fanout) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// stream copies one message body into a new delivery at every target of
-// the sink that does not have it yet. ok is false when a target refused
-// the message (then it is recorded for the retry or the quarantine, and
-// the poll goes on); err is set only for failures that must stop the
-// poll: the network, or a target that cannot store anything (a disk).
-func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body io.Reader, s sink) (st staged, ok bool, err error) {
-	st = staged{m: m, ds: make([]deliver.Delivery, len(s.targets)), note: s.notes[m.key]}
-	abort := func() {
-		for _, d := range st.ds {
-			if d != nil {
-				d.Abort()
-			}
-		}
-	}
+// receive copies one message body into a new delivery at every target of
+// the sink that does not have it yet; its deliveries are left for
+// closeAll and settle. err is set only when the body could not be read
+// (the network, a server that sends too much): then every delivery is
+// aborted and the poll stops.
+func (p *pollRun) receive(ctx context.Context, m serverMsg, header []byte, body io.Reader, s sink) (*received, error) {
+	st := staged{m: m, ds: make([]deliver.Delivery, len(s.targets)), note: s.notes[m.key]}
 	f := &fanout{ds: st.ds, errs: make([]error, len(s.targets))}
+	r := &received{st: st, f: f}
 	for i, t := range s.targets {
 		if p.partial[m.key][t.id] {
 			continue // accepted in an earlier poll
@@ -251,26 +403,20 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 		}
 		return fmt.Errorf("%w: server sent over %d bytes for %s, LIST said %d", ErrListedSize, limit, m.key, m.size)
 	}
-	var n int64
 	if f.live > 0 {
 		var w io.Writer = f
 		if len(header) > 0 {
 			w.Write(header)
 		}
 		var cerr error
-		n, cerr = io.Copy(&capWriter{w: w, left: limit}, body)
+		r.n, cerr = io.Copy(&capWriter{w: w, left: limit}, body)
 		if errors.Is(cerr, errOverCap) {
 			cerr = tooBig()
 		}
 		if cerr != nil && f.live > 0 {
 			// The copy failed on the reading side: the server.
-			abort()
-			return st, false, fmt.Errorf("fetching message %s: %w", m.key, cerr)
-		}
-		for i, d := range st.ds {
-			if d != nil && f.errs[i] == nil {
-				f.errs[i] = d.Close()
-			}
+			abortDeliveries(st.ds)
+			return nil, fmt.Errorf("fetching message %s: %w", m.key, cerr)
 		}
 	}
 	if f.live == 0 {
@@ -278,15 +424,35 @@ func (p *pollRun) stream(ctx context.Context, m serverMsg, header []byte, body i
 		// read past it here, within the same limit, rather than leave the
 		// client a rest of unknown length to discard (it closes the
 		// connection past pop3.MaxDrain).
-		rest, err := io.Copy(io.Discard, io.LimitReader(body, limit+1-n))
-		if err == nil && n+rest > limit {
+		rest, err := io.Copy(io.Discard, io.LimitReader(body, limit+1-r.n))
+		if err == nil && r.n+rest > limit {
 			err = tooBig()
 		}
 		if err != nil {
-			abort()
-			return st, false, fmt.Errorf("fetching message %s: %w", m.key, err)
+			abortDeliveries(st.ds)
+			return nil, fmt.Errorf("fetching message %s: %w", m.key, err)
 		}
 	}
+	return r, nil
+}
+
+func abortDeliveries(ds []deliver.Delivery) {
+	for _, d := range ds {
+		if d != nil {
+			d.Abort()
+		}
+	}
+}
+
+// settle sorts out, per target, the outcome of a received message whose
+// deliveries were closed. ok is false when a target refused the message
+// (then it is recorded for the retry or the quarantine, and the poll goes
+// on); err is set only for failures that must stop the poll: a target
+// that takes nothing now or cannot store anything (a disk), or the lost
+// lease.
+func (p *pollRun) settle(ctx context.Context, r *received, s sink) (st staged, ok bool, err error) {
+	st, f, m, n := r.st, r.f, r.st.m, r.n
+	abort := func() { abortDeliveries(st.ds) }
 	// Sort the outcome out per target.
 	var temp, perm []error
 	permIdx := -1

@@ -23,12 +23,12 @@ var openers = map[string]func(a *configs.Account, d configs.Deliver, tc targetCr
 	}),
 	configs.KindSMTP: opener(func(a *configs.Account, t *configs.SMTPTarget, _ targetCredential) (deliver.Target, error) {
 		return deliver.NewSMTP(deliver.SMTPOptions{Addr: t.Addr, TLS: t.TLS, Helo: t.Helo, Rcpt: t.Rcpt,
-			From: t.From, User: t.User, Password: t.Password})
+			From: t.From, User: t.User, Password: t.Password, Connections: t.Connections})
 	}),
 	configs.KindLMTP: opener(func(a *configs.Account, t *configs.LMTPTarget, _ targetCredential) (deliver.Target, error) {
 		// RFC 2033: LMTP is for local delivery; no STARTTLS here.
 		return deliver.NewLMTP(deliver.SMTPOptions{Addr: t.Addr, TLS: deliver.TLSNone, Helo: t.Helo,
-			Rcpt: t.Rcpt, From: t.From})
+			Rcpt: t.Rcpt, From: t.From, Connections: t.Connections})
 	}),
 	configs.KindMDA: opener(func(a *configs.Account, t *configs.MDATarget, _ targetCredential) (deliver.Target, error) {
 		return deliver.NewMDA(deliver.MDAOptions{Command: t.Command, From: t.From, Env: a.ChildEnv.Environ()})

@@ -53,6 +53,7 @@ type options struct {
 	perAccount  int
 	pollN       int
 	smtpN       int
+	smtpConns   []int
 	imapN       int
 	bigMiB      int
 	repeats     int
@@ -77,6 +78,8 @@ func main() {
 	flag.IntVar(&o.perAccount, "per-account", 200, "messages per account of the accounts scenario")
 	flag.IntVar(&o.pollN, "poll-n", 100000, "messages on the server in the poll scenario")
 	flag.IntVar(&o.smtpN, "smtp-n", 2000, "messages reinjected over SMTP in the smtp scenario")
+	var smtpConns string
+	flag.StringVar(&smtpConns, "smtp-connections", "", "in the smtp scenario, also run popsync as popsync-cN with connections = N in its smtp entry, for each comma-separated N (e.g. 1,2,4,8)")
 	flag.IntVar(&o.imapN, "imap-n", 2000, "messages of the imap scenario (POP3 into Dovecot IMAP against POP3 into Maildir)")
 	flag.IntVar(&o.bigMiB, "big-mib", 200, "size of the one message of the big scenario, MiB")
 	flag.IntVar(&o.repeats, "repeats", 3, "timed runs per tool and scenario; the report shows medians")
@@ -117,6 +120,17 @@ func main() {
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "peerbench: unexpected argument %q\n", flag.Arg(0))
 		os.Exit(2)
+	}
+	for f := range strings.SplitSeq(smtpConns, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "peerbench: -smtp-connections wants counts such as 1,2,4,8, not %q\n", smtpConns)
+			os.Exit(2)
+		}
+		o.smtpConns = append(o.smtpConns, n)
 	}
 	if scen == "all" {
 		scen = strings.Join(scenarioNames, ",")

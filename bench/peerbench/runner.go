@@ -531,7 +531,7 @@ func (r *runner) bigScenario(ctx context.Context) error {
 // run gets a mailbox of its own, so that no run deletes files another
 // creates.
 func (r *runner) smtpScenario(ctx context.Context) error {
-	tools := r.toolsFor("smtp")
+	tools := withConnections(r.toolsFor("smtp"), r.o.smtpConns)
 	if len(tools) == 0 {
 		return nil
 	}
@@ -600,6 +600,35 @@ func (r *runner) smtpScenario(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// withConnections adds, after each popsync tool, its variant NAME-cN
+// for every count of -smtp-connections: the same run with connections = N
+// in its smtp entry.
+func withConnections(ts []*tool, counts []int) []*tool {
+	var out []*tool
+	for _, t := range ts {
+		out = append(out, t)
+		if baseName(t.name) != "popsync" {
+			continue
+		}
+		for _, n := range counts {
+			c := *t
+			base, delay, _ := strings.Cut(t.name, "@")
+			c.name = fmt.Sprintf("%s-c%d", base, n)
+			if delay != "" {
+				c.name += "@" + delay
+			}
+			c.about = t.about + fmt.Sprintf("; connections = %d", n)
+			inner := t.command
+			c.command = func(_ *tool, j *job) ([]string, []string, error) {
+				j.connections = n
+				return inner(t, j)
+			}
+			out = append(out, &c)
+		}
+	}
+	return out
 }
 
 // waitFiles waits until dir holds at least n entries, at most limit, and

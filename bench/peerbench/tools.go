@@ -30,6 +30,9 @@ type job struct {
 	// boxes' Maildirs.
 	smtpAddr string
 	rcpt     string
+	// connections, when above 0, is popsync's connections key of the
+	// smtp entry.
+	connections int
 	// imapAddr, when set, makes the tool append every message to the
 	// INBOX of imapUser at imapAddr (host:port, plain IMAP) instead.
 	imapAddr, imapUser string
@@ -89,6 +92,9 @@ func allTools(popsyncBin string) []*tool {
 							j.imapAddr, j.imapUser, j.password)
 					case j.smtpAddr != "":
 						fmt.Fprintf(&b, "  smtp = %q\n  rcpt = [%q]\n", j.smtpAddr, j.rcpt)
+						if j.connections > 0 {
+							fmt.Fprintf(&b, "  connections = %d\n", j.connections)
+						}
 					default:
 						fmt.Fprintf(&b, "  maildir = %q\n", m.maildir)
 					}
