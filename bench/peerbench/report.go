@@ -48,6 +48,14 @@ func (g *group) maxRSS() float64 {
 	return float64(m) / 1024
 }
 
+func (g *group) maxFDs() int {
+	m := 0
+	for _, x := range g.rows {
+		m = max(m, x.fds)
+	}
+	return m
+}
+
 func (g *group) runs() string {
 	s := make([]string, len(g.rows))
 	for i, x := range g.rows {
@@ -208,6 +216,22 @@ func (r *runner) writeReport() error {
 			}
 		}
 	}
+	if gs := r.groups("first", "fetch"); len(gs) > 0 {
+		p("")
+		p("## First sync of a big mailbox: %d small messages into an empty Maildir, keep mode", gs[0].msgs())
+		p("")
+		p("| tool | msgs | MB | wall s | msgs/s | × mpop | CPU s | peak RSS MB | peak open fds | machine CPU s | server CPU s | runs (wall s) | output |")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+		for _, g := range gs {
+			ratio := "-"
+			if mpop := find(gs, "mpop"+delaySuffix(g.tool)); mpop != nil {
+				ratio = fmt.Sprintf("%.2f", g.rate()/mpop.rate())
+			}
+			p("| %s | %d | %.1f | %.2f | %.0f | %s | %.2f | %.1f | %d | %.2f | %.2f | %s | %s |",
+				g.tool, g.msgs(), g.mb(), g.wall(), g.rate(), ratio, g.cpu(), g.maxRSS(), g.maxFDs(),
+				g.machine(), g.server(), g.runs(), g.output())
+		}
+	}
 	if gs := r.groups("big", "fetch"); len(gs) > 0 {
 		p("")
 		p("## (e) one message of %d MiB", r.o.bigMiB)
@@ -317,8 +341,8 @@ func (r *runner) machine(p func(string, ...any)) {
 	if pm, err := exec.LookPath("procmail"); err == nil {
 		p("- procmail: %s", firstLine(pm, "-v"))
 	}
-	p("- Parameters: -n %d, -accounts %d × -per-account %d, -poll-n %d, -big-mib %d, -smtp-n %d, -repeats %d, -seed %d, popsync max_parallel %d",
-		r.o.n, r.o.accounts, r.o.perAccount, r.o.pollN, r.o.bigMiB, r.o.smtpN, r.o.repeats, r.o.seed, r.o.maxParallel)
+	p("- Parameters: -n %d, -accounts %d × -per-account %d, -poll-n %d, -first-n %d, -big-mib %d, -smtp-n %d, -repeats %d, -seed %d, popsync max_parallel %d",
+		r.o.n, r.o.accounts, r.o.perAccount, r.o.pollN, r.o.firstN, r.o.bigMiB, r.o.smtpN, r.o.repeats, r.o.seed, r.o.maxParallel)
 }
 
 func utsString(b []int8) string {
