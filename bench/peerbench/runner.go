@@ -41,6 +41,7 @@ type row struct {
 	wire     int64 // their size as the server lists it
 	wall     float64
 	cpu      float64 // user + sys of the tool's process tree
+	sys      float64 // of which sys: the kernel's work for the tool
 	rssKB    int64   // peak RSS of the largest process of the tree
 	machine  float64 // busy CPU seconds of the whole machine (server included)
 	server   float64 // CPU seconds of Dovecot's processes
@@ -56,20 +57,20 @@ func (r *runner) openRaw() error {
 		return err
 	}
 	r.raw = f
-	_, err = fmt.Fprintln(f, "scenario\ttool\tphase\trep\tmsgs\twire_bytes\twall_s\tcpu_s\tmaxrss_kb\tmachine_cpu_s\tserver_cpu_s\texit\tok\tdetail\tpeak_fds")
+	_, err = fmt.Fprintln(f, "scenario\ttool\tphase\trep\tmsgs\twire_bytes\twall_s\tcpu_s\tmaxrss_kb\tmachine_cpu_s\tserver_cpu_s\texit\tok\tdetail\tpeak_fds\tsys_cpu_s")
 	return err
 }
 
 func (r *runner) record(x row) {
 	r.rows = append(r.rows, x)
-	fmt.Fprintf(r.raw, "%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%.2f\t%d\t%.2f\t%.2f\t%d\t%v\t%s\t%d\n",
-		x.scenario, x.tool, x.phase, x.rep, x.msgs, x.wire, x.wall, x.cpu, x.rssKB, x.machine, x.server, x.code, x.ok, x.detail, x.fds)
+	fmt.Fprintf(r.raw, "%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%.2f\t%d\t%.2f\t%.2f\t%d\t%v\t%s\t%d\t%.2f\n",
+		x.scenario, x.tool, x.phase, x.rep, x.msgs, x.wire, x.wall, x.cpu, x.rssKB, x.machine, x.server, x.code, x.ok, x.detail, x.fds, x.sys)
 	status := "ok"
 	if !x.ok {
 		status = "FAIL"
 	}
-	logf("%-8s %-14s %-7s rep %d: %8.3fs cpu %6.2fs rss %7.1f MB fds %5d  %s  %s",
-		x.scenario, x.tool, x.phase, x.rep, x.wall, x.cpu, float64(x.rssKB)/1024, x.fds, status, x.detail)
+	logf("%-8s %-14s %-7s rep %d: %8.3fs cpu %6.2fs (sys %.2fs) server %.2fs machine %.2fs rss %7.1f MB fds %5d  %s  %s",
+		x.scenario, x.tool, x.phase, x.rep, x.wall, x.cpu, x.sys, x.server, x.machine, float64(x.rssKB)/1024, x.fds, status, x.detail)
 }
 
 // toolsFor returns the tools scenario runs: the scenario's defaults, only
@@ -264,7 +265,7 @@ func (r *runner) execute(ctx context.Context, t *tool, j *job, tag string) (row,
 	if _, err := fmt.Sscanf(lines[len(lines)-1], "%f %f %f %d", &wall, &user, &sys, &x.rssKB); err != nil {
 		return x, fmt.Errorf("parsing the measurement of %s %q: %w", t.name, data, err)
 	}
-	x.cpu = user + sys
+	x.cpu, x.sys = user+sys, sys
 	return x, nil
 }
 
