@@ -230,7 +230,10 @@ func (r *runner) execute(ctx context.Context, t *tool, j *job, tag string) (row,
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + j.stateDir,
 		"USER=" + r.client.name, "LOGNAME=" + r.client.name, "LANG=C.UTF-8"}, env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.client.credential()}
+	// A group of its own, so that an interrupted benchmark stops the whole
+	// tree (time, strace, the tool), not only GNU time.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.client.credential(), Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// Write back what earlier runs left dirty, so that this run does not
 	// pay for it.
 	syscall.Sync()
