@@ -31,7 +31,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var scenarioNames = []string{"keep", "delete", "accounts", "poll", "big", "smtp", "imap"}
+var scenarioNames = []string{"keep", "delete", "accounts", "poll", "first", "big", "smtp", "imap"}
 
 // defaultTools are the tools each scenario runs unless -tools says
 // otherwise (and only those installed).
@@ -40,6 +40,7 @@ var defaultTools = map[string][]string{
 	"delete":   {"popsync", "mpop", "getmail", "fetchmail"},
 	"accounts": {"popsync", "popsync-serial", "mpop"},
 	"poll":     {"popsync", "mpop"},
+	"first":    {"popsync", "mpop"},
 	"big":      {"popsync", "mpop", "fetchmail"},
 	"smtp":     {"popsync", "fetchmail"},
 	"imap":     {"popsync", "popsync-imap"},
@@ -52,6 +53,7 @@ type options struct {
 	accounts    int
 	perAccount  int
 	pollN       int
+	firstN      int
 	smtpN       int
 	smtpConns   []int
 	imapN       int
@@ -59,24 +61,28 @@ type options struct {
 	repeats     int
 	seed        uint64
 	maxParallel int
-	popsync     string
-	dataDir     string
-	outDir      string
-	serverUser  string
-	clientUser  string
-	serve       bool
-	flushDelays []time.Duration
+	// moreParallel are the further values of -max-parallel: the accounts
+	// scenario also runs popsync-pN with max_parallel = N for each.
+	moreParallel []int
+	popsync      string
+	dataDir      string
+	outDir       string
+	serverUser   string
+	clientUser   string
+	serve        bool
+	flushDelays  []time.Duration
 }
 
 func main() {
 	var o options
 	var scen, tools string
-	flag.StringVar(&scen, "scenarios", "keep,delete,accounts,poll,big,smtp,imap", "comma-separated: "+strings.Join(scenarioNames, ", ")+" (or all)")
+	flag.StringVar(&scen, "scenarios", "keep,delete,accounts,poll,first,big,smtp,imap", "comma-separated: "+strings.Join(scenarioNames, ", ")+" (or all)")
 	flag.StringVar(&tools, "tools", "", "comma-separated: run only these of each scenario's tools (popsync, popsync-serial, mpop, getmail, fetchmail; default: all of them that are installed)")
 	flag.IntVar(&o.n, "n", 10000, "messages in the mailbox of the keep and delete scenarios")
 	flag.IntVar(&o.accounts, "accounts", 50, "accounts of the accounts scenario")
 	flag.IntVar(&o.perAccount, "per-account", 200, "messages per account of the accounts scenario")
 	flag.IntVar(&o.pollN, "poll-n", 100000, "messages on the server in the poll scenario")
+	flag.IntVar(&o.firstN, "first-n", 100000, "messages of the first scenario: the first sync of a big mailbox (small messages) into an empty Maildir")
 	flag.IntVar(&o.smtpN, "smtp-n", 2000, "messages reinjected over SMTP in the smtp scenario")
 	var smtpConns string
 	flag.StringVar(&smtpConns, "smtp-connections", "", "in the smtp scenario, also run popsync as popsync-cN with connections = N in its smtp entry, for each comma-separated N (e.g. 1,2,4,8)")
@@ -84,7 +90,8 @@ func main() {
 	flag.IntVar(&o.bigMiB, "big-mib", 200, "size of the one message of the big scenario, MiB")
 	flag.IntVar(&o.repeats, "repeats", 3, "timed runs per tool and scenario; the report shows medians")
 	flag.Uint64Var(&o.seed, "seed", 1, "mail generator seed; the same seed gives byte-identical mailboxes")
-	flag.IntVar(&o.maxParallel, "max-parallel", 8, "popsync's max_parallel")
+	var parallel string
+	flag.StringVar(&parallel, "max-parallel", "8", "popsync's max_parallel; with several comma-separated values (e.g. 4,8,16), the accounts scenario also runs popsync-pN for each value after the first")
 	flag.StringVar(&o.popsync, "popsync", "", "popsync binary to measure (default: build ./cmd/popsync into the data folder)")
 	flag.StringVar(&o.dataDir, "data", "/tmp/popsync-peerbench", "folder for generated mail, server and tool state")
 	flag.StringVar(&o.outDir, "out", "", "results folder (default: DATA/results/DATE)")
@@ -98,6 +105,18 @@ func main() {
 	flag.StringVar(&fleet, "fleet", "", "instead of the scenarios: a cycle of popsync daemons on one PostgreSQL database over accounts without new mail, for each comma-separated fleet size (e.g. 1,2,4)")
 	flag.IntVar(&fo.accounts, "fleet-accounts", 2000, "accounts of the -fleet benchmark")
 	flag.Parse()
+	for i, f := range strings.Split(parallel, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "peerbench: -max-parallel wants positive numbers such as 8 or 4,8,16, not %q\n", parallel)
+			os.Exit(2)
+		}
+		if i == 0 {
+			o.maxParallel = n
+		} else if n != o.maxParallel && !slices.Contains(o.moreParallel, n) {
+			o.moreParallel = append(o.moreParallel, n)
+		}
+	}
 	if fleet != "" {
 		for f := range strings.SplitSeq(fleet, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -155,7 +174,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "peerbench: %v\n", err)
 		os.Exit(2)
 	}
-	if o.repeats < 1 || o.n < 1 || o.accounts < 1 || o.perAccount < 1 || o.pollN < 1 || o.smtpN < 1 || o.imapN < 1 || o.bigMiB < 1 {
+	if o.repeats < 1 || o.n < 1 || o.accounts < 1 || o.perAccount < 1 || o.pollN < 1 || o.firstN < 1 || o.smtpN < 1 || o.imapN < 1 || o.bigMiB < 1 {
 		fmt.Fprintln(os.Stderr, "peerbench: counts and sizes must be positive")
 		os.Exit(2)
 	}
@@ -225,7 +244,10 @@ func run(ctx context.Context, o options) error {
 			logf("%v", err)
 		}
 	}()
-	ts, err := withSlowDisks(allTools(o.popsync), o.flushDelays)
+	for _, n := range o.moreParallel {
+		defaultTools["accounts"] = append(defaultTools["accounts"], parallelTool(n))
+	}
+	ts, err := withSlowDisks(allTools(o.popsync, o.moreParallel), o.flushDelays)
 	if err != nil {
 		return err
 	}
@@ -236,7 +258,7 @@ func run(ctx context.Context, o options) error {
 			logf("%s is not installed: left out", t.name)
 		}
 	}
-	r.users = []string{"main", "poll", "big", "reinject", imapUser}
+	r.users = []string{"main", "poll", "first", "big", "reinject", imapUser}
 	for i := 1; i <= o.accounts; i++ {
 		r.users = append(r.users, accountUser(i))
 	}
@@ -275,6 +297,8 @@ func run(ctx context.Context, o options) error {
 			err = r.accountsScenario(ctx)
 		case "poll":
 			err = r.pollScenario(ctx)
+		case "first":
+			err = r.firstScenario(ctx)
 		case "big":
 			err = r.bigScenario(ctx)
 		case "smtp":

@@ -41,9 +41,11 @@ type row struct {
 	wire     int64 // their size as the server lists it
 	wall     float64
 	cpu      float64 // user + sys of the tool's process tree
+	sys      float64 // of which sys: the kernel's work for the tool
 	rssKB    int64   // peak RSS of the largest process of the tree
 	machine  float64 // busy CPU seconds of the whole machine (server included)
 	server   float64 // CPU seconds of Dovecot's processes
+	fds      int     // peak open file descriptors of the largest process of the tree
 	code     int
 	ok       bool
 	detail   string
@@ -55,20 +57,20 @@ func (r *runner) openRaw() error {
 		return err
 	}
 	r.raw = f
-	_, err = fmt.Fprintln(f, "scenario\ttool\tphase\trep\tmsgs\twire_bytes\twall_s\tcpu_s\tmaxrss_kb\tmachine_cpu_s\tserver_cpu_s\texit\tok\tdetail")
+	_, err = fmt.Fprintln(f, "scenario\ttool\tphase\trep\tmsgs\twire_bytes\twall_s\tcpu_s\tmaxrss_kb\tmachine_cpu_s\tserver_cpu_s\texit\tok\tdetail\tpeak_fds\tsys_cpu_s")
 	return err
 }
 
 func (r *runner) record(x row) {
 	r.rows = append(r.rows, x)
-	fmt.Fprintf(r.raw, "%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%.2f\t%d\t%.2f\t%.2f\t%d\t%v\t%s\n",
-		x.scenario, x.tool, x.phase, x.rep, x.msgs, x.wire, x.wall, x.cpu, x.rssKB, x.machine, x.server, x.code, x.ok, x.detail)
+	fmt.Fprintf(r.raw, "%s\t%s\t%s\t%d\t%d\t%d\t%.3f\t%.2f\t%d\t%.2f\t%.2f\t%d\t%v\t%s\t%d\t%.2f\n",
+		x.scenario, x.tool, x.phase, x.rep, x.msgs, x.wire, x.wall, x.cpu, x.rssKB, x.machine, x.server, x.code, x.ok, x.detail, x.fds, x.sys)
 	status := "ok"
 	if !x.ok {
 		status = "FAIL"
 	}
-	logf("%-8s %-14s %-7s rep %d: %8.3fs cpu %6.2fs rss %7.1f MB  %s  %s",
-		x.scenario, x.tool, x.phase, x.rep, x.wall, x.cpu, float64(x.rssKB)/1024, status, x.detail)
+	logf("%-8s %-14s %-7s rep %d: %8.3fs cpu %6.2fs (sys %.2fs) server %.2fs machine %.2fs rss %7.1f MB fds %5d  %s  %s",
+		x.scenario, x.tool, x.phase, x.rep, x.wall, x.cpu, x.sys, x.server, x.machine, float64(x.rssKB)/1024, x.fds, status, x.detail)
 }
 
 // toolsFor returns the tools scenario runs: the scenario's defaults, only
@@ -228,13 +230,21 @@ func (r *runner) execute(ctx context.Context, t *tool, j *job, tag string) (row,
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + j.stateDir,
 		"USER=" + r.client.name, "LOGNAME=" + r.client.name, "LANG=C.UTF-8"}, env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.client.credential()}
+	// A group of its own, so that an interrupted benchmark stops the whole
+	// tree (time, strace, the tool), not only GNU time.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.client.credential(), Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// Write back what earlier runs left dirty, so that this run does not
 	// pay for it.
 	syscall.Sync()
 	cpu0, srv0 := machineCPU(), r.srv.cpu()
 	t0 := time.Now()
-	runErr := cmd.Run()
+	runErr := cmd.Start()
+	if runErr == nil {
+		fds := sampleFDs(cmd.Process.Pid)
+		runErr = cmd.Wait()
+		x.fds = fds.end()
+	}
 	x.wall = time.Since(t0).Seconds()
 	x.machine = machineCPU() - cpu0
 	// The server's session process ends just after the tool's QUIT:
@@ -258,7 +268,7 @@ func (r *runner) execute(ctx context.Context, t *tool, j *job, tag string) (row,
 	if _, err := fmt.Sscanf(lines[len(lines)-1], "%f %f %f %d", &wall, &user, &sys, &x.rssKB); err != nil {
 		return x, fmt.Errorf("parsing the measurement of %s %q: %w", t.name, data, err)
 	}
-	x.cpu = user + sys
+	x.cpu, x.sys = user+sys, sys
 	return x, nil
 }
 
@@ -488,6 +498,43 @@ func (r *runner) pollScenario(ctx context.Context) error {
 			if err := r.poll(ctx, "poll", rep, t, jobs[t.name], len(g.msgs), g.wire); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// firstScenario is the first sync of a big mailbox: o.firstN small
+// messages into an empty Maildir and empty state, keep mode, repeated.
+// It shares the poll scenario's generated mailbox when -first-n equals
+// -poll-n. Besides time and peak RSS it reports the peak of open file
+// descriptors, which the batches of a long stream must keep bounded.
+func (r *runner) firstScenario(ctx context.Context) error {
+	g, err := r.gold(goldSpec{Mix: mixSmall, N: r.o.firstN, Seed: r.o.seed, Account: 1000})
+	if err != nil {
+		return err
+	}
+	logf("mailbox: %d messages, %.1f MB on the wire", len(g.msgs), float64(g.wire)/1e6)
+	for rep := 1; rep <= r.o.repeats; rep++ {
+		for _, t := range r.toolsFor("first") {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := r.populate(ctx, "first", g); err != nil {
+				return err
+			}
+			j, err := r.clientJob(t, []string{"first"}, true)
+			if err != nil {
+				return err
+			}
+			x, err := r.execute(ctx, t, j, fmt.Sprintf("first-%s-%d", t.name, rep))
+			if err != nil {
+				return err
+			}
+			x.scenario, x.phase, x.rep, x.msgs, x.wire = "first", "fetch", rep, len(g.msgs), g.wire
+			if err := r.check(ctx, &x, t, j, []*golden{g}); err != nil {
+				return err
+			}
+			r.record(x)
 		}
 	}
 	return nil

@@ -64,9 +64,10 @@ func firstLine(bin string, args ...string) string {
 }
 
 // allTools lists the fetchers in report order. popsyncBin is the binary
-// under test.
-func allTools(popsyncBin string) []*tool {
-	popsync := func(name string, serial bool) *tool {
+// under test; popsync-pN runs it with max_parallel = N for each of
+// parallel.
+func allTools(popsyncBin string, parallel []int) []*tool {
+	popsync := func(name string, par int) *tool {
 		about := "popsync fetch (this tree)"
 		if name == "popsync-imap" {
 			about = "popsync fetch (this tree), appending over IMAP (plain, loopback) into another Dovecot user's INBOX"
@@ -76,9 +77,9 @@ func allTools(popsyncBin string) []*tool {
 			about:   about,
 			version: func(bin string) string { return firstLine(bin, "version") },
 			command: func(t *tool, j *job) ([]string, []string, error) {
-				par := j.maxParallel
-				if serial {
-					par = 1
+				par := par
+				if par == 0 {
+					par = j.maxParallel
 				}
 				cfg := filepath.Join(j.stateDir, "popsync.toml")
 				var b strings.Builder
@@ -106,11 +107,16 @@ func allTools(popsyncBin string) []*tool {
 			},
 		}
 	}
-	return []*tool{
-		popsync("popsync", false),
-		popsync("popsync-serial", true),
-		popsync("popsync-imap", false),
-		{
+	ts := []*tool{popsync("popsync", 0)}
+	for _, n := range parallel {
+		t := popsync(parallelTool(n), n)
+		t.about = fmt.Sprintf("popsync fetch (this tree), max_parallel = %d", n)
+		ts = append(ts, t)
+	}
+	return append(ts,
+		popsync("popsync-serial", 1),
+		popsync("popsync-imap", 0),
+		&tool{
 			name: "mpop", bin: "mpop",
 			about:   "mpop, delivery maildir, pipelining auto, accounts one after another (-a)",
 			version: func(bin string) string { return firstLine(bin, "--version") },
@@ -135,7 +141,7 @@ func allTools(popsyncBin string) []*tool {
 				return argv, nil, nil
 			},
 		},
-		{
+		&tool{
 			name: "getmail", bin: "getmail",
 			about:   "getmail6, SimplePOP3Retriever, Maildir destination",
 			version: func(bin string) string { return firstLine(bin, "--version") },
@@ -153,7 +159,7 @@ func allTools(popsyncBin string) []*tool {
 				return argv, nil, nil
 			},
 		},
-		{
+		&tool{
 			name: "fetchmail", bin: "fetchmail",
 			about:   "fetchmail with mda procmail (one procmail per message, into the Maildir); in the smtp scenario its default SMTP delivery",
 			version: func(bin string) string { return firstLine(bin, "--version") },
@@ -194,8 +200,11 @@ func allTools(popsyncBin string) []*tool {
 					[]string{"FETCHMAILHOME=" + j.stateDir}, nil
 			},
 		},
-	}
+	)
 }
+
+// parallelTool names popsync run with max_parallel = n by -max-parallel.
+func parallelTool(n int) string { return fmt.Sprintf("popsync-p%d", n) }
 
 func onOff(b bool) string {
 	if b {
