@@ -106,6 +106,9 @@ type IMAPTarget struct {
 	Create       bool     // create the mailbox when missing; default true
 	Flags        []string // set on every appended message; none by default
 	InternalDate string   // IMAPDateReceived (default) or IMAPDateNow
+	// Connections is how many connections a batch is appended over at
+	// once; default DefaultIMAPConnections, at most MaxIMAPConnections.
+	Connections int
 
 	// SpoolDir is not a key: the folder that holds each message while it
 	// streams in, [state]'s folder + spool/<target ID>, filled in by Load.
@@ -126,6 +129,15 @@ const (
 const (
 	IMAPDateReceived = "received" // the message's Date, else its first Received, else now
 	IMAPDateNow      = "now"      // the time of the APPEND
+)
+
+// Connections of an IMAP target (key connections). The default is
+// measured (README, "Performance"); providers limit one account's
+// simultaneous connections (Gmail 15, Microsoft 365 about 20), counting
+// every other client of the account too.
+const (
+	DefaultIMAPConnections = 4
+	MaxIMAPConnections     = 64
 )
 
 // Default ports of an IMAP target (RFC 8314 §7.3, RFC 3501 §2.1).
@@ -268,7 +280,7 @@ var deliverKinds = []deliverKind{
 	{KindMDA, []string{"from"}, true, buildMDA},
 	{KindIMAP, []string{"tls", "tls_ca_file", "tls_fingerprint", "tls_server_name", "user",
 		"password", "password_file", "password_command", "password_env", "auth",
-		"mailbox", "create", "flags", "internal_date", "oauth2"}, true, buildIMAP},
+		"mailbox", "create", "flags", "internal_date", "oauth2", "connections"}, true, buildIMAP},
 }
 
 func kindOf(name string) (deliverKind, bool) {
@@ -303,6 +315,7 @@ type rawDeliver struct {
 	passwordCommand, flags                        val[[]string]
 	create                                        val[bool]
 	oauth2                                        val[*OAuth2]
+	connections                                   val[int]
 }
 
 type deliverField func(d *decoder, r *rawDeliver, x any, w where)
@@ -345,6 +358,9 @@ var deliverFields = map[string]deliverField{
 		r.internalDate = get(d.enum(IMAPDateReceived, IMAPDateNow), x, w)
 	},
 	"on_reject": func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
+	"connections": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.connections = get(d.intRange(1, MaxIMAPConnections), x, w)
+	},
 	"oauth2": func(d *decoder, r *rawDeliver, x any, w where) {
 		r.oauth2 = get(d.oauth2("account.deliver.oauth2", oauth.ServiceIMAP), x, w)
 	},
@@ -420,7 +436,7 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad,
 		r.imap.bad, r.tls.bad, r.tlsCAFile.bad, r.tlsFingerprint.bad, r.tlsServerName.bad, r.user.bad,
 		r.auth.bad, r.mailbox.bad, r.internalDate.bad, r.password.bad, r.passwordFile.bad, r.passwordEnv.bad,
-		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad} {
+		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad, r.connections.bad} {
 		if v {
 			ok = false
 		}
