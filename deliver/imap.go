@@ -325,6 +325,8 @@ type imapSession struct {
 	conn    *imapConn
 	caps    imap.CapSet
 	uidPlus bool
+	// selected: the mailbox is selected (read-write) for appending.
+	selected bool
 }
 
 // alive reports whether the connection still stands, as far as the
@@ -1087,6 +1089,7 @@ func (t *IMAP) appendOn(ctx context.Context, s *imapSession, slot int, q *append
 	defer stop()
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
+	t.selectForAppend(s)
 	collect := func(f inFlight) {
 		data, err := f.cmd.Wait()
 		if errs[f.i] == nil {
@@ -1155,6 +1158,23 @@ func (t *IMAP) appendOn(ctx context.Context, s *imapSession, slot int, q *append
 	return refused, broke
 }
 
+// selectForAppend selects the mailbox on s, once, before it appends
+// there. APPEND works without (RFC 3501 §6.3.11), but a server may then
+// open the mailbox anew for every APPEND: Dovecot reads the whole index of
+// a Maildir each time, so that a message costs more the fuller the
+// mailbox. A SELECT that fails (a mailbox that does not exist yet) leaves
+// the appends unselected; they say TRYCREATE then.
+func (t *IMAP) selectForAppend(s *imapSession) {
+	if s.selected || !s.alive() {
+		return
+	}
+	if _, err := s.c.Select(t.opts.Mailbox, nil).Wait(); err != nil {
+		t.log.Debug("SELECT before APPEND", "error", err)
+		return
+	}
+	s.selected = true
+}
+
 // onlyReader hides a file's WriterTo, so that the copy uses the pooled
 // buffer.
 type onlyReader struct{ io.Reader }
@@ -1217,6 +1237,9 @@ func (t *IMAP) DeliveredUIDs(ctx context.Context, tokens []string) (map[string]I
 // one UID FETCH of the token field for every hit, and UNSELECT.
 func (t *IMAP) lookup(s *imapSession, tokens []string, out map[string]IMAPUID) error {
 	sel, err := s.c.Select(t.opts.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
+	// Selected or not, the mailbox is no longer selected for appending
+	// (RFC 3501 §6.3.1, §6.3.2).
+	s.selected = false
 	if err != nil {
 		var ie *imap.Error
 		if !errors.As(err, &ie) {

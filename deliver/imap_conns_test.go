@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"popsync/deliver"
+	"popsync/internal/realtest"
 )
 
 // holdFirst makes a connection of the fake wait, before it answers its
@@ -353,4 +355,86 @@ func TestIMAPConnectionsInterrupted(t *testing.T) {
 		t.Errorf("found %d, stored %d, published %d of %d", hits, len(all), len(pe.Published), n)
 	}
 	abortAll(ds)
+}
+
+// TestIMAPConnectionsDovecot: batches spread over several connections
+// to a real Dovecot land exactly once, byte for byte, each message under
+// the APPENDUID its delivery reports; after the batches Delivered, reading
+// only as many of the newest messages as the last batch holds, finds
+// every message of that batch, in whatever order the connections stored
+// them.
+func TestIMAPConnectionsDovecot(t *testing.T) {
+	d := realtest.StartDovecot(t, realtest.DovecotOptions{IMAP: true})
+	if err := d.IMAPClient(t).Create("Multi", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	opts := imapOptions(d, "Multi", filepath.Join(t.TempDir(), "spool"))
+	opts.Connections = 4
+	var wire wireRecorder
+	opts.Dial = wire.dial
+	tg := newIMAP(t, opts)
+	const batches, per = 3, 120
+	sent := map[string][]byte{}
+	uids := map[string]uint32{}
+	var last []string
+	for b := range batches {
+		msgs := mixed(per)
+		for i := range msgs {
+			msgs[i] = append([]byte(fmt.Sprintf("X-Batch: %d\r\n", b)), msgs[i]...)
+		}
+		last = last[:0]
+		for i, dd := range publishAll(t, tg, msgs...) {
+			sent[dd.Token()] = msgs[i]
+			uid, ok := dd.(*deliver.IMAPDelivery).UID()
+			if !ok {
+				t.Fatalf("batch %d message %d: no APPENDUID", b, i)
+			}
+			uids[dd.Token()] = uid.UID
+			last = append(last, dd.Token())
+		}
+	}
+	wire.mu.Lock()
+	dials := wire.dials
+	wire.mu.Unlock()
+	if dials < 2 || dials > 4 {
+		t.Errorf("%d connections for %d batches, want 2 to 4", dials, batches)
+	}
+	stored, _ := d.IMAPMessages(t, "Multi")
+	if len(stored) != batches*per {
+		t.Errorf("%d messages stored, want %d", len(stored), batches*per)
+	}
+	seen := map[string]bool{}
+	for _, m := range stored {
+		tok, rest := splitToken(t, m.Body)
+		want, ok := sent[tok]
+		switch {
+		case !ok:
+			t.Errorf("UID %d: unknown token %s", m.UID, tok)
+		case seen[tok]:
+			t.Errorf("UID %d: token %s stored twice", m.UID, tok)
+		case !bytes.Equal(rest, want):
+			t.Errorf("UID %d differs from what was sent", m.UID)
+		case uids[tok] != m.UID:
+			t.Errorf("token %s: APPENDUID %d, stored as UID %d", tok, uids[tok], m.UID)
+		}
+		seen[tok] = true
+	}
+	var order []uint32
+	for _, tok := range last {
+		order = append(order, uids[tok])
+	}
+	t.Logf("%d connections; the last batch stored in its own order: %v", dials, slices.IsSorted(order))
+
+	after := newIMAP(t, imapOptions(d, "Multi", filepath.Join(t.TempDir(), "spool2")))
+	restore := deliver.SetIMAPRecentScan(per)
+	found, err := after.Delivered(t.Context(), last)
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range last {
+		if !found[tok] {
+			t.Errorf("token %s of the last batch not found", tok)
+		}
+	}
 }
