@@ -120,10 +120,11 @@ type IMAPOptions struct {
 	Logger *slog.Logger
 }
 
-// DefaultIMAPConnections is IMAPOptions.Connections when unset: measured
-// against Dovecot, which handles one connection's commands in sequence and
-// syncs every APPEND to disk, so that a batch goes faster over several; it
-// stays well below the providers' limits (see IMAPOptions.Connections).
+// DefaultIMAPConnections is IMAPOptions.Connections when unset. Where
+// each message costs a round trip (see IMAP), the rate grows with the
+// connections: BenchmarkIMAPConnectionsLatency measured 35, 62 and 116
+// messages/s over 1, 2 and 4 against Dovecot 10 ms away. 4 stays well
+// below the providers' limits (see IMAPOptions.Connections).
 const DefaultIMAPConnections = 4
 
 // imapWindow is how many APPENDs one connection has in flight at most.
