@@ -131,12 +131,13 @@ const (
 	IMAPDateNow      = "now"      // the time of the APPEND
 )
 
-// Connections of an IMAP target (key connections). The default is
-// measured (README, "Performance"); providers limit one account's
-// simultaneous connections (Gmail 15, Microsoft 365 about 20), counting
-// every other client of the account too.
+// Connections of an IMAP target (key connections). The default is 1:
+// more are faster against a distant server but leave more APPENDs in
+// flight at a crash (README, "Where it is at-least-once"). Providers
+// limit one account's simultaneous connections (Gmail 15, Microsoft 365
+// about 20), counting every other client of the account too.
 const (
-	DefaultIMAPConnections = 4
+	DefaultIMAPConnections = 1
 	MaxIMAPConnections     = 64
 )
 
