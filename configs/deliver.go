@@ -115,6 +115,9 @@ type IMAPTarget struct {
 	Create       bool     // create the mailbox when missing; default true
 	Flags        []string // set on every appended message; none by default
 	InternalDate string   // IMAPDateReceived (default) or IMAPDateNow
+	// Connections is how many connections a batch is appended over at
+	// once; default DefaultIMAPConnections, at most MaxIMAPConnections.
+	Connections int
 
 	// SpoolDir is not a key: the folder that holds each message while it
 	// streams in, [state]'s folder + spool/<target ID>, filled in by Load.
@@ -135,6 +138,16 @@ const (
 const (
 	IMAPDateReceived = "received" // the message's Date, else its first Received, else now
 	IMAPDateNow      = "now"      // the time of the APPEND
+)
+
+// Connections of an IMAP target (key connections). The default is 1:
+// more are faster against a distant server but leave more APPENDs in
+// flight at a crash (README, "Where it is at-least-once"). Providers
+// limit one account's simultaneous connections (Gmail 15, Microsoft 365
+// about 20), counting every other client of the account too.
+const (
+	DefaultIMAPConnections = 1
+	MaxIMAPConnections     = 64
 )
 
 // Default ports of an IMAP target (RFC 8314 §7.3, RFC 3501 §2.1).
@@ -277,7 +290,7 @@ var deliverKinds = []deliverKind{
 	{KindMDA, []string{"from"}, true, buildMDA},
 	{KindIMAP, []string{"tls", "tls_ca_file", "tls_fingerprint", "tls_server_name", "user",
 		"password", "password_file", "password_command", "password_env", "auth",
-		"mailbox", "create", "flags", "internal_date", "oauth2"}, true, buildIMAP},
+		"mailbox", "create", "flags", "internal_date", "oauth2", "connections"}, true, buildIMAP},
 }
 
 func kindOf(name string) (deliverKind, bool) {
@@ -313,6 +326,7 @@ type rawDeliver struct {
 	passwordCommand, flags                        val[[]string]
 	create                                        val[bool]
 	oauth2                                        val[*OAuth2]
+	connections                                   val[int]
 }
 
 type deliverField func(d *decoder, r *rawDeliver, x any, w where)
@@ -355,6 +369,9 @@ var deliverFields = map[string]deliverField{
 		r.internalDate = get(d.enum(IMAPDateReceived, IMAPDateNow), x, w)
 	},
 	"on_reject": func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
+	"connections": func(d *decoder, r *rawDeliver, x any, w where) {
+		r.connections = get(d.intRange(1, MaxIMAPConnections), x, w)
+	},
 	"oauth2": func(d *decoder, r *rawDeliver, x any, w where) {
 		r.oauth2 = get(d.oauth2("account.deliver.oauth2", oauth.ServiceIMAP), x, w)
 	},
@@ -434,7 +451,7 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad, r.connections.bad,
 		r.imap.bad, r.tls.bad, r.tlsCAFile.bad, r.tlsFingerprint.bad, r.tlsServerName.bad, r.user.bad,
 		r.auth.bad, r.mailbox.bad, r.internalDate.bad, r.password.bad, r.passwordFile.bad, r.passwordEnv.bad,
-		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad} {
+		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad, r.connections.bad} {
 		if v {
 			ok = false
 		}

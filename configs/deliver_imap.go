@@ -95,7 +95,8 @@ func validIMAPFlag(f string) bool {
 }
 
 // buildIMAP fills in the port from tls (993 implicit, 143 otherwise), the
-// mailbox (INBOX), create (true) and internal_date (received), and checks
+// mailbox (INBOX), create (true), internal_date (received) and
+// connections (DefaultIMAPConnections), and checks
 // the keys that go together: a user and exactly one password source,
 // tls_* only over TLS.
 func buildIMAP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
@@ -111,6 +112,7 @@ func buildIMAP(d *decoder, r *rawDeliver, w where) (TargetConfig, bool) {
 		Create:       or(r.create, true),
 		Flags:        r.flags.v,
 		InternalDate: or(r.internalDate, IMAPDateReceived),
+		Connections:  or(r.connections, DefaultIMAPConnections),
 	}
 	if t.Port == 0 {
 		t.Port = DefaultIMAPPortPlain

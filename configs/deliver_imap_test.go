@@ -30,6 +30,7 @@ create = false
 flags = ["\\Seen", "popsync"]
 internal_date = "now"
 on_reject = "keep"
+connections = 1
 
 [[account.deliver]]
 imap = "127.0.0.1:1143"
@@ -40,7 +41,8 @@ password_file = "pw"
 	ds := c.Accounts[0].Deliver
 	g := ds[0].Target.(*IMAPTarget)
 	if g.Addr() != "imap.gmail.com:993" || g.TLS != TLSImplicit || g.Mailbox != "INBOX" || !g.Create ||
-		g.InternalDate != IMAPDateReceived || g.Auth != IMAPAuthAuto || len(g.Flags) != 0 || ds[0].OnReject != OnRejectQuarantine {
+		g.InternalDate != IMAPDateReceived || g.Auth != IMAPAuthAuto || len(g.Flags) != 0 || ds[0].OnReject != OnRejectQuarantine ||
+		g.Connections != DefaultIMAPConnections {
 		t.Errorf("defaults: %#v on_reject %q", *g, ds[0].OnReject)
 	}
 	if want := filepath.Join("/var/lib/popsync", "spool", ds[0].ID()); g.SpoolDir != want || !strings.HasPrefix(ds[0].ID(), "imap:") {
@@ -51,7 +53,8 @@ password_file = "pw"
 	}
 	m := ds[1].Target.(*IMAPTarget)
 	if m.Addr() != "mail.example.net:143" || m.Mailbox != "Archiv/POP" || m.Create || !slices.Equal(m.Flags, []string{`\Seen`, "popsync"}) ||
-		m.InternalDate != IMAPDateNow || m.Auth != IMAPAuthLoginCommand || m.Password.Env != "IMAP_PW" || ds[1].OnReject != OnRejectKeep {
+		m.InternalDate != IMAPDateNow || m.Auth != IMAPAuthLoginCommand || m.Password.Env != "IMAP_PW" || ds[1].OnReject != OnRejectKeep ||
+		m.Connections != 1 {
 		t.Errorf("explicit: %#v", *m)
 	}
 	if !slices.Contains(c.ChildEnv.Environ(), "IMAP_PW") && strings.Contains(strings.Join(c.ChildEnv.Environ(), "\n"), "IMAP_PW=") {
@@ -74,7 +77,7 @@ func TestIMAPID(t *testing.T) {
 		return mustParse(t, imapHead+"[[account.deliver]]\nuser = \"me\"\npassword = \"p\"\n"+body).Accounts[0].Deliver[0].ID()
 	}
 	base := id("imap = \"imap.example.net\"\n")
-	if same := id("imap = \"imap.example.net:993\"\nflags = [\"\\\\Seen\"]\ncreate = false\ninternal_date = \"now\"\n"); same != base {
+	if same := id("imap = \"imap.example.net:993\"\nflags = [\"\\\\Seen\"]\ncreate = false\ninternal_date = \"now\"\nconnections = 8\n"); same != base {
 		t.Errorf("keys that do not say where mail goes changed the ID: %s vs %s", same, base)
 	}
 	for _, other := range []string{"imap = \"imap.example.net\"\nmailbox = \"Other\"\n", "imap = \"imap.example.net:1993\"\n",
@@ -110,6 +113,22 @@ tls_fingerprint = "0000000000000000000000000000000000000000000000000000000000000
 imap = "imap.example.net"
 user = "me"
 rcpt = ["x"]
+
+[[account.deliver]]
+imap = "imap.example.net"
+user = "me"
+password = "p"
+connections = 0
+
+[[account.deliver]]
+imap = "imap.example.net"
+user = "me"
+password = "p"
+connections = "4"
+
+[[account.deliver]]
+maildir = "/tmp/m"
+connections = 2
 `
 	_, err := parse(t, src)
 	// (The second entry's keys that depend on each other are checked
@@ -124,5 +143,8 @@ rcpt = ["x"]
 		{21, "home", "deliver", "needs a password source"},
 		{25, "home", "deliver.tls_fingerprint", `not "none"`},
 		{30, "home", "deliver.rcpt", "does not apply to imap"},
+		{36, "home", "deliver.connections", "between 1 and 64, not 0"},
+		{42, "home", "deliver.connections", "must be an integer"},
+		{46, "home", "deliver.connections", "does not apply to maildir"},
 	})
 }

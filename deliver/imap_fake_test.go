@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"regexp"
 	"strconv"
@@ -30,6 +31,17 @@ type fakeIMAP struct {
 	// appendHook decides the fate of the n-th APPEND (from 0, over all
 	// connections); nil stores every message.
 	appendHook func(n int, size int64) fakeAppend
+	// connHook, when set, decides instead: conn is the connection (from
+	// 1, in the order they were dialed), nth the APPEND on it (from 0).
+	connHook func(conn, nth int, size int64) fakeAppend
+	// afterStore is called when connection conn has stored its nth
+	// message.
+	afterStore func(conn, nth int)
+	// loginHook is called before a login on connection conn is answered.
+	loginHook func(conn int)
+	// maxConns > 0 greets every connection after that many with BYE,
+	// like a provider's limit of simultaneous connections.
+	maxConns int
 	// afterLogin is sent (untagged) after the tagged OK of a login.
 	afterLogin string
 	// searchBlind makes UID SEARCH find nothing, like a server whose
@@ -47,8 +59,11 @@ type fakeIMAP struct {
 	boxes   map[string]*fakeBox
 	conns   int
 	appends int
+	stored  map[int]int // messages stored per connection
 	creates int
 	logins  int
+	logouts int
+	open    int // connections being served
 	wg      sync.WaitGroup
 	srv     []net.Conn
 }
@@ -69,7 +84,7 @@ type fakeAppend struct {
 	// With a synchronizing literal it comes instead of the continuation.
 	Reply string
 	// DropAfter > 0 closes the connection after that many octets of the
-	// literal.
+	// literal, or half of it if it is not longer.
 	DropAfter int64
 	// Silent reads the message and never answers.
 	Silent bool
@@ -78,7 +93,7 @@ type fakeAppend struct {
 }
 
 func newFakeIMAP(t *testing.T, caps string, boxes ...string) *fakeIMAP {
-	f := &fakeIMAP{t: t, caps: caps, boxes: map[string]*fakeBox{}}
+	f := &fakeIMAP{t: t, caps: caps, boxes: map[string]*fakeBox{}, stored: map[int]int{}}
 	for i, b := range boxes {
 		f.boxes[b] = &fakeBox{uidValidity: uint32(100 + i)}
 	}
@@ -98,9 +113,10 @@ func (f *fakeIMAP) dial(ctx context.Context, network, addr string) (net.Conn, er
 	client, server := net.Pipe()
 	f.mu.Lock()
 	f.conns++
+	id := f.conns
 	f.srv = append(f.srv, server)
 	f.mu.Unlock()
-	f.wg.Go(func() { f.serve(server) })
+	f.wg.Go(func() { f.serve(server, id) })
 	return client, nil
 }
 
@@ -131,7 +147,14 @@ var (
 	fieldValue   = regexp.MustCompile(`(?mi)^X-Popsync-Id: (\S+)\r\n`)
 )
 
-func (f *fakeIMAP) serve(c net.Conn) {
+// storedPer returns how many messages each connection stored.
+func (f *fakeIMAP) storedPer() map[int]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.stored)
+}
+
+func (f *fakeIMAP) serve(c net.Conn, id int) {
 	defer c.Close()
 	r := bufio.NewReader(c)
 	w := bufio.NewWriter(c)
@@ -143,10 +166,24 @@ func (f *fakeIMAP) serve(c net.Conn) {
 	if greeting == "" {
 		greeting = "* OK [CAPABILITY " + f.caps + "] fake ready"
 	}
+	f.mu.Lock()
+	f.open++
+	full := f.maxConns > 0 && f.open > f.maxConns
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.open--
+		f.mu.Unlock()
+	}()
+	if full {
+		send("* BYE [UNAVAILABLE] too many connections for this account")
+		return
+	}
 	if !send("%s", greeting) {
 		return
 	}
 	var selected *fakeBox
+	nth := 0
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -192,7 +229,11 @@ func (f *fakeIMAP) serve(c net.Conn) {
 			f.mu.Lock()
 			f.auth = []string{string(dec)}
 			f.logins++
+			hook := f.loginHook
 			f.mu.Unlock()
+			if hook != nil {
+				hook(id)
+			}
 			if f.refuseAuth {
 				send("%s NO [AUTHENTICATIONFAILED] invalid credentials", tag)
 				continue
@@ -202,7 +243,8 @@ func (f *fakeIMAP) serve(c net.Conn) {
 				send("%s", f.afterLogin)
 			}
 		case "APPEND":
-			if !f.doAppend(r, w, send, tag, args) {
+			nth++
+			if !f.doAppend(r, w, send, tag, args, id, nth-1) {
 				return
 			}
 		case "CREATE":
@@ -301,6 +343,9 @@ func (f *fakeIMAP) serve(c net.Conn) {
 			selected = nil
 			send("%s OK done", tag)
 		case "LOGOUT":
+			f.mu.Lock()
+			f.logouts++
+			f.mu.Unlock()
 			send("* BYE logging out")
 			send("%s OK bye", tag)
 			return
@@ -311,7 +356,7 @@ func (f *fakeIMAP) serve(c net.Conn) {
 }
 
 // doAppend handles one APPEND; false ends the session.
-func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, ...any) bool, tag, args string) bool {
+func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, ...any) bool, tag, args string, conn, nth int) bool {
 	m := literalAtEnd.FindStringSubmatch(args)
 	if m == nil {
 		send("%s BAD no literal", tag)
@@ -323,10 +368,13 @@ func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, 
 	f.mu.Lock()
 	n := f.appends
 	f.appends++
-	hook := f.appendHook
+	hook, connHook := f.appendHook, f.connHook
 	f.mu.Unlock()
 	var act fakeAppend
-	if hook != nil {
+	switch {
+	case connHook != nil:
+		act = connHook(conn, nth, size)
+	case hook != nil:
 		act = hook(n, size)
 	}
 	f.mu.Lock()
@@ -344,7 +392,7 @@ func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, 
 	}
 	limit := size
 	if act.DropAfter > 0 {
-		limit = act.DropAfter
+		limit = min(act.DropAfter, size/2)
 	}
 	data := make([]byte, limit)
 	if _, err := io.ReadFull(r, data); err != nil {
@@ -371,8 +419,13 @@ func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, 
 	f.mu.Lock()
 	uid := uint32(len(box.msgs) + 1)
 	box.msgs = append(box.msgs, fakeMsg{uid: uid, data: data})
+	f.stored[conn]++
 	v := box.uidValidity
+	after := f.afterStore
 	f.mu.Unlock()
+	if after != nil {
+		defer after(conn, nth)
+	}
 	if strings.Contains(f.caps, "UIDPLUS") {
 		send("%s OK [APPENDUID %d %d] appended", tag, v, uid)
 	} else {

@@ -46,8 +46,11 @@ func fakeTarget(t *testing.T, f *fakeIMAP, mailbox string, mod func(*deliver.IMA
 		Create:   true,
 		SpoolDir: filepath.Join(t.TempDir(), "spool"),
 		Timeout:  fakeTimeout,
-		Dial:     f.dial,
-		Logger:   slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// One connection, unless a test asks for more: these tests
+		// count connections and rely on the order of the APPENDs.
+		Connections: 1,
+		Dial:        f.dial,
+		Logger:      slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&opts)

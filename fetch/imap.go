@@ -23,7 +23,7 @@ func openIMAP(a *configs.Account, t *configs.IMAPTarget, cred credential.Credent
 	opts := deliver.IMAPOptions{
 		Addr: t.Addr(), TLS: t.TLS, User: t.User, Password: cred,
 		Mailbox: t.Mailbox, Create: t.Create, Flags: t.Flags, InternalDate: t.InternalDate,
-		SpoolDir: t.SpoolDir, Timeout: time.Duration(a.Timeout),
+		SpoolDir: t.SpoolDir, Timeout: time.Duration(a.Timeout), Connections: t.Connections,
 	}
 	if t.Auth != configs.IMAPAuthAuto {
 		opts.Auth = t.Auth

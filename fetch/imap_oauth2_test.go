@@ -1,15 +1,25 @@
 package fetch_test
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"popsync/configs"
+	"popsync/deliver"
 	"popsync/fetch"
 	"popsync/internal/credential"
 	"popsync/internal/credential/oauth"
 	"popsync/internal/oauthtest"
+	"popsync/internal/realtest"
+	"popsync/state"
 )
 
 // An IMAP target with [account.deliver.oauth2] gets its token from
@@ -94,4 +104,145 @@ func TestTokensIMAPTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	tgt.Close()
+}
+
+// TestIMAPTargetOAuthBearerDovecot: an imap entry with auth =
+// "oauthbearer" and [account.deliver.oauth2] logs in to a real Dovecot
+// (its oauth2 passdb asks the token server about every token) with SASL
+// OAUTHBEARER (RFC 7628) on each of its connections, appends a batch over
+// them, and, when the server refuses a token that has not expired (RFC
+// 7628 §3.2.3: the error challenge), refreshes it once and appends.
+func TestIMAPTargetOAuthBearerDovecot(t *testing.T) {
+	realtest.Require(t, "dovecot")
+	as := oauthtest.Start(t, oauthtest.Options{Username: "popsync@example.test", AccessTTL: time.Hour})
+	d := realtest.StartDovecotOAuth2(t, realtest.DovecotOptions{User: "popsync@example.test", IMAP: true},
+		realtest.OAuth2Passdb{IntrospectionURL: as.IntrospectionURL()})
+	dir := t.TempDir()
+	src := fmt.Sprintf(`[state]
+path = "state.db"
+
+[[account]]
+name = "work"
+host = "pop.example.net"
+user = "me"
+password = "p"
+
+  [[account.deliver]]
+  imap = %q
+  tls_ca_file = %q
+  user = %q
+  auth = "oauthbearer"
+  mailbox = "Bearer"
+  connections = 3
+
+  [account.deliver.oauth2]
+  provider = "custom"
+  client_id = %q
+  token_url = %q
+  device_auth_url = %q
+  scopes = ["imap", "offline_access"]
+`, d.IMAPTLSAddr, d.CAFile, d.User, as.Options().ClientID, as.TokenURL(), as.DeviceAuthURL())
+	cfg, err := configs.Parse([]byte(src), filepath.Join(dir, "config.toml"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct := cfg.Accounts[0]
+	entry := acct.Deliver[0]
+	it := entry.Target.(*configs.IMAPTarget)
+	if it.Auth != configs.IMAPAuthOAuthBearer || it.Connections != 3 {
+		t.Fatalf("parsed target: auth %q, connections %d", it.Auth, it.Connections)
+	}
+	st, err := state.OpenSQLite(t.Context(), filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tokens := fetch.NewTokens(st.Tokens(), nil, nil)
+	// The first grant, as `popsync login work` gets it for the target.
+	c, err := tokens.TargetClient(acct, it)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	tok, err := c.DeviceLogin(t.Context(), func(p oauth.DevicePrompt) error {
+		wg.Go(func() {
+			if err := as.ApproveDevice(p.UserCode); err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	})
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Tokens().Save(t.Context(), it.TokenKey(), tok); err != nil {
+		t.Fatal(err)
+	}
+
+	var sent []string
+	appendBatch := func(n int) {
+		t.Helper()
+		tg, err := fetch.OpenTargetWith(acct, entry, tokens.TargetCredential)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tg.Close()
+		var ds []deliver.Delivery
+		for i := range n {
+			body := fmt.Sprintf("From: a@example.test\r\nSubject: bearer %d\r\n\r\n%s\r\n", len(sent), strings.Repeat("x", i*997))
+			dd, err := tg.Begin(t.Context(), deliver.Meta{UIDL: fmt.Sprint(len(sent)), Size: int64(len(body))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(dd, body); err != nil {
+				t.Fatal(err)
+			}
+			if err := dd.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, dd)
+			sent = append(sent, body)
+		}
+		if err := tg.Prepare(t.Context(), ds); err != nil {
+			t.Fatal(err)
+		}
+		if err := tg.Publish(t.Context(), ds); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	bearerLogins := func() int {
+		b, err := os.ReadFile(d.LogFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "imap-login: Info: Login: user=<"+d.User+">, method=OAUTHBEARER")
+	}
+
+	appendBatch(12)
+	// Up to 3 connections, and one more: the mailbox does not exist yet,
+	// and a NO [TRYCREATE] instead of a literal's continuation ends the
+	// connection that got it.
+	if n := bearerLogins(); n < 2 || n > 4 {
+		t.Errorf("%d OAUTHBEARER logins for one batch over 3 connections", n)
+	}
+	// A token the server no longer accepts, though it has not expired:
+	// refused, invalidated, refreshed once, and the batch goes in.
+	as.ExpireAccessTokens()
+	before := as.Stats().Refreshes
+	appendBatch(5)
+	if n := as.Stats().Refreshes - before; n != 1 {
+		t.Errorf("%d refreshes after the refused token, want 1", n)
+	}
+	msgs, _ := d.IMAPMessages(t, "Bearer")
+	if len(msgs) != len(sent) {
+		t.Fatalf("%d messages in the mailbox, want %d", len(msgs), len(sent))
+	}
+	for _, m := range msgs {
+		_, rest, _ := bytes.Cut(m.Body, []byte("\r\n")) // the X-Popsync-Id field
+		if !slices.Contains(sent, string(rest)) {
+			t.Errorf("UID %d: %.60q was not sent (or not once)", m.UID, rest)
+		}
+		sent = slices.DeleteFunc(sent, func(s string) bool { return s == string(rest) })
+	}
 }
