@@ -81,9 +81,6 @@ type LMTPTarget struct {
 	Connections int
 }
 
-// maxSMTPConnections bounds the connections key of smtp and lmtp entries.
-const maxSMTPConnections = 64
-
 // MDATarget pipes each message into a program (key mda).
 type MDATarget struct {
 	Command []string // program and arguments; the message on stdin
@@ -116,7 +113,7 @@ type IMAPTarget struct {
 	Flags        []string // set on every appended message; none by default
 	InternalDate string   // IMAPDateReceived (default) or IMAPDateNow
 	// Connections is how many connections a batch is appended over at
-	// once; default DefaultIMAPConnections, at most MaxIMAPConnections.
+	// once; default DefaultIMAPConnections, at most MaxConnections.
 	Connections int
 
 	// SpoolDir is not a key: the folder that holds each message while it
@@ -147,7 +144,9 @@ const (
 // about 20), counting every other client of the account too.
 const (
 	DefaultIMAPConnections = 1
-	MaxIMAPConnections     = 64
+	// MaxConnections bounds the connections key of every kind that has
+	// it (smtp, lmtp, imap).
+	MaxConnections = 64
 )
 
 // Default ports of an IMAP target (RFC 8314 §7.3, RFC 3501 §2.1).
@@ -326,7 +325,6 @@ type rawDeliver struct {
 	passwordCommand, flags                        val[[]string]
 	create                                        val[bool]
 	oauth2                                        val[*OAuth2]
-	connections                                   val[int]
 }
 
 type deliverField func(d *decoder, r *rawDeliver, x any, w where)
@@ -369,15 +367,12 @@ var deliverFields = map[string]deliverField{
 		r.internalDate = get(d.enum(IMAPDateReceived, IMAPDateNow), x, w)
 	},
 	"on_reject": func(d *decoder, r *rawDeliver, x any, w where) { r.onReject = get(d.enum(onRejectModes...), x, w) },
-	"connections": func(d *decoder, r *rawDeliver, x any, w where) {
-		r.connections = get(d.intRange(1, MaxIMAPConnections), x, w)
-	},
 	"oauth2": func(d *decoder, r *rawDeliver, x any, w where) {
 		r.oauth2 = get(d.oauth2("account.deliver.oauth2", oauth.ServiceIMAP), x, w)
 	},
 	// connections: sessions at once, for the kinds whose keys list it.
 	"connections": func(d *decoder, r *rawDeliver, x any, w where) {
-		r.connections = get(d.intRange(1, maxSMTPConnections), x, w)
+		r.connections = get(d.intRange(1, MaxConnections), x, w)
 	},
 }
 
@@ -451,7 +446,7 @@ func (d *decoder) deliver(m map[string]any, w where) (Deliver, bool) {
 		r.smtpPasswordEnv.bad, r.quarantine.bad, r.onReject.bad, r.connections.bad,
 		r.imap.bad, r.tls.bad, r.tlsCAFile.bad, r.tlsFingerprint.bad, r.tlsServerName.bad, r.user.bad,
 		r.auth.bad, r.mailbox.bad, r.internalDate.bad, r.password.bad, r.passwordFile.bad, r.passwordEnv.bad,
-		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad, r.connections.bad} {
+		r.passwordCommand.bad, r.flags.bad, r.create.bad, r.oauth2.bad} {
 		if v {
 			ok = false
 		}
