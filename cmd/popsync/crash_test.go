@@ -2,14 +2,10 @@ package main_test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
-	"time"
 
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/realtest"
@@ -69,61 +65,19 @@ func crashRuns(t *testing.T, kills int, keep bool) {
 	// on a probe account, set the range the kills are spread over.
 	probeDir := t.TempDir()
 	probe := writeConfig(t, probeDir, d, account{name: "main", user: d.User, password: d.Password, keep: true, maildir: filepath.Join(probeDir, "M")})
-	popsyncBinary(t) // built before anything is timed
-	start := time.Now()
-	if r := runPopsync(t, "fetch", "-c", probe); r.code != 0 {
-		t.Fatalf("probe run: %s", r.stderr)
-	}
-	full := time.Since(start)
-	start = time.Now()
-	runPopsync(t, "fetch", "-c", probe)
-	idle := time.Since(start)
-
-	seed := uint64(time.Now().UnixNano())
-	rng := rand.New(rand.NewPCG(seed, 2))
-	t.Logf("keep=%v: full poll of %d %v, idle poll %v; seed %d", keep, crashRefill, full, idle, seed)
+	k := newKiller(t, cfg, probe, crashRefill, 2)
+	t.Logf("keep=%v: full poll of %d %v, idle poll %v; seed %d", keep, crashRefill, k.full, k.idle, k.seed)
 
 	lost := make(map[string]bool)
 	dup := make(map[string]bool)
 	partial := 0
 	md := &maildirReader{dir: maildir}
 	delivered := 0 // of want, in the Maildir
-	done, killed := 0, 0
-	var killAt []float64 // kill moment / expected length
-	// stretch widens the span after every kill and is reset by a run that
-	// completes: on a loaded machine runs take longer than the probe
-	// said, and the kills must still reach the end of the poll.
-	stretch := 1.0
-	for killed < kills {
+	for k.killed < kills {
 		if delivered == len(want) {
 			refill()
 		}
-		remaining := len(want) - delivered
-		span := time.Duration(stretch * float64(idle+(full-idle)*time.Duration(remaining)/crashRefill))
-		delay := time.Duration(rng.Int64N(int64(span) + 1))
-		cmd := exec.Command(popsyncBinary(t), "fetch", "-c", cfg)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		began := time.Now()
-		go func() { exited <- cmd.Wait() }()
-		timer := time.NewTimer(delay)
-		select {
-		case <-exited:
-			timer.Stop()
-			done++
-			stretch = 1
-			if took := time.Since(began); remaining > 0 && took > idle {
-				full = idle + (took-idle)*crashRefill/time.Duration(remaining)
-			}
-		case <-timer.C:
-			cmd.Process.Signal(syscall.SIGKILL)
-			<-exited
-			killed++
-			stretch = min(stretch*1.05, 50)
-			killAt = append(killAt, float64(delay)/float64(span))
-		}
+		k.run(len(want) - delivered)
 
 		// Count what this interruption did.
 		have := make(map[string]int)
@@ -156,7 +110,7 @@ func crashRuns(t *testing.T, kills int, keep bool) {
 		if partial > 0 {
 			// A partial file is counted once per check; do not count it
 			// again on the next round.
-			t.Errorf("after kill %d: a Maildir file is none of the originals", killed)
+			t.Errorf("after kill %d: a Maildir file is none of the originals", k.killed)
 			break
 		}
 	}
@@ -184,16 +138,9 @@ func crashRuns(t *testing.T, kills int, keep bool) {
 	if !keep && onServer != 0 {
 		t.Errorf("keep = false, but the server still holds %d after the final run", onServer)
 	}
-	var early, late int
-	for _, f := range killAt {
-		if f < 0.5 {
-			early++
-		} else {
-			late++
-		}
-	}
+	early, late := k.spread()
 	t.Logf("keep=%v: %d kills (%d in the first half of the span, %d in the second), %d runs completed before their kill, %d messages: lost %d, duplicated %d, partial %d",
-		keep, killed, early, late, done, len(want), len(lost), len(dup), partial)
+		keep, k.killed, early, late, k.done, len(want), len(lost), len(dup), partial)
 	if len(lost) > 0 || len(dup) > 0 || partial > 0 {
 		t.Fatalf("keep=%v: lost %d, duplicated %d, partial %d", keep, len(lost), len(dup), partial)
 	}

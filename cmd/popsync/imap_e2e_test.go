@@ -3,14 +3,11 @@ package main_test
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -175,65 +172,23 @@ func imapCrashRuns(t *testing.T, kills int, keep bool) {
 	// one that finds nothing, set the range the kills are spread over.
 	probeDir := t.TempDir()
 	probe := writeIMAPConfig(t, probeDir, d, true, "Probe", "")
-	popsyncBinary(t)
-	start := time.Now()
-	if r := runPopsync(t, "fetch", "-c", probe); r.code != 0 {
-		t.Fatalf("probe run: %s", r.stderr)
-	}
-	full := time.Since(start)
-	start = time.Now()
-	runPopsync(t, "fetch", "-c", probe)
-	idle := time.Since(start)
-	seed := uint64(time.Now().UnixNano())
-	rng := rand.New(rand.NewPCG(seed, 3))
-	t.Logf("keep=%v: full poll of %d into IMAP %v, idle poll %v; seed %d", keep, imapCrashMessages, full, idle, seed)
+	k := newKiller(t, cfg, probe, imapCrashMessages, 3)
+	t.Logf("keep=%v: full poll of %d into IMAP %v, idle poll %v; seed %d", keep, imapCrashMessages, k.full, k.idle, k.seed)
 
 	lost := make(map[string]bool)
 	dup := make(map[string]bool)
 	delivered := 0
-	done, killed := 0, 0
-	var early, late int
-	stretch := 1.0
-	for killed < kills {
+	for k.killed < kills {
 		if delivered == len(want) {
 			refill()
 		}
-		remaining := len(want) - delivered
-		span := time.Duration(stretch * float64(idle+(full-idle)*time.Duration(remaining)/imapCrashMessages))
-		delay := time.Duration(rng.Int64N(int64(span) + 1))
-		cmd := exec.Command(popsyncBinary(t), "fetch", "-c", cfg)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		began := time.Now()
-		go func() { exited <- cmd.Wait() }()
-		timer := time.NewTimer(delay)
-		select {
-		case <-exited:
-			timer.Stop()
-			done++
-			stretch = 1
-			if took := time.Since(began); remaining > 0 && took > idle {
-				full = idle + (took-idle)*imapCrashMessages/time.Duration(remaining)
-			}
-		case <-timer.C:
-			cmd.Process.Signal(syscall.SIGKILL)
-			<-exited
-			killed++
-			stretch = min(stretch*1.05, 50)
-			if float64(delay) < float64(span)/2 {
-				early++
-			} else {
-				late++
-			}
-		}
+		k.run(len(want) - delivered)
 
 		have := imapMessageIDs(t, d, imapMailbox)
 		delivered = 0
 		for id, n := range have {
 			if want[id] == nil {
-				t.Fatalf("after kill %d: the mailbox holds a message that is none of the originals (%q)", killed, id)
+				t.Fatalf("after kill %d: the mailbox holds a message that is none of the originals (%q)", k.killed, id)
 			}
 			if n > 1 {
 				dup[id] = true
@@ -295,8 +250,9 @@ func imapCrashRuns(t *testing.T, kills int, keep bool) {
 			}
 		}
 	}
+	early, late := k.spread()
 	t.Logf("keep=%v: %d kills (%d in the first half of the span, %d in the second), %d runs completed before their kill, %d messages: lost %d, duplicated %d",
-		keep, killed, early, late, done, len(want), len(lost), len(dup))
+		keep, k.killed, early, late, k.done, len(want), len(lost), len(dup))
 	if len(lost) > 0 || len(dup) > 0 {
 		t.Fatalf("keep=%v: lost %d, duplicated %d", keep, len(lost), len(dup))
 	}

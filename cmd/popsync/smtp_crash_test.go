@@ -2,13 +2,10 @@ package main_test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -79,65 +76,27 @@ func smtpCrashRuns(t *testing.T, kills int, keep bool) {
 	// kills are spread over.
 	probeDir := t.TempDir()
 	probe := writeSMTPConfig(t, probeDir, src, mta.Addr, "probe@"+realtest.PostfixDomain, true)
-	popsyncBinary(t)
-	start := time.Now()
-	if r := runPopsync(t, "fetch", "-c", probe); r.code != 0 {
-		t.Fatalf("probe run: %s", r.stderr)
-	}
-	full := time.Since(start)
-	start = time.Now()
-	runPopsync(t, "fetch", "-c", probe)
-	idle := time.Since(start)
-	seed := uint64(time.Now().UnixNano())
-	rng := rand.New(rand.NewPCG(seed, 5))
-	t.Logf("keep=%v: full poll of %d into Postfix %v, idle poll %v; seed %d", keep, smtpCrashMessages, full, idle, seed)
+	k := newKiller(t, cfg, probe, smtpCrashMessages, 5)
+	t.Logf("keep=%v: full poll of %d into Postfix %v, idle poll %v; seed %d", keep, smtpCrashMessages, k.full, k.idle, k.seed)
 
-	done, killed, early, late := 0, 0, 0, 0
-	stretch := 1.0
 	remaining := smtpCrashMessages
-	for killed < kills {
+	for k.killed < kills {
 		if remaining == 0 {
 			refill()
 			remaining = smtpCrashMessages
 		}
-		span := time.Duration(stretch * float64(idle+(full-idle)*time.Duration(remaining)/smtpCrashMessages))
-		delay := time.Duration(rng.Int64N(int64(span) + 1))
-		cmd := exec.Command(popsyncBinary(t), "fetch", "-c", cfg)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		began := time.Now()
-		go func() { exited <- cmd.Wait() }()
-		timer := time.NewTimer(delay)
-		select {
-		case err := <-exited:
-			timer.Stop()
-			if err != nil {
-				t.Fatalf("run %d ended with %v", done+killed+1, err)
-			}
-			done++
-			stretch = 1
-			if took := time.Since(began); remaining > 0 && took > idle {
-				full = idle + (took-idle)*smtpCrashMessages/time.Duration(remaining)
-			}
+		// How much is left is only known to the seen-set; a guess in
+		// proportion to the time the run had is enough to spread the
+		// next kill.
+		before := len(k.killAt)
+		killed, err := k.run(remaining)
+		switch {
+		case !killed && err != nil:
+			t.Fatalf("run %d ended with %v", k.done+k.killed, err)
+		case !killed:
 			remaining = 0
-		case <-timer.C:
-			cmd.Process.Signal(syscall.SIGKILL)
-			<-exited
-			killed++
-			stretch = min(stretch*1.05, 50)
-			if float64(delay) < float64(span)/2 {
-				early++
-			} else {
-				late++
-			}
-			// How much is left is only known to the seen-set; a guess
-			// in proportion to the time the run had is enough to spread
-			// the next kill.
-			if span > 0 {
-				remaining = max(1, remaining-int(int64(remaining)*int64(delay)/int64(span)))
-			}
+		default:
+			remaining = max(1, remaining-int(float64(remaining)*k.killAt[before]))
 		}
 	}
 	if r := runPopsync(t, "fetch", "-c", cfg); r.code != 0 {
@@ -186,8 +145,9 @@ func smtpCrashRuns(t *testing.T, kills int, keep bool) {
 			dup += n - 1
 		}
 	}
+	early, late := k.spread()
 	t.Logf("keep=%v: %d kills (%d in the first half of the span, %d in the second), %d runs completed before their kill, %d messages: lost %d, delivered again after a kill %d, not one of the originals %d",
-		keep, killed, early, late, done, len(want), lost, dup, strays)
+		keep, k.killed, early, late, k.done, len(want), lost, dup, strays)
 	if lost > 0 || strays > 0 {
 		t.Fatalf("keep=%v: lost %d, %d stored messages are none of the originals", keep, lost, strays)
 	}
