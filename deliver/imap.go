@@ -342,6 +342,18 @@ func (t *IMAP) SetLogger(l *slog.Logger) {
 // String names the target, e.g. "imap imap.example.net:993 INBOX".
 func (t *IMAP) String() string { return t.name }
 
+// LateCommit is how long after an APPEND whose literal the server
+// received the message may still appear in the mailbox although nobody
+// waits for its answer any more (the client was killed, or its
+// connection broke): the server goes on storing it. Delivered answering
+// "not found" within that time does not mean the message will not
+// arrive. The bound is the target's Timeout, the longest this target
+// ever waits for the server to answer a command: a server slower than
+// that to commit an APPEND already fails the target's live deliveries.
+// The fetcher leaves such a message alone until then (neither fetched
+// again nor deleted) and looks again.
+func (t *IMAP) LateCommit() time.Duration { return t.opts.Timeout }
+
 // imapSession is one connection, authenticated.
 type imapSession struct {
 	c       *imapclient.Client
