@@ -244,6 +244,9 @@ func imapCrashRuns(t *testing.T, kills int, keep bool, set imapSettings) {
 				}
 			}
 		}
+		if k.killed%50 == 0 && k.killed > 0 {
+			t.Logf("connections=%d keep=%v: after %d kills: lost %d, duplicated %d so far", set.connections, keep, k.killed, len(lost), len(dup))
+		}
 	}
 	// A message the last killed run may have left to a late commit
 	// waits up to the timeout from its intent: the final run comes after
