@@ -137,13 +137,14 @@ const (
 	IMAPDateNow      = "now"      // the time of the APPEND
 )
 
-// Connections of an IMAP target (key connections). The default is 1:
-// more are faster against a distant server but leave more APPENDs in
-// flight at a crash (README, "Where it is at-least-once"). Providers
-// limit one account's simultaneous connections (Gmail 15, Microsoft 365
-// about 20), counting every other client of the account too.
+// Connections of an IMAP target (key connections). The default is 4:
+// faster against a distant server, and the APPENDs a crash leaves in
+// flight on each are waited for, not appended twice (README, "Waiting
+// for a late commit"). Providers limit one account's simultaneous
+// connections (Gmail 15, Microsoft 365 about 20), counting every other
+// client of the account too.
 const (
-	DefaultIMAPConnections = 1
+	DefaultIMAPConnections = 4
 	// MaxConnections bounds the connections key of every kind that has
 	// it (smtp, lmtp, imap).
 	MaxConnections = 64

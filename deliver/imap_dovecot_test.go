@@ -431,6 +431,7 @@ func TestIMAPSessionDovecot(t *testing.T) {
 
 	t.Run("InternalDate", func(t *testing.T) {
 		opts := imapOptions(d, "Dates", filepath.Join(t.TempDir(), "spool"))
+		opts.Connections = 1 // the UIDs below follow the order of the batch
 		tg := newIMAP(t, opts)
 		publishAll(t, tg,
 			[]byte("Received: from a by b; Mon, 1 Dec 2025 08:00:00 +0000\r\nReceived: from c by d; Sun, 30 Nov 2025 08:00:00 +0000\r\nSubject: no Date\r\n\r\nx\r\n"),

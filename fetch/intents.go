@@ -26,6 +26,26 @@ type claimer interface {
 	Claim(ctx context.Context, tokens []string) (map[string]bool, error)
 }
 
+// lateCommitter is a staging target whose server may still commit a
+// message for a while after the client that sent it is gone: an IMAP
+// server that received an APPEND's literal stores the message whether or
+// not anyone waits for its tagged answer (deliver.IMAP). LateCommit is
+// how long that may take; 0 means no such window.
+type lateCommitter interface {
+	LateCommit() time.Duration
+}
+
+// waitFor notes that the message uidl waits for a target to settle until
+// the time given; the latest time wins.
+func (p *pollRun) waitFor(uidl string, until time.Time) {
+	if p.waiting == nil {
+		p.waiting = make(map[string]time.Time)
+	}
+	if until.After(p.waiting[uidl]) {
+		p.waiting[uidl] = until
+	}
+}
+
 // resolveIntents settles deliveries a crash interrupted: an intent whose
 // file every target published is recorded as delivered; any other is
 // dropped, its leftovers removed, and the message fetched again. Intents
@@ -40,10 +60,23 @@ type claimer interface {
 // anyone, a file not found was published already (or never staged), and
 // either way the answer holds. A poll that lost its own lease touches
 // nothing: the files belong to the new holder.
+//
+// A target that cannot take a delivery away (lateCommitter: IMAP, whose
+// server may still commit an APPEND it received from a killed run or
+// over a broken connection) answers "not found" without that answer
+// holding yet. Such an intent younger than the target's LateCommit is
+// neither recorded nor dropped: it stays open, its message waits
+// (p.waiting: neither RETR'd nor DELE'd by this poll), and a later poll
+// asks again. Its age is measured from Intent.Created, which is the
+// clock of the process that recorded it: in a fleet, another node's;
+// clocks apart by more than LateCommit shorten or stretch the wait
+// accordingly.
 func (p *pollRun) resolveIntents(ctx context.Context) error {
 	if err := p.held(); err != nil {
 		return err
 	}
+	// Recomputed on each call from what is open now.
+	p.waiting = nil
 	all, err := p.o.Store.Intents(ctx, p.id)
 	if err != nil || len(all) == 0 {
 		return err
@@ -69,6 +102,7 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		tokens[in.Target] = append(tokens[in.Target], in.Token)
 	}
 	found := make(map[string]map[string]bool, len(tokens))
+	settle := make(map[string]time.Duration, len(tokens))
 	for ti, toks := range tokens {
 		t, ok, err := p.targetByID(ti)
 		if err != nil {
@@ -76,6 +110,9 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		}
 		if !ok {
 			continue // the target left the config: treat as not delivered
+		}
+		if lc, ok := t.Target.(lateCommitter); ok {
+			settle[ti] = lc.LateCommit()
 		}
 		if c, ok := t.Target.(claimer); ok {
 			claimed, err := c.Claim(ctx, toks)
@@ -101,9 +138,12 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 	}
 	type verdict struct {
 		all, any, quarantine bool
+		wait                 bool      // a target may still commit it
+		until                time.Time // when the last such window ends
 		size                 int64
 		at                   time.Time
 	}
+	now := p.o.now()
 	byUIDL := make(map[string]*verdict)
 	var order []string
 	for _, in := range intents {
@@ -116,8 +156,16 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		v.quarantine = v.quarantine || in.Target == state.QuarantineTarget
 		if found[in.Target][in.Token] {
 			v.any = true
-		} else {
-			v.all = false
+			continue
+		}
+		v.all = false
+		if d := settle[in.Target]; d > 0 {
+			if end := in.Created.Add(d); now.Before(end) {
+				v.wait = true
+				if end.After(v.until) {
+					v.until = end
+				}
+			}
 		}
 	}
 	var recs []state.Record
@@ -132,10 +180,23 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 			recs = append(recs, state.Record{UIDL: u, State: st, Size: v.size, FirstSeen: v.at, DeliveredAt: v.at})
 			continue
 		}
+		if v.wait {
+			// Not found yet, and the server may still commit it: asking
+			// again later is the only answer that holds. Its intents
+			// and leftovers stay as they are.
+			p.waitFor(u, v.until)
+			continue
+		}
 		if v.any {
 			p.log.Warn("interrupted delivery reached only some targets; fetching it again for all", "uidl", u)
 		}
 		drop = append(drop, u)
+	}
+	waitTok := make(map[string]bool)
+	for _, in := range intents {
+		if _, ok := p.waiting[in.UIDL]; ok {
+			waitTok[in.Token] = true
+		}
 	}
 	for ti, toks := range tokens {
 		t, ok, _ := p.targetByID(ti)
@@ -144,7 +205,7 @@ func (p *pollRun) resolveIntents(ctx context.Context) error {
 		}
 		var left []string
 		for _, tok := range toks {
-			if !found[ti][tok] {
+			if !found[ti][tok] && !waitTok[tok] {
 				left = append(left, tok)
 			}
 		}

@@ -188,10 +188,15 @@ func (p *pollRun) digestKeys(ctx context.Context, c *pop3.Client, msgs []serverM
 // plan splits the server's messages into those to fetch, those newly
 // found too big, and those to DELE now. Each record state has its rule
 // here; a state without one is never fetched again and never deleted.
+// A message with an open intent that waits for its target to settle
+// (p.waiting, see resolveIntents) is neither: a later poll decides.
 func (p *pollRun) plan(msgs []serverMsg, known []state.Record, now time.Time) (fetchList, skipped, dele []serverMsg) {
 	a := p.a
 	max := int64(a.MaxSize)
 	for i, m := range msgs {
+		if _, wait := p.waiting[m.key]; wait {
+			continue
+		}
 		r := &known[i]
 		fetch := false
 		switch r.State {

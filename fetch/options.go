@@ -83,6 +83,13 @@ type Result struct {
 	Skipped   int // newly found over max_size, left on the server
 	Rejected  int // refused for good by a target: quarantined or kept
 	Failed    int // messages the server refused to hand out this time
+	// Waiting counts messages whose interrupted delivery a target may
+	// still be committing (an IMAP APPEND a killed run sent): left
+	// alone, neither fetched nor deleted, until a later poll finds them
+	// or their window (WaitUntil) has passed. A normal outcome, not a
+	// failure.
+	Waiting   int
+	WaitUntil time.Time // the latest end of those windows; zero if none
 	Bytes     int64
 	Duration  time.Duration
 	Err       error

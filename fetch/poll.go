@@ -128,6 +128,7 @@ type pollRun struct {
 	rejected []rejection                // refused for good during this poll; added to by reject
 	rejectMu sync.Mutex                 // guards rejected while fetchAll runs
 	limited  []limited                  // over an IMAP target's APPENDLIMIT during this poll
+	waiting  map[string]time.Time       // UIDL → until when its intent waits (resolveIntents)
 	qTarget  *target                    // the quarantine Maildir, opened when needed
 }
 
@@ -151,11 +152,24 @@ func (o *Options) Poll(ctx context.Context, a *configs.Account) (res Result) {
 
 func (p *pollRun) finish(ctx context.Context, start time.Time) {
 	r := p.res
+	if n := len(p.waiting); n > 0 {
+		r.Waiting = n
+		for _, t := range p.waiting {
+			if t.After(r.WaitUntil) {
+				r.WaitUntil = t
+			}
+		}
+		p.log.Info("messages wait: the delivery target may still be committing an interrupted delivery; a later poll looks again",
+			"messages", n, "until", r.WaitUntil.Format(time.RFC3339))
+	}
 	attrs := []any{"on_server", r.OnServer, "new", r.New, "delivered", r.Delivered,
 		"deleted", r.Deleted, "skipped", r.Skipped, "bytes", r.Bytes,
 		"seconds", math.Round(r.Duration.Seconds()*1000) / 1000}
 	if r.Failed > 0 {
 		attrs = append(attrs, "failed", r.Failed)
+	}
+	if r.Waiting > 0 {
+		attrs = append(attrs, "waiting", r.Waiting)
 	}
 	if p.o.DryRun {
 		attrs = append(attrs, "dry_run", true)
