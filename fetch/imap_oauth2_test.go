@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -163,19 +162,7 @@ password = "p"
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	tok, err := c.DeviceLogin(t.Context(), func(p oauth.DevicePrompt) error {
-		wg.Go(func() {
-			if err := as.ApproveDevice(p.UserCode); err != nil {
-				t.Error(err)
-			}
-		})
-		return nil
-	})
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := deviceGrant(t, c, as)
 	if err := st.Tokens().Save(t.Context(), it.TokenKey(), tok); err != nil {
 		t.Fatal(err)
 	}

@@ -41,19 +41,7 @@ func newOAuthEnv(t *testing.T, opts oauthtest.Options) *oauthPollEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	tok, err := c.DeviceLogin(t.Context(), func(p oauth.DevicePrompt) error {
-		wg.Go(func() {
-			if err := as.ApproveDevice(p.UserCode); err != nil {
-				t.Error(err)
-			}
-		})
-		return nil
-	})
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := deviceGrant(t, c, as)
 	if err := e.store.Tokens().Save(t.Context(), e.acct.TokenKey(), tok); err != nil {
 		t.Fatal(err)
 	}
@@ -181,4 +169,25 @@ func TestTokensNeverLoggedIn(t *testing.T) {
 	if e.as.Stats().TokenRequests != requests {
 		t.Error("a token request without a stored token")
 	}
+}
+
+// deviceGrant runs the device flow of RFC 8628 with c against as, the
+// user approving the code as soon as it is shown, as `popsync login`
+// gets the first grant.
+func deviceGrant(t *testing.T, c *oauth.Client, as *oauthtest.Server) oauth.Token {
+	t.Helper()
+	var wg sync.WaitGroup
+	tok, err := c.DeviceLogin(t.Context(), func(p oauth.DevicePrompt) error {
+		wg.Go(func() {
+			if err := as.ApproveDevice(p.UserCode); err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	})
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
