@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,34 +19,16 @@ func (s *Store) MarkImported(ctx context.Context, a state.Account, recs []state.
 	if err != nil {
 		return 0, err
 	}
-	if err := checkText(a); err != nil {
-		return 0, fmt.Errorf("importing seen-state: %w", err)
-	}
-	if len(recs) == 0 {
-		return 0, nil
-	}
-	ctx, cancel := s.opContext(ctx)
-	defer cancel()
-	id, err := s.accountID(ctx, a, true)
-	if err != nil {
-		return 0, fmt.Errorf("importing seen-state for %s: %w", a, err)
-	}
+	// The first record of a UIDL named twice counts.
 	seen := make(map[string]bool, len(recs))
-	var (
-		uidls          [][]byte
-		sizes          []int64
-		first, delivAt []time.Time
-		notes          []string
-	)
+	var once []state.Record
 	for _, r := range recs {
-		if seen[r.UIDL] {
-			continue
+		if !seen[r.UIDL] {
+			seen[r.UIDL] = true
+			once = append(once, r)
 		}
-		seen[r.UIDL] = true
-		uidls, sizes = append(uidls, []byte(r.UIDL)), append(sizes, r.Size)
-		first, delivAt, notes = append(first, r.FirstSeen), append(delivAt, r.DeliveredAt), append(notes, pgText(r.Note))
 	}
-	err = s.write(ctx, id, func(b *pgx.Batch) {
+	err = s.writeRecords(ctx, a, once, "importing seen-state", func(b *pgx.Batch, id int64, c recordColumns) {
 		b.Queue(`INSERT INTO message AS m (account_id, uidl, state, size, first_seen, delivered_at, note)
 			SELECT $1::bigint, u, $7, sz, f, d, n
 			FROM unnest($2::bytea[], $3::bigint[], $4::timestamptz[], $5::timestamptz[], $6::text[]) AS t (u, sz, f, d, n)
@@ -58,14 +39,14 @@ func (s *Store) MarkImported(ctx context.Context, a state.Account, recs []state.
 				gone_since = NULL,
 				note = excluded.note
 			WHERE m.state = $8`,
-			id, uidls, sizes, first, delivAt, notes, int16(state.Imported), int16(state.Skipped)).
+			id, c.uidls, c.sizes, c.first, c.delivered, c.notes, int16(state.Imported), int16(state.Skipped)).
 			Exec(func(ct pgconn.CommandTag) error {
 				added = int(ct.RowsAffected())
 				return nil
 			})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("importing seen-state for %s: %w", a, err)
+		return 0, err
 	}
 	return added, nil
 }

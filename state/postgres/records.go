@@ -160,15 +160,38 @@ func foldRecords(recs []state.Record) []state.Record {
 	return out
 }
 
-// MarkDelivered implements state.Store: the upsert and the removal of
-// the intents in one fenced transaction.
-func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state.Record) error {
-	a, recs, err := state.PrepareDelivered(a, recs, time.Now())
-	if err != nil {
-		return err
+// recordColumns are records as the column arrays of an unnest(...)
+// upsert, in the order given.
+type recordColumns struct {
+	uidls            [][]byte
+	states           []int16
+	sizes            []int64
+	first, delivered []time.Time
+	deleted          []pgtype.Timestamptz
+	notes            []string
+}
+
+func columnsOf(recs []state.Record) recordColumns {
+	n := len(recs)
+	c := recordColumns{uidls: make([][]byte, n), states: make([]int16, n), sizes: make([]int64, n),
+		first: make([]time.Time, n), delivered: make([]time.Time, n), deleted: make([]pgtype.Timestamptz, n),
+		notes: make([]string, n)}
+	for i, r := range recs {
+		c.uidls[i], c.states[i], c.sizes[i] = []byte(r.UIDL), int16(r.State), r.Size
+		c.first[i], c.delivered[i], c.deleted[i], c.notes[i] = r.FirstSeen, r.DeliveredAt, pgTime(r.DeletedAt), pgText(r.Note)
 	}
+	return c
+}
+
+// writeRecords is what every record upsert shares: the account's text
+// checked, its row found or made, and queue's statements run in one
+// fenced transaction with recs as columns. doing names the operation in
+// errors ("marking delivered"). recs were checked by the state.Prepare
+// function of the operation; none is nothing to do.
+func (s *Store) writeRecords(ctx context.Context, a state.Account, recs []state.Record, doing string,
+	queue func(b *pgx.Batch, id int64, c recordColumns)) error {
 	if err := checkText(a); err != nil {
-		return fmt.Errorf("marking delivered: %w", err)
+		return fmt.Errorf("%s: %w", doing, err)
 	}
 	if len(recs) == 0 {
 		return nil
@@ -177,23 +200,23 @@ func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state
 	defer cancel()
 	id, err := s.accountID(ctx, a, true)
 	if err != nil {
-		return fmt.Errorf("marking delivered for %s: %w", a, err)
+		return fmt.Errorf("%s for %s: %w", doing, a, err)
 	}
-	folded := foldRecords(recs)
-	n := len(folded)
-	var (
-		uidls             = make([][]byte, n)
-		states            = make([]int16, n)
-		sizes             = make([]int64, n)
-		first, deliveredT = make([]time.Time, n), make([]time.Time, n)
-		deleted           = make([]pgtype.Timestamptz, n)
-		notes             = make([]string, n)
-	)
-	for i, r := range folded {
-		uidls[i], states[i], sizes[i] = []byte(r.UIDL), int16(r.State), r.Size
-		first[i], deliveredT[i], deleted[i], notes[i] = r.FirstSeen, r.DeliveredAt, pgTime(r.DeletedAt), pgText(r.Note)
+	c := columnsOf(recs)
+	if err := s.write(ctx, id, func(b *pgx.Batch) { queue(b, id, c) }); err != nil {
+		return fmt.Errorf("%s for %s: %w", doing, a, err)
 	}
-	err = s.write(ctx, id, func(b *pgx.Batch) {
+	return nil
+}
+
+// MarkDelivered implements state.Store: the upsert and the removal of
+// the intents in one fenced transaction.
+func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state.Record) error {
+	a, recs, err := state.PrepareDelivered(a, recs, time.Now())
+	if err != nil {
+		return err
+	}
+	return s.writeRecords(ctx, a, foldRecords(recs), "marking delivered", func(b *pgx.Batch, id int64, c recordColumns) {
 		b.Queue(`INSERT INTO message AS m (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
 			SELECT $1::bigint, * FROM unnest($2::bytea[], $3::smallint[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
 				$7::timestamptz[], $8::text[])
@@ -205,13 +228,9 @@ func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state
 				deleted_at = coalesce(excluded.deleted_at, m.deleted_at),
 				gone_since = NULL,
 				note = excluded.note`,
-			id, uidls, states, sizes, first, deliveredT, deleted, notes)
-		b.Queue(`DELETE FROM intent WHERE account_id = $1 AND uidl = ANY($2::bytea[])`, id, uidls)
+			id, c.uidls, c.states, c.sizes, c.first, c.delivered, c.deleted, c.notes)
+		b.Queue(`DELETE FROM intent WHERE account_id = $1 AND uidl = ANY($2::bytea[])`, id, c.uidls)
 	})
-	if err != nil {
-		return fmt.Errorf("marking delivered for %s: %w", a, err)
-	}
-	return nil
 }
 
 // MarkSkipped implements state.Store.
@@ -220,25 +239,7 @@ func (s *Store) MarkSkipped(ctx context.Context, a state.Account, recs []state.R
 	if err != nil {
 		return err
 	}
-	if err := checkText(a); err != nil {
-		return fmt.Errorf("marking skipped: %w", err)
-	}
-	if len(recs) == 0 {
-		return nil
-	}
-	ctx, cancel := s.opContext(ctx)
-	defer cancel()
-	id, err := s.accountID(ctx, a, true)
-	if err != nil {
-		return fmt.Errorf("marking skipped for %s: %w", a, err)
-	}
-	folded := foldRecords(recs)
-	n := len(folded)
-	uidls, sizes, first, notes := make([][]byte, n), make([]int64, n), make([]time.Time, n), make([]string, n)
-	for i, r := range folded {
-		uidls[i], sizes[i], first[i], notes[i] = []byte(r.UIDL), r.Size, r.FirstSeen, pgText(r.Note)
-	}
-	err = s.write(ctx, id, func(b *pgx.Batch) {
+	return s.writeRecords(ctx, a, foldRecords(recs), "marking skipped", func(b *pgx.Batch, id int64, c recordColumns) {
 		// The WHERE of the upsert keeps delivered and quarantined
 		// records as they are.
 		b.Queue(`INSERT INTO message AS m (account_id, uidl, state, size, first_seen, note)
@@ -249,12 +250,8 @@ func (s *Store) MarkSkipped(ctx context.Context, a state.Account, recs []state.R
 				gone_since = NULL,
 				note = excluded.note
 			WHERE m.state = excluded.state`,
-			id, uidls, sizes, first, notes, int16(state.Skipped))
+			id, c.uidls, c.sizes, c.first, c.notes, int16(state.Skipped))
 	})
-	if err != nil {
-		return fmt.Errorf("marking skipped for %s: %w", a, err)
-	}
-	return nil
 }
 
 // MarkDeleted implements state.Store.
