@@ -145,6 +145,28 @@ func maildirContents(t *testing.T, maildir string) []string {
 
 // maildirReader reads a Maildir repeatedly, each file once: a delivered
 // file never changes.
+// eachMaildirFile calls f with "new/NAME" or "cur/NAME" and the content
+// of every message file of the Maildir dir; a missing folder holds none.
+func eachMaildirFile(t *testing.T, dir string, f func(name string, b []byte)) {
+	t.Helper()
+	for _, sub := range []string{"new", "cur"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, de := range ents {
+			b, err := os.ReadFile(filepath.Join(dir, sub, de.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f(sub+"/"+de.Name(), b)
+		}
+	}
+}
+
 type maildirReader struct {
 	dir   string
 	files map[string]string

@@ -621,27 +621,14 @@ var fleetMsgID = regexp.MustCompile(`(?m)^Message-ID: (\S+)`)
 func localIDs(t *testing.T, maildir string) map[string]int {
 	t.Helper()
 	out := make(map[string]int)
-	for _, sub := range []string{"new", "cur"} {
-		entries, err := os.ReadDir(filepath.Join(maildir, sub))
-		if os.IsNotExist(err) {
-			continue
+	eachMaildirFile(t, maildir, func(name string, b []byte) {
+		m := fleetMsgID.FindSubmatch(b)
+		if m == nil {
+			out["(none) "+name]++
+			return
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range entries {
-			b, err := os.ReadFile(filepath.Join(maildir, sub, e.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := fleetMsgID.FindSubmatch(b)
-			if m == nil {
-				out["(none) "+e.Name()]++
-				continue
-			}
-			out[string(m[1])]++
-		}
-	}
+		out[string(m[1])]++
+	})
 	return out
 }
 
