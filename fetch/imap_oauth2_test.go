@@ -207,10 +207,11 @@ password = "p"
 	}
 
 	appendBatch(12)
-	// Up to 3 connections, and one more: the mailbox does not exist yet,
-	// and a NO [TRYCREATE] instead of a literal's continuation ends the
-	// connection that got it.
-	if n := bearerLogins(); n < 2 || n > 4 {
+	// Up to 3 connections, and as many again: the mailbox does not exist
+	// yet, and a NO [TRYCREATE] instead of a literal's continuation ends
+	// the connection that got it, which may be every one of them when
+	// their first APPENDs went out before the first refusal came back.
+	if n := bearerLogins(); n < 2 || n > 6 {
 		t.Errorf("%d OAUTHBEARER logins for one batch over 3 connections", n)
 	}
 	// A token the server no longer accepts, though it has not expired:
