@@ -127,7 +127,8 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return 
 // appendQueue hands the deliveries of a batch to the connections, one at
 // a time, in order.
 type appendQueue struct {
-	ds []*IMAPDelivery
+	ds  []*IMAPDelivery
+	per int // messages per MULTIAPPEND command
 
 	mu     sync.Mutex
 	next   int
@@ -144,6 +145,23 @@ func (q *appendQueue) take() (int, bool) {
 	}
 	q.next++
 	return q.next - 1, true
+}
+
+// takeRun returns the indices of the next deliveries to send in one
+// command: up to n of them and, past the first, up to size bytes.
+func (q *appendQueue) takeRun(n int, size int64) ([]int, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.halted != nil || q.next == len(q.ds) {
+		return nil, false
+	}
+	run := []int{q.next}
+	total := q.ds[q.next].size
+	for q.next++; q.next < len(q.ds) && len(run) < n && total+q.ds[q.next].size <= size; q.next++ {
+		run = append(run, q.next)
+		total += q.ds[q.next].size
+	}
+	return run, true
 }
 
 // empty reports whether nothing more will be handed out.
@@ -174,8 +192,10 @@ func (t *IMAP) appendBatch(ctx context.Context, ds []*IMAPDelivery) []error {
 	for _, d := range ds {
 		d.sent = false
 	}
-	q := &appendQueue{ds: ds}
 	width := min(len(t.sess), len(ds))
+	// A MULTIAPPEND command per connection spreads a small batch over
+	// them all; a large one goes in commands of imapMultiMax.
+	q := &appendQueue{ds: ds, per: min(imapMultiMax, (len(ds)+width-1)/width)}
 	stops := make([]error, width)
 	var wg sync.WaitGroup
 	for i := range width {
@@ -220,6 +240,9 @@ func (t *IMAP) appendOver(ctx context.Context, i int, q *appendQueue, errs []err
 		s, err := t.session(ctx, i)
 		if err != nil {
 			return err
+		}
+		if mailbox, ok := t.canMultiAppend(s); ok {
+			return t.multiAppendOn(ctx, s, i, q, errs, mailbox, q.per)
 		}
 		refused, err := t.appendOn(ctx, s, i, q, errs)
 		if !refused {

@@ -54,18 +54,19 @@ type fakeIMAP struct {
 	// refuseAuth answers every AUTHENTICATE with NO [AUTHENTICATIONFAILED].
 	refuseAuth bool
 
-	mu      sync.Mutex
-	auth    []string // the decoded SASL responses of the last AUTHENTICATE
-	boxes   map[string]*fakeBox
-	conns   int
-	appends int
-	stored  map[int]int // messages stored per connection
-	creates int
-	logins  int
-	logouts int
-	open    int // connections being served
-	wg      sync.WaitGroup
-	srv     []net.Conn
+	mu       sync.Mutex
+	auth     []string // the decoded SASL responses of the last AUTHENTICATE
+	boxes    map[string]*fakeBox
+	conns    int
+	appends  int
+	commands int         // APPEND commands, of one message or several
+	stored   map[int]int // messages stored per connection
+	creates  int
+	logins   int
+	logouts  int
+	open     int // connections being served
+	wg       sync.WaitGroup
+	srv      []net.Conn
 }
 
 type fakeBox struct {
@@ -243,8 +244,9 @@ func (f *fakeIMAP) serve(c net.Conn, id int) {
 				send("%s", f.afterLogin)
 			}
 		case "APPEND":
-			nth++
-			if !f.doAppend(r, w, send, tag, args, id, nth-1) {
+			n, ok := f.doAppend(r, w, send, tag, args, id, nth)
+			nth += n
+			if !ok {
 				return
 			}
 		case "CREATE":
@@ -355,83 +357,112 @@ func (f *fakeIMAP) serve(c net.Conn, id int) {
 	}
 }
 
-// doAppend handles one APPEND; false ends the session.
-func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, ...any) bool, tag, args string, conn, nth int) bool {
+// doAppend handles one APPEND, of one message or, as MULTIAPPEND (RFC
+// 3502), of several: each message is put to the hooks, the first that
+// acts decides for the whole command, and the command stores all of its
+// messages or none. It returns how many messages went to the hooks;
+// false ends the session.
+func (f *fakeIMAP) doAppend(r *bufio.Reader, w *bufio.Writer, send func(string, ...any) bool, tag, args string, conn, nth int) (int, bool) {
 	m := literalAtEnd.FindStringSubmatch(args)
 	if m == nil {
 		send("%s BAD no literal", tag)
-		return true
+		return 0, true
 	}
-	size, _ := strconv.ParseInt(m[1], 10, 64)
-	sync := m[2] == ""
 	name := strings.Trim(strings.Fields(args)[0], `"`)
 	f.mu.Lock()
-	n := f.appends
-	f.appends++
-	hook, connHook := f.appendHook, f.connHook
-	f.mu.Unlock()
-	var act fakeAppend
-	switch {
-	case connHook != nil:
-		act = connHook(conn, nth, size)
-	case hook != nil:
-		act = hook(n, size)
-	}
-	f.mu.Lock()
+	f.commands++
 	box := f.boxes[name]
 	f.mu.Unlock()
-	if act.Reply == "" && box == nil {
-		act.Reply = "NO [TRYCREATE] no such mailbox"
-	}
-	if sync {
-		if act.Reply != "" && act.DropAfter == 0 && !act.Silent && act.Bye == "" {
-			send("%s %s", tag, act.Reply)
-			return true
+	var act fakeAppend
+	var msgs [][]byte
+	seen := 0 // messages put to the hooks
+	for {
+		size, _ := strconv.ParseInt(m[1], 10, 64)
+		sync := m[2] == ""
+		f.mu.Lock()
+		n := f.appends
+		f.appends++
+		hook, connHook := f.appendHook, f.connHook
+		f.mu.Unlock()
+		var this fakeAppend
+		seen++
+		switch {
+		case connHook != nil:
+			this = connHook(conn, nth+seen-1, size)
+		case hook != nil:
+			this = hook(n, size)
 		}
-		send("+ go ahead")
-	}
-	limit := size
-	if act.DropAfter > 0 {
-		limit = min(act.DropAfter, size/2)
-	}
-	data := make([]byte, limit)
-	if _, err := io.ReadFull(r, data); err != nil {
-		return false
-	}
-	if act.DropAfter > 0 {
-		return false
-	}
-	if _, err := r.ReadString('\n'); err != nil { // the CRLF ending the command
-		return false
+		if act == (fakeAppend{}) {
+			act = this
+		}
+		if act.Reply == "" && box == nil {
+			act.Reply = "NO [TRYCREATE] no such mailbox"
+		}
+		if sync {
+			if act.Reply != "" && act.DropAfter == 0 && !act.Silent && act.Bye == "" {
+				send("%s %s", tag, act.Reply)
+				return seen, true
+			}
+			send("+ go ahead")
+		}
+		limit := size
+		if act.DropAfter > 0 {
+			limit = min(act.DropAfter, size/2)
+		}
+		data := make([]byte, limit)
+		if _, err := io.ReadFull(r, data); err != nil {
+			return seen, false
+		}
+		if act.DropAfter > 0 {
+			return seen, false
+		}
+		msgs = append(msgs, data)
+		rest, err := r.ReadString('\n') // CRLF, or the next message
+		if err != nil {
+			return seen, false
+		}
+		if m = literalAtEnd.FindStringSubmatch(strings.TrimRight(rest, "\r\n")); m == nil {
+			break
+		}
 	}
 	switch {
 	case act.Silent:
 		// Read on, answer nothing, until the client gives up.
 		io.Copy(io.Discard, r)
-		return false
+		return seen, false
 	case act.Bye != "":
 		send("* BYE %s", act.Bye)
-		return false
+		return seen, false
 	case act.Reply != "":
 		send("%s %s", tag, act.Reply)
-		return true
+		return seen, true
 	}
 	f.mu.Lock()
-	uid := uint32(len(box.msgs) + 1)
-	box.msgs = append(box.msgs, fakeMsg{uid: uid, data: data})
-	f.stored[conn]++
+	first := uint32(len(box.msgs) + 1)
+	for _, data := range msgs {
+		box.msgs = append(box.msgs, fakeMsg{uid: uint32(len(box.msgs) + 1), data: data})
+	}
+	last := uint32(len(box.msgs))
+	f.stored[conn] += len(msgs)
 	v := box.uidValidity
 	after := f.afterStore
 	f.mu.Unlock()
 	if after != nil {
-		defer after(conn, nth)
+		defer func() {
+			for k := range msgs {
+				after(conn, nth+k)
+			}
+		}()
 	}
-	if strings.Contains(f.caps, "UIDPLUS") {
-		send("%s OK [APPENDUID %d %d] appended", tag, v, uid)
-	} else {
+	switch {
+	case !strings.Contains(f.caps, "UIDPLUS"):
 		send("%s OK appended", tag)
+	case first == last:
+		send("%s OK [APPENDUID %d %d] appended", tag, v, first)
+	default:
+		send("%s OK [APPENDUID %d %d:%d] appended", tag, v, first, last)
 	}
-	return true
+	return seen, true
 }
 
 // fakeTimeout is IMAPOptions.Timeout against the fake: short, since the

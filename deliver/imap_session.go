@@ -19,6 +19,7 @@ import (
 type imapSession struct {
 	c       *imapclient.Client
 	conn    *imapConn
+	mux     *imapMux // the target's own commands' replies (see imap_multi.go)
 	caps    imap.CapSet
 	uidPlus bool
 }
@@ -185,7 +186,8 @@ func (t *IMAP) setup(ctx context.Context, conn *imapConn) (*imapSession, error) 
 	default:
 		nc = &observedConn{Conn: conn, obs: obs}
 	}
-	c := imapclient.New(nc, &imapclient.Options{TLSConfig: t.tlsConfig})
+	mux := newIMAPMux(nc)
+	c := imapclient.New(mux, &imapclient.Options{TLSConfig: t.tlsConfig})
 	fail := func(stage string, err error) (*imapSession, error) {
 		c.Close()
 		return nil, t.failure(stage, err)
@@ -212,7 +214,7 @@ func (t *IMAP) setup(ctx context.Context, conn *imapConn) (*imapSession, error) 
 			return fail(StageHello, fmt.Errorf("CAPABILITY after logging in: %w", err))
 		}
 	}
-	s := &imapSession{c: c, conn: conn, caps: caps, uidPlus: caps.Has(imap.CapUIDPlus)}
+	s := &imapSession{c: c, conn: conn, mux: mux, caps: caps, uidPlus: caps.Has(imap.CapUIDPlus)}
 	if err := t.learnLimit(s); err != nil {
 		return fail(StageHello, err)
 	}
