@@ -53,7 +53,23 @@ func trickyMessages() [][]byte {
 // storage it reads "CR CR LF" back as "CR LF", which would hide whether
 // popsync sent the bytes unchanged.
 func TestIMAPCorpusDovecot(t *testing.T) {
-	d := realtest.StartDovecot(t, realtest.DovecotOptions{IMAP: true, Config: "mail_save_crlf = yes"})
+	for _, server := range []struct{ name, config string }{
+		{"multiappend", ""},
+		{"one-per-append", withoutMultiAppend},
+	} {
+		t.Run(server.name, func(t *testing.T) {
+			d := realtest.StartDovecot(t, realtest.DovecotOptions{IMAP: true, Config: "mail_save_crlf = yes\n" + server.config})
+			if multi := slices.Contains(d.IMAPCapabilities(t), "MULTIAPPEND"); multi != (server.config == "") {
+				t.Fatalf("Dovecot offers MULTIAPPEND: %v", multi)
+			}
+			imapCorpus(t, d)
+		})
+	}
+}
+
+// imapCorpus appends the tricky-message corpus, fetched from d's POP3
+// side, into d over IMAP and into a Maildir, and compares the copies.
+func imapCorpus(t *testing.T, d *realtest.Dovecot) {
 	corpus := trickyMessages()
 	d.Deliver(t, corpus...)
 

@@ -62,6 +62,11 @@ func (s *imapStore) box(t *testing.T) imapBox {
 	return b
 }
 
+// withoutMultiAppend is Dovecot configuration that offers the
+// capabilities a server without MULTIAPPEND (Gmail, Microsoft 365) does
+// that matter here, so that the target sends one message per APPEND.
+const withoutMultiAppend = "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED ESEARCH LIST-STATUS SPECIAL-USE MOVE"
+
 func imapOptions(d *realtest.Dovecot, mailbox, spool string) deliver.IMAPOptions {
 	return deliver.IMAPOptions{
 		Addr:      d.IMAPTLSAddr,
