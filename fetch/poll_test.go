@@ -486,6 +486,12 @@ func TestInterruptedBeforePublishIsFetchedAgain(t *testing.T) {
 	if r := e.poll(); !errors.Is(r.Err, errDiskFull) {
 		t.Fatalf("poll error = %v", r.Err)
 	}
+	// The failed poll dropped its connection without QUIT; the fake
+	// holds the maildrop until it has seen that, and would answer a
+	// login before then with -ERR [IN-USE].
+	if err := e.srv.WaitIdle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	e.opts.OpenTarget = nil
 	r := e.mustPoll()
 	if r.Delivered != 5 {
