@@ -126,7 +126,7 @@ type IMAPOptions struct {
 // server may finish after the next poll's Delivered looked for it; the
 // fetcher waits LateCommit for those before it fetches them again, and
 // with that the kill -9 loop found no message lost or appended twice in
-// 1,200 kills over 4 connections.
+// 1,800 kills over 4 connections.
 const DefaultIMAPConnections = 4
 
 // imapWindow is how many APPENDs one connection has in flight at most.
