@@ -13,10 +13,11 @@ import (
 // committer commits batches in a goroutine of its own while the next
 // batch streams from the server: the fsyncs and transactions of batch k
 // overlap the RETRs of batch k+1. It commits one batch at a time, in the
-// order given, and each commit keeps its steps in order (durable, intents,
-// published, recorded), so nothing is recorded before it is durable. The
-// messages it returns from finish are the only ones that were recorded,
-// and so the only ones that may be DELE'd.
+// order given, and each commit keeps its steps in order (durable and
+// intents, at once; then published; then recorded), so nothing is
+// published before its intent is durable and nothing is recorded before
+// it is published. The messages it returns from finish are the only ones
+// that were recorded, and so the only ones that may be DELE'd.
 //
 // The goroutine is owned by the fetchAll that started it: finish ends it
 // and is called before fetchAll returns, on every path.
@@ -31,7 +32,7 @@ type committer struct {
 	// Written by the goroutine; read once done is closed.
 	delivered []serverMsg
 	err       error
-	publish   bool // the failure was in Publish: intents to resolve
+	resolve   bool // the failure left intents open: resolve them in finish
 }
 
 func (p *pollRun) startCommitter(ctx context.Context, s sink) *committer {
@@ -53,8 +54,8 @@ func (cm *committer) run(ctx context.Context, in <-chan []staged) {
 			continue
 		}
 		if err := cm.p.commit(ctx, batch, cm.s); err != nil {
-			var pe *publishError
-			cm.fail(err, errors.As(err, &pe))
+			var oe *openIntentsError
+			cm.fail(err, errors.As(err, &oe))
 			continue
 		}
 		for _, st := range batch {
@@ -65,8 +66,8 @@ func (cm *committer) run(ctx context.Context, in <-chan []staged) {
 	}
 }
 
-func (cm *committer) fail(err error, publish bool) {
-	cm.err, cm.publish = err, publish
+func (cm *committer) fail(err error, resolve bool) {
+	cm.err, cm.resolve = err, resolve
 	cm.failed.Store(true)
 }
 
@@ -99,30 +100,54 @@ func (cm *committer) submit(batch []staged) {
 }
 
 // finish waits for every submitted batch and returns the messages
-// recorded as delivered and the first commit error. A failed Publish
-// leaves intents that are resolved here, now that nothing streams.
+// recorded as delivered and the first commit error. A commit that failed
+// after recording its intents (in Publish, or in a Prepare that ran
+// alongside) leaves them open; they are resolved here, now that nothing
+// streams.
 func (cm *committer) finish(ctx context.Context) ([]serverMsg, error) {
 	if !cm.closed {
 		close(cm.in)
 		cm.closed = true
 	}
 	<-cm.done
-	if cm.publish {
-		cm.publish = false
+	if cm.resolve {
+		cm.resolve = false
 		// Some may be in place: the intents say which to look for, and
 		// resolving them now settles it without a refetch.
 		if rerr := cm.p.resolveIntents(context.WithoutCancel(ctx)); rerr != nil {
-			cm.p.log.Warn("resolving intents after a failed publish", "error", rerr.Error())
+			cm.p.log.Warn("resolving intents after a failed commit", "error", rerr.Error())
 		}
 	}
 	return cm.delivered, cm.err
 }
 
-// publishError marks a commit that failed in Publish.
-type publishError struct{ err error }
+// openIntentsError marks a commit that failed after its intents were
+// recorded (in Publish, or in Prepare while the intents were being
+// recorded): they are open, and some of the batch may be in place.
+type openIntentsError struct{ err error }
 
-func (e *publishError) Error() string { return e.err.Error() }
-func (e *publishError) Unwrap() error { return e.err }
+func (e *openIntentsError) Error() string { return e.err.Error() }
+func (e *openIntentsError) Unwrap() error { return e.err }
+
+// addIntentsAsync records intents in a transaction of its own while the
+// caller goes on, and returns where its outcome arrives: once, on every
+// path, so the caller that receives it owns the goroutine.
+func (p *pollRun) addIntentsAsync(ctx context.Context, intents []state.Intent) <-chan error {
+	out := make(chan error, 1)
+	if len(intents) == 0 {
+		out <- nil
+		return out
+	}
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				out <- fmt.Errorf("internal error (please report): %v", v)
+			}
+		}()
+		out <- p.o.Store.AddIntents(ctx, p.id, intents)
+	}()
+	return out
+}
 
 func abortStaged(batch []staged) {
 	for _, st := range batch {
@@ -135,9 +160,12 @@ func abortStaged(batch []staged) {
 }
 
 // commit makes a batch durable in every target of the sink and records
-// it: prepare, intents, publish, mark delivered. Each step is one call
-// for the whole batch: one fsync of the Maildir folder and two
-// transactions serve many messages.
+// it: prepare and intents at once, then publish, then mark delivered.
+// Each step is one call for the whole batch: one fsync of the Maildir
+// folder and two transactions serve many messages. The flushes it waits
+// for one after another are those of Prepare (for a Maildir, ⌈files/64⌉,
+// with the intent transaction's flush among them), the directory fsync
+// of Publish and the transaction of MarkDelivered.
 func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 	if len(batch) == 0 {
 		return nil
@@ -163,15 +191,10 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 			}
 		}
 	}
-	for ti, t := range s.targets {
-		if len(cols[ti]) == 0 {
-			continue
-		}
-		if err := t.Prepare(ctx, cols[ti]); err != nil {
-			abortAll()
-			return asTargetError(fmt.Errorf("making messages durable: %w", err))
-		}
-	}
+	// A token is fixed when its delivery begins, so the intents can be
+	// recorded while the targets make the files durable: the intent
+	// transaction's flush and the files' fsyncs are waited for at once,
+	// and both are done before anything is published.
 	now := p.o.now()
 	var intents []state.Intent
 	for _, st := range batch {
@@ -189,11 +212,42 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 		abortAll()
 		return err
 	}
-	if len(intents) > 0 {
-		if err := p.o.Store.AddIntents(ctx, p.id, intents); err != nil {
-			abortAll()
-			return fmt.Errorf("recording delivery intents: %w", err)
+	recorded := p.addIntentsAsync(ctx, intents)
+	var prepErr error
+	for ti, t := range s.targets {
+		if len(cols[ti]) == 0 {
+			continue
 		}
+		if err := t.Prepare(ctx, cols[ti]); err != nil {
+			prepErr = asTargetError(fmt.Errorf("making messages durable: %w", err))
+			break
+		}
+	}
+	intentErr := <-recorded
+	if intentErr != nil {
+		intentErr = fmt.Errorf("recording delivery intents: %w", intentErr)
+	}
+	switch {
+	case prepErr != nil && intentErr != nil:
+		abortAll()
+		return errors.Join(prepErr, intentErr)
+	case intentErr != nil:
+		abortAll()
+		return intentErr
+	case prepErr != nil:
+		abortAll()
+		if len(intents) > 0 {
+			// The intents are recorded for files that are now gone: the
+			// committer resolves them (none is found, all are dropped)
+			// once nothing streams any more.
+			return &openIntentsError{prepErr}
+		}
+		return prepErr
+	}
+	// The lease may have ended while the files were flushed.
+	if err := p.held(); err != nil {
+		abortAll()
+		return err
 	}
 	for ti, t := range s.targets {
 		if len(cols[ti]) == 0 {
@@ -204,7 +258,7 @@ func (p *pollRun) commit(ctx context.Context, batch []staged, s sink) error {
 			if !ok {
 				// Some may be in place: the committer resolves the
 				// intents once nothing streams any more.
-				return &publishError{asTargetError(fmt.Errorf("delivering: %w", err))}
+				return &openIntentsError{asTargetError(fmt.Errorf("delivering: %w", err))}
 			}
 			// The server judged some messages (an IMAP NO): on_reject
 			// takes them, the rest of the batch goes on.
