@@ -24,7 +24,7 @@ type orderTarget struct {
 	deliver.Target
 	store state.Store
 	id    state.Account
-	began <-chan struct{} // one value per intent transaction begun
+	began <-chan struct{} // one value per intent transaction begun; nil: no wait
 
 	mu        sync.Mutex
 	alone     int // Prepares that no intent transaction ran alongside
@@ -33,6 +33,9 @@ type orderTarget struct {
 }
 
 func (o *orderTarget) Prepare(ctx context.Context, ds []deliver.Delivery) error {
+	if o.began == nil {
+		return o.Target.Prepare(ctx, ds)
+	}
 	select {
 	case <-o.began:
 	case <-time.After(5 * time.Second):
@@ -148,4 +151,115 @@ type countIntents struct {
 func (c *countIntents) AddIntents(ctx context.Context, a state.Account, in []state.Intent) error {
 	*c.n += len(in)
 	return c.Store.AddIntents(ctx, a, in)
+}
+
+// recorderStore is a state.IntentRecorder over the test's SQLite store
+// that counts the transactions recording a batch together with the next
+// batch's intents, and fails the failAt-th of them (0: none).
+type recorderStore struct {
+	state.Store
+	ir     state.IntentRecorder
+	failAt int
+
+	mu     sync.Mutex
+	merged int
+}
+
+var errMergedTx = errors.New("transaction failed (injected)")
+
+func (s *recorderStore) MarkDeliveredAddIntents(ctx context.Context, a state.Account, recs []state.Record, in []state.Intent) error {
+	s.mu.Lock()
+	if len(recs) > 0 && len(in) > 0 {
+		s.merged++
+		if s.merged == s.failAt {
+			s.mu.Unlock()
+			return errMergedTx
+		}
+	}
+	s.mu.Unlock()
+	return s.ir.MarkDeliveredAddIntents(ctx, a, recs, in)
+}
+
+// slowPublish makes Publish take a while, so that the next batch fills
+// while one is published.
+type slowPublish struct {
+	deliver.Target
+	d time.Duration
+}
+
+func (s slowPublish) Publish(ctx context.Context, ds []deliver.Delivery) error {
+	time.Sleep(s.d)
+	return s.Target.Publish(ctx, ds)
+}
+
+func mergedEnv(t *testing.T, msgs []pop3test.Message, failAt int) (*env, *recorderStore, *orderTarget) {
+	e := newEnv(t, msgs, pop3test.Config{})
+	e.acct.Keep = false
+	e.opts.BatchSize = 10
+	rs := &recorderStore{Store: e.store, ir: e.store, failAt: failAt}
+	e.opts.Store = rs
+	ot := &orderTarget{store: e.store, id: e.acct.Identity()}
+	e.opts.OpenTarget = func(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
+		tg, err := fetch.OpenTarget(a, d)
+		ot.Target = slowPublish{Target: tg, d: 20 * time.Millisecond}
+		return ot, err
+	}
+	return e, rs, ot
+}
+
+// With a store that can, one transaction records a published batch and
+// the intents of the batch that arrived meanwhile; every intent is still
+// committed before its file is published, and every message is
+// delivered once.
+func TestOneTransactionRecordsABatchAndTheNextIntents(t *testing.T) {
+	msgs := pop3test.SampleMessages(80, 9)
+	e, rs, ot := mergedEnv(t, msgs, 0)
+	r := e.mustPoll()
+	if r.Delivered != len(msgs) || r.Deleted != len(msgs) {
+		t.Fatalf("poll: %+v", r)
+	}
+	if rs.merged == 0 {
+		t.Error("no transaction recorded a batch together with the next batch's intents")
+	}
+	if len(ot.early) > 0 || ot.published != len(msgs) {
+		t.Errorf("published %d, %d of them before their intent was committed: %v", ot.published, len(ot.early), ot.early)
+	}
+	e.wantExactlyOnce(msgs)
+	e.wantOnServer()
+	if in, err := e.store.Intents(t.Context(), e.acct.Identity()); err != nil || len(in) != 0 {
+		t.Fatalf("open intents after the poll: %v, %v", in, err)
+	}
+}
+
+// A failed transaction of a batch's records and the next batch's intents
+// records neither: the published batch is not counted (and the poll
+// deletes nothing) but
+// its intents make the next poll record it without fetching it again; the
+// next batch is not published, and is fetched again once.
+func TestFailedMergedTransactionLosesAndDuplicatesNothing(t *testing.T) {
+	msgs := pop3test.SampleMessages(80, 10)
+	e, rs, _ := mergedEnv(t, msgs, 2)
+	r := e.poll()
+	if !errors.Is(r.Err, errMergedTx) {
+		t.Fatalf("poll error = %v, want the injected one", r.Err)
+	}
+	if rs.merged < 2 {
+		t.Fatalf("%d merged transactions, want the failing second", rs.merged)
+	}
+	// A failed commit stops the poll before any DELE.
+	if r.Deleted != 0 || r.Delivered >= len(msgs) {
+		t.Fatalf("poll: %+v, want some delivered and nothing deleted", r)
+	}
+	e.wantOnServer(uids(msgs)...)
+	if left, err := os.ReadDir(filepath.Join(e.maildir, "tmp")); err != nil || len(left) != 0 {
+		t.Fatalf("tmp/ after the failed commit: %v, %v", left, err)
+	}
+	e.opts.Store = e.store
+	e.opts.OpenTarget = nil
+	e.mustPoll()
+	e.wantExactlyOnce(msgs)
+	e.wantOnServer()
+	if in, err := e.store.Intents(t.Context(), e.acct.Identity()); err != nil || len(in) != 0 {
+		t.Fatalf("open intents after the second poll: %v, %v", in, err)
+	}
 }

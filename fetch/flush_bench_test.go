@@ -89,27 +89,41 @@ func (s slowFlushTarget) Publish(ctx context.Context, ds []deliver.Delivery) err
 	return err
 }
 
-// slowFlushStore makes each of the seen-set's commits in a batch wait lat
-// (one WAL flush each) and counts the batches recorded.
+// slowFlushStore makes each of the seen-set's commits wait lat (one WAL
+// flush each), one commit at a time as SQLite's one writer does, and
+// counts the batches recorded.
 type slowFlushStore struct {
 	state.Store
 	clock *flushClock
 
-	mu    sync.Mutex
-	marks int
+	writer sync.Mutex // held for a commit and its flush
+	marks  int        // guarded by writer
 }
 
 func (s *slowFlushStore) AddIntents(ctx context.Context, a state.Account, in []state.Intent) error {
+	s.writer.Lock()
+	defer s.writer.Unlock()
 	s.clock.wait(1)
 	return s.Store.AddIntents(ctx, a, in)
 }
 
 func (s *slowFlushStore) MarkDelivered(ctx context.Context, a state.Account, recs []state.Record) error {
-	s.mu.Lock()
+	s.writer.Lock()
+	defer s.writer.Unlock()
 	s.marks++
-	s.mu.Unlock()
 	s.clock.wait(1)
 	return s.Store.MarkDelivered(ctx, a, recs)
+}
+
+// MarkDeliveredAddIntents is one commit, as SQLite's (state.IntentRecorder).
+func (s *slowFlushStore) MarkDeliveredAddIntents(ctx context.Context, a state.Account, recs []state.Record, in []state.Intent) error {
+	s.writer.Lock()
+	defer s.writer.Unlock()
+	if len(recs) > 0 {
+		s.marks++
+	}
+	s.clock.wait(1)
+	return s.Store.(state.IntentRecorder).MarkDeliveredAddIntents(ctx, a, recs, in)
 }
 
 // BenchmarkGroupCommitSlowFlush fetches 2,000 messages into a Maildir
