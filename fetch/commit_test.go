@@ -133,6 +133,7 @@ func TestPrepareFailureLeavesNoIntentOpen(t *testing.T) {
 	}
 	e.wantExactlyOnce(nil)
 	e.wantOnServer(uids(msgs)...)
+	e.waitIdle()
 	e.opts.OpenTarget = nil
 	e.opts.Store = e.store
 	if r := e.mustPoll(); r.Delivered != len(msgs) {
@@ -254,6 +255,7 @@ func TestFailedMergedTransactionLosesAndDuplicatesNothing(t *testing.T) {
 	if left, err := os.ReadDir(filepath.Join(e.maildir, "tmp")); err != nil || len(left) != 0 {
 		t.Fatalf("tmp/ after the failed commit: %v, %v", left, err)
 	}
+	e.waitIdle()
 	e.opts.Store = e.store
 	e.opts.OpenTarget = nil
 	e.mustPoll()
@@ -261,5 +263,17 @@ func TestFailedMergedTransactionLosesAndDuplicatesNothing(t *testing.T) {
 	e.wantOnServer()
 	if in, err := e.store.Intents(t.Context(), e.acct.Identity()); err != nil || len(in) != 0 {
 		t.Fatalf("open intents after the second poll: %v, %v", in, err)
+	}
+}
+
+// waitIdle waits until the server has noticed that the poll before
+// dropped its session (no QUIT after a failed commit), so that the next
+// poll does not find the maildrop locked.
+func (e *env) waitIdle() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.WaitIdle(ctx); err != nil {
+		e.t.Fatalf("server still busy with the poll before: %v", err)
 	}
 }
