@@ -306,28 +306,20 @@ func (j *commitJob) records() []state.Record {
 //
 // The flushes a batch waits for one after another are then those of
 // Prepare (for a Maildir, ⌈files/64⌉; the transaction's flush among
-// them), and the directory fsync of Publish.
+// them), and the directory fsync of Publish. With a target whose server
+// may commit a message late (lateCommitter: IMAP), the transaction runs
+// after Prepare instead, so that the intents' Created, from which the
+// late commit is waited for, stays just before the APPENDs.
 func (p *pollRun) stage(ctx context.Context, batch []staged, s sink, prev *prevJob) (job *commitJob, recorded bool, err error) {
 	// Once the batch is staged the commit runs to its end even if the
 	// poll is being cancelled: the bytes are here, and stopping halfway
 	// would only leave work for the next start.
 	ctx = context.WithoutCancel(ctx)
-	job = &commitJob{all: batch, batch: batch, s: s, cols: make([][]deliver.Delivery, len(s.targets)), now: p.o.now()}
+	job = &commitJob{all: batch, batch: batch, s: s, cols: make([][]deliver.Delivery, len(s.targets))}
 	for _, st := range batch {
 		for ti, d := range st.ds {
 			if d != nil {
 				job.cols[ti] = append(job.cols[ti], d)
-			}
-		}
-	}
-	var intents []state.Intent
-	for _, st := range batch {
-		for ti, d := range st.ds {
-			if d == nil {
-				continue
-			}
-			if tok := d.Token(); tok != "" {
-				intents = append(intents, state.Intent{UIDL: st.m.key, Target: s.targets[ti].id, Token: tok, Size: st.size, Created: job.now})
 			}
 		}
 	}
@@ -336,16 +328,41 @@ func (p *pollRun) stage(ctx context.Context, batch []staged, s sink, prev *prevJ
 		job.abort()
 		return nil, false, err
 	}
-	done := p.transactAsync(ctx, prev, intents)
+	prepare := func() error {
+		for ti, t := range s.targets {
+			if len(job.cols[ti]) == 0 {
+				continue
+			}
+			if err := t.Prepare(ctx, job.cols[ti]); err != nil {
+				return asTargetError(fmt.Errorf("making messages durable: %w", err))
+			}
+		}
+		return nil
+	}
+	// A target whose server may commit a message after its client is
+	// gone (IMAP) is waited for from its intent's Created: that must
+	// stay just before the APPENDs, so with such a target the other
+	// targets' files are flushed first, as before the overlap.
+	late := lateCommits(s)
 	var prepErr error
-	for ti, t := range s.targets {
-		if len(job.cols[ti]) == 0 {
-			continue
+	if late {
+		prepErr = prepare()
+	}
+	job.now = p.o.now()
+	var intents []state.Intent
+	for _, st := range batch {
+		for ti, d := range st.ds {
+			if d == nil || prepErr != nil {
+				continue
+			}
+			if tok := d.Token(); tok != "" {
+				intents = append(intents, state.Intent{UIDL: st.m.key, Target: s.targets[ti].id, Token: tok, Size: st.size, Created: job.now})
+			}
 		}
-		if err := t.Prepare(ctx, job.cols[ti]); err != nil {
-			prepErr = asTargetError(fmt.Errorf("making messages durable: %w", err))
-			break
-		}
+	}
+	done := p.transactAsync(ctx, prev, intents)
+	if !late {
+		prepErr = prepare()
 	}
 	txErr := <-done
 	recorded = prev != nil && txErr == nil
@@ -374,6 +391,17 @@ func (p *pollRun) stage(ctx context.Context, batch []staged, s sink, prev *prevJ
 type prevJob struct {
 	job *commitJob
 	via state.IntentRecorder
+}
+
+// lateCommits reports whether a target of s may have a message committed
+// by its server after the client is gone (lateCommitter).
+func lateCommits(s sink) bool {
+	for _, t := range s.targets {
+		if lc, ok := t.Target.(lateCommitter); ok && lc.LateCommit() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // transactAsync runs the transaction of a stage while the caller goes on:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -276,4 +277,87 @@ func (e *env) waitIdle() {
 	if err := e.srv.WaitIdle(ctx); err != nil {
 		e.t.Fatalf("server still busy with the poll before: %v", err)
 	}
+}
+
+
+// slowPrepare records when its Prepare ended.
+type slowPrepare struct {
+	deliver.Target
+	d    time.Duration
+	mu   *sync.Mutex
+	ends *[]time.Time
+}
+
+func (s slowPrepare) Prepare(ctx context.Context, ds []deliver.Delivery) error {
+	time.Sleep(s.d)
+	err := s.Target.Prepare(ctx, ds)
+	s.mu.Lock()
+	*s.ends = append(*s.ends, time.Now())
+	s.mu.Unlock()
+	return err
+}
+
+// createdStore remembers the intents recorded.
+type createdStore struct {
+	state.Store
+	mu *sync.Mutex
+	in *[]state.Intent
+}
+
+func (c createdStore) AddIntents(ctx context.Context, a state.Account, in []state.Intent) error {
+	c.mu.Lock()
+	*c.in = append(*c.in, in...)
+	c.mu.Unlock()
+	return c.Store.AddIntents(ctx, a, in)
+}
+
+// With a target that may commit late beside one whose files take a while
+// to flush, a batch's intents are recorded only after those flushes: the
+// late commit is waited for from the intents' Created, which must not
+// move away from the APPENDs.
+func TestLateCommitterIntentsAfterTheFlushes(t *testing.T) {
+	msgs := pop3test.SampleMessages(20, 11)
+	e := newEnv(t, msgs, pop3test.Config{})
+	second := filepath.Join(e.dir, "Late")
+	e.acct.Deliver = append(e.acct.Deliver, configs.Deliver{Target: &configs.MaildirTarget{Path: second}})
+	var mu sync.Mutex
+	var ends []time.Time
+	var intents []state.Intent
+	e.opts.Store = createdStore{Store: e.store, mu: &mu, in: &intents}
+	e.opts.OpenTarget = func(a *configs.Account, d configs.Deliver) (deliver.Target, error) {
+		tg, err := fetch.OpenTarget(a, d)
+		if err != nil {
+			return nil, err
+		}
+		if d.Target.(*configs.MaildirTarget).Path == second {
+			return &lateTarget{Target: tg, settle: time.Minute}, nil
+		}
+		return slowPrepare{Target: tg, d: 50 * time.Millisecond, mu: &mu, ends: &ends}, nil
+	}
+	if r := e.mustPoll(); r.Delivered != len(msgs) {
+		t.Fatalf("poll: %+v", r)
+	}
+	if len(ends) == 0 || len(intents) == 0 {
+		t.Fatalf("%d Prepares, %d intents", len(ends), len(intents))
+	}
+	// Intents are recorded once per batch; each one's Created is after
+	// the Prepare of its batch ended (the Prepares end in batch order).
+	created := map[time.Time]bool{}
+	for _, in := range intents {
+		created[in.Created] = true
+	}
+	var cs []time.Time
+	for c := range created {
+		cs = append(cs, c)
+	}
+	slices.SortFunc(cs, time.Time.Compare)
+	if len(cs) != len(ends) {
+		t.Fatalf("%d intent times for %d batches", len(cs), len(ends))
+	}
+	for i, c := range cs {
+		if c.Before(ends[i]) {
+			t.Errorf("batch %d: intents created %s before its files were flushed", i, ends[i].Sub(c))
+		}
+	}
+	e.wantExactlyOnce(msgs)
 }
