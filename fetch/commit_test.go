@@ -279,7 +279,6 @@ func (e *env) waitIdle() {
 	}
 }
 
-
 // slowPrepare records when its Prepare ended.
 type slowPrepare struct {
 	deliver.Target
