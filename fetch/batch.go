@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"popsync/configs"
@@ -57,9 +58,10 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 	if batchBytes <= 0 {
 		batchBytes = defaultBatchBytes
 	}
-	cm := p.startCommitter(ctx, s)
+	g := &grouper{maxN: batchN, maxBytes: batchBytes}
+	cm := p.startCommitter(ctx, s, g)
+	g.cm = cm
 	defer cm.finish(ctx)
-	g := &grouper{cm: cm, maxN: batchN, maxBytes: batchBytes}
 	fetchErr := p.fetchStream(ctx, c, msgs, s, g)
 	// Messages fully received before an error are still committed: a
 	// dropped connection costs only the message in flight.
@@ -81,35 +83,44 @@ func (p *pollRun) fetchAll(ctx context.Context, c *pop3.Client, msgs []serverMsg
 
 // grouper collects staged messages into the next batch and hands it to
 // the committer as soon as the committer is idle, or waits for it once the
-// batch is full. It is used by the fetching goroutine only.
+// batch is full. Its methods but take are used by the fetching goroutine
+// only; the committer calls take, when it has published a batch, for
+// whatever has arrived meanwhile.
 type grouper struct {
 	cm       *committer
 	maxN     int
 	maxBytes int64
-	batch    []staged
-	bytes    int64
 	streamed int // messages staged so far, in every batch
+
+	mu    sync.Mutex // guards batch and bytes; never held while blocking
+	batch []staged
+	bytes int64
 }
 
 // add appends a staged message and hands the batch over if it can.
 func (g *grouper) add(st staged) {
+	g.streamed++
+	g.mu.Lock()
 	g.batch = append(g.batch, st)
 	g.bytes += st.size
-	g.streamed++
 	if len(g.batch) >= g.maxN || g.bytes >= g.maxBytes {
-		g.flush()
+		b := g.cut()
+		g.mu.Unlock()
+		g.cm.submit(b)
 		return
 	}
-	// A batch smaller than minBatch waits for more, so that a fast disk
-	// does not pay a commit (two transactions, a directory fsync) for
-	// every message or two; the wait is only the time to receive that
-	// much.
-	if len(g.batch) < minBatchN && g.bytes < minBatchBytes {
-		return
+	if g.ripe() && g.cm.trySubmit(g.batch) {
+		g.cut()
 	}
-	if g.cm.trySubmit(g.batch) {
-		g.reset()
-	}
+	g.mu.Unlock()
+}
+
+// ripe reports whether the batch is worth a commit of its own. A batch
+// smaller than minBatch waits for more, so that a fast disk does not pay a
+// commit (a transaction, a directory fsync) for every message or two; the
+// wait is only the time to receive that much. The caller holds mu.
+func (g *grouper) ripe() bool {
+	return len(g.batch) >= minBatchN || g.bytes >= minBatchBytes
 }
 
 // A batch is handed to an idle committer once it holds minBatchN
@@ -121,16 +132,31 @@ const (
 
 // flush hands the batch over, waiting for the commit in progress.
 func (g *grouper) flush() {
-	if len(g.batch) == 0 {
-		return
+	g.mu.Lock()
+	b := g.cut()
+	g.mu.Unlock()
+	if len(b) > 0 {
+		g.cm.submit(b)
 	}
-	g.cm.submit(g.batch)
-	g.reset()
 }
 
-func (g *grouper) reset() {
-	g.batch = make([]staged, 0, cap(g.batch))
+// take is the committer's: it returns the batch being filled if it is
+// ripe, and leaves it alone (nil) if not.
+func (g *grouper) take() []staged {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.ripe() {
+		return nil
+	}
+	return g.cut()
+}
+
+// cut returns the batch and starts a new one. The caller holds mu.
+func (g *grouper) cut() []staged {
+	b := g.batch
+	g.batch = make([]staged, 0, cap(b))
 	g.bytes = 0
+	return b
 }
 
 // fetchStream streams msgs into the sink, one pipelined RETR pass, and

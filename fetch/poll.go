@@ -7,13 +7,14 @@
 // never parses protocol bytes or writes mail files itself. What it owns is
 // the order of things, because the order is the product's promise:
 //
-//  1. a message is staged in every target and made durable there;
-//  2. an intent naming where it will appear is committed to the store;
-//  3. the targets publish it (Maildir: rename into new/, fsync new/);
-//  4. the store records it as delivered, in one transaction per batch;
-//  5. only then, if policy says so, it is DELE'd, and QUIT commits that.
+//  1. a message is staged in every target and made durable there, and,
+//     at the same time, an intent naming where it will appear is
+//     committed to the store; both are done before step 2;
+//  2. the targets publish it (Maildir: rename into new/, fsync new/);
+//  3. the store records it as delivered, in one transaction per batch;
+//  4. only then, if policy says so, it is DELE'd, and QUIT commits that.
 //
-// A crash between 2 and 4 leaves an open intent that the next poll
+// A crash between 1 and 3 leaves an open intent that the next poll
 // resolves by asking the target whether the message got published.
 package fetch
 

@@ -17,21 +17,29 @@ func (s *SQLite) AddIntents(ctx context.Context, a Account, in []Intent) error {
 		return nil
 	}
 	err = s.withAccount(ctx, a, true, func(tx *sql.Tx, id int64) error {
-		return execRows(ctx, tx, len(in), rowsPerStatement, func(n int) string {
-			return `INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created) VALUES ` +
-				valueRows(n, 7) + `
-			ON CONFLICT (account_id, uidl, target) DO UPDATE SET
-				token = excluded.token, confirmed = excluded.confirmed, size = excluded.size,
-				created = excluded.created`
-		}, func(args []any, i int) []any {
-			it := in[i]
-			return append(args, id, it.UIDL, it.Target, it.Token, it.Confirmed, it.Size, it.Created.UnixMicro())
-		})
+		return addIntentsTx(ctx, tx, id, in)
 	})
 	if err != nil {
 		return fmt.Errorf("adding intents for %s: %w", a, err)
 	}
 	return nil
+}
+
+// addIntentsTx is the body of AddIntents in tx.
+func addIntentsTx(ctx context.Context, tx *sql.Tx, id int64, in []Intent) error {
+	if len(in) == 0 {
+		return nil
+	}
+	return execRows(ctx, tx, len(in), rowsPerStatement, func(n int) string {
+		return `INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created) VALUES ` +
+			valueRows(n, 7) + `
+			ON CONFLICT (account_id, uidl, target) DO UPDATE SET
+				token = excluded.token, confirmed = excluded.confirmed, size = excluded.size,
+				created = excluded.created`
+	}, func(args []any, i int) []any {
+		it := in[i]
+		return append(args, id, it.UIDL, it.Target, it.Token, it.Confirmed, it.Size, it.Created.UnixMicro())
+	})
 }
 
 // Intents implements Store.

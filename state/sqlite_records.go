@@ -7,18 +7,52 @@ import (
 	"time"
 )
 
+var _ IntentRecorder = (*SQLite)(nil)
+
 // MarkDelivered implements Store.
 func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) error {
-	a, recs, err := PrepareDelivered(a, recs, time.Now())
+	return s.MarkDeliveredAddIntents(ctx, a, recs, nil)
+}
+
+// MarkDeliveredAddIntents implements IntentRecorder: MarkDelivered of
+// recs, then AddIntents of in, in one transaction.
+func (s *SQLite) MarkDeliveredAddIntents(ctx context.Context, a Account, recs []Record, in []Intent) error {
+	now := time.Now()
+	a, recs, err := PrepareDelivered(a, recs, now)
 	if err != nil {
 		return err
 	}
-	if len(recs) == 0 {
+	a, in, err = PrepareIntents(a, in, now)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 && len(in) == 0 {
 		return nil
 	}
 	err = s.withAccount(ctx, a, true, func(tx *sql.Tx, id int64) error {
-		err := execRows(ctx, tx, len(recs), rowsPerStatement, func(n int) string {
-			return `INSERT INTO message (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
+		if err := markDeliveredTx(ctx, tx, id, recs); err != nil {
+			return err
+		}
+		return addIntentsTx(ctx, tx, id, in)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case len(in) == 0:
+		return fmt.Errorf("marking delivered for %s: %w", a, err)
+	case len(recs) == 0:
+		return fmt.Errorf("adding intents for %s: %w", a, err)
+	}
+	return fmt.Errorf("marking delivered and adding intents for %s: %w", a, err)
+}
+
+// markDeliveredTx is the body of MarkDelivered in tx.
+func markDeliveredTx(ctx context.Context, tx *sql.Tx, id int64, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	err := execRows(ctx, tx, len(recs), rowsPerStatement, func(n int) string {
+		return `INSERT INTO message (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
 			VALUES ` + valueRows(n, 8) + `
 			ON CONFLICT (account_id, uidl) DO UPDATE SET
 				state = excluded.state,
@@ -28,24 +62,19 @@ func (s *SQLite) MarkDelivered(ctx context.Context, a Account, recs []Record) er
 				deleted_at = coalesce(excluded.deleted_at, message.deleted_at),
 				gone_since = NULL,
 				note = excluded.note`
-		}, func(args []any, i int) []any {
-			r := recs[i]
-			return append(args, id, r.UIDL, int(r.State), r.Size, r.FirstSeen.UnixMicro(),
-				r.DeliveredAt.UnixMicro(), dbTime(r.DeletedAt), r.Note)
-		})
-		if err != nil {
-			return fmt.Errorf("recording deliveries: %w", err)
-		}
-		uidls := make([]string, len(recs))
-		for i, r := range recs {
-			uidls[i] = r.UIDL
-		}
-		return deleteIntents(ctx, tx, id, uidls)
+	}, func(args []any, i int) []any {
+		r := recs[i]
+		return append(args, id, r.UIDL, int(r.State), r.Size, r.FirstSeen.UnixMicro(),
+			r.DeliveredAt.UnixMicro(), dbTime(r.DeletedAt), r.Note)
 	})
 	if err != nil {
-		return fmt.Errorf("marking delivered for %s: %w", a, err)
+		return fmt.Errorf("recording deliveries: %w", err)
 	}
-	return nil
+	uidls := make([]string, len(recs))
+	for i, r := range recs {
+		uidls[i] = r.UIDL
+	}
+	return deleteIntents(ctx, tx, id, uidls)
 }
 
 // MarkSkipped implements Store.

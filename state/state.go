@@ -289,3 +289,31 @@ type Store interface {
 	// returns nil.
 	Close() error
 }
+
+// IntentRecorder is a Store that can record one batch as delivered and
+// the next batch's intents in one transaction, so that a fetcher waits
+// for one commit (one flush) for both instead of two. A Store without it
+// gets the two calls.
+type IntentRecorder interface {
+	// MarkDeliveredAddIntents is MarkDelivered of recs followed by
+	// AddIntents of in, all or nothing. Either may be empty.
+	MarkDeliveredAddIntents(ctx context.Context, a Account, recs []Record, in []Intent) error
+}
+
+// IntentRecorderOf returns st as an IntentRecorder, or nil if it is
+// none. It looks through wrappers that name the Store they wrap with
+// Unwrap() Store: a wrapper may offer Unwrap only if it changes nothing
+// about MarkDelivered and AddIntents (it adds methods, say).
+func IntentRecorderOf(st Store) IntentRecorder {
+	for range 8 { // wrappers of wrappers, not a cycle
+		if ir, ok := st.(IntentRecorder); ok {
+			return ir
+		}
+		u, ok := st.(interface{ Unwrap() Store })
+		if !ok {
+			return nil
+		}
+		st = u.Unwrap()
+	}
+	return nil
+}

@@ -13,7 +13,9 @@ import (
 const flushCalls = "fsync,fdatasync,syncfs,sync,sync_file_range,msync"
 
 // parseFlushDelays parses -flush-delay: comma-separated durations such as
-// "2ms,10ms".
+// "2ms,10ms". A delay of 0 runs the tool under the same strace without
+// delaying anything: what tracing the flushes costs by itself, to tell
+// from what the delays cost.
 func parseFlushDelays(s string) ([]time.Duration, error) {
 	var out []time.Duration
 	for f := range strings.SplitSeq(s, ",") {
@@ -21,8 +23,8 @@ func parseFlushDelays(s string) ([]time.Duration, error) {
 			continue
 		}
 		d, err := time.ParseDuration(f)
-		if err != nil || d <= 0 || d%time.Microsecond != 0 {
-			return nil, fmt.Errorf("-flush-delay %q: want positive durations in whole microseconds, such as 2ms,10ms", f)
+		if err != nil || d < 0 || d%time.Microsecond != 0 {
+			return nil, fmt.Errorf("-flush-delay %q: want durations of 0 or more in whole microseconds, such as 0ms,2ms,10ms", f)
 		}
 		out = append(out, d)
 	}
@@ -40,6 +42,9 @@ func slowDisk(t *tool, strace string, delay time.Duration) *tool {
 	c := *t
 	c.name = t.name + "@" + delay.String()
 	c.about = t.about + fmt.Sprintf("; every fsync-family call delayed by %s (strace)", delay)
+	if delay == 0 {
+		c.about = t.about + "; every fsync-family call traced by strace, none delayed"
+	}
 	us := strconv.FormatInt(delay.Microseconds(), 10)
 	inner := t.command
 	c.command = func(_ *tool, j *job) ([]string, []string, error) {
@@ -47,8 +52,10 @@ func slowDisk(t *tool, strace string, delay time.Duration) *tool {
 		if err != nil {
 			return nil, nil, err
 		}
-		wrap := []string{strace, "-f", "--seccomp-bpf", "-o", "/dev/null",
-			"-e", "trace=" + flushCalls, "-e", "inject=" + flushCalls + ":delay_exit=" + us}
+		wrap := []string{strace, "-f", "--seccomp-bpf", "-o", "/dev/null", "-e", "trace=" + flushCalls}
+		if delay > 0 {
+			wrap = append(wrap, "-e", "inject="+flushCalls+":delay_exit="+us)
+		}
 		return append(wrap, argv...), env, nil
 	}
 	return &c

@@ -24,6 +24,11 @@ type store struct {
 	fleet  *postgres.Store // nil for SQLite
 }
 
+// Unwrap returns the store itself: the wrapper changes none of its
+// methods, so the fetcher may use what it offers beyond state.Store
+// (state.IntentRecorderOf).
+func (s *store) Unwrap() state.Store { return s.Store }
+
 // Tokens returns the store's OAuth 2.0 token table.
 func (s *store) Tokens() fetch.TokenStore { return s.tokens }
 
