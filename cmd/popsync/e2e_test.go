@@ -3,16 +3,13 @@ package main_test
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/realtest"
@@ -149,6 +146,19 @@ func maildirContents(t *testing.T, maildir string) []string {
 // of every message file of the Maildir dir; a missing folder holds none.
 func eachMaildirFile(t *testing.T, dir string, f func(name string, b []byte)) {
 	t.Helper()
+	eachMaildirName(t, dir, func(name string) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(name, b)
+	})
+}
+
+// eachMaildirName calls f with "new/NAME" or "cur/NAME" for every message
+// file of the Maildir at dir.
+func eachMaildirName(t *testing.T, dir string, f func(name string)) {
+	t.Helper()
 	for _, sub := range []string{"new", "cur"} {
 		ents, err := os.ReadDir(filepath.Join(dir, sub))
 		if os.IsNotExist(err) {
@@ -158,11 +168,7 @@ func eachMaildirFile(t *testing.T, dir string, f func(name string, b []byte)) {
 			t.Fatal(err)
 		}
 		for _, de := range ents {
-			b, err := os.ReadFile(filepath.Join(dir, sub, de.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			f(sub+"/"+de.Name(), b)
+			f(sub + "/" + de.Name())
 		}
 	}
 }
@@ -178,34 +184,24 @@ func (m *maildirReader) read(t *testing.T) []string {
 		m.files = make(map[string]string)
 	}
 	var out []string
-	for _, sub := range []string{"new", "cur"} {
-		ents, err := os.ReadDir(filepath.Join(m.dir, sub))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, de := range ents {
-			key := sub + "/" + de.Name()
-			s, ok := m.files[key]
-			if !ok {
-				b, err := os.ReadFile(filepath.Join(m.dir, sub, de.Name()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				s = string(b)
-				if !strings.HasPrefix(s, "Received: from ") {
-					t.Fatalf("%s does not start with popsync's Received header", key)
-				}
-				for range 3 {
-					s = s[strings.IndexByte(s, '\n')+1:]
-				}
-				m.files[key] = s
+	eachMaildirName(t, m.dir, func(key string) {
+		s, ok := m.files[key]
+		if !ok {
+			b, err := os.ReadFile(filepath.Join(m.dir, key))
+			if err != nil {
+				t.Fatal(err)
 			}
-			out = append(out, s)
+			s = string(b)
+			if !strings.HasPrefix(s, "Received: from ") {
+				t.Fatalf("%s does not start with popsync's Received header", key)
+			}
+			for range 3 {
+				s = s[strings.IndexByte(s, '\n')+1:]
+			}
+			m.files[key] = s
 		}
-	}
+		out = append(out, s)
+	})
 	return out
 }
 
@@ -302,18 +298,8 @@ func TestKillNineExactlyOnce(t *testing.T) {
 	// measured on a copy, set the range the kills are spread over.
 	probeDir := t.TempDir()
 	probe := writeConfig(t, probeDir, d, account{name: "main", user: d.User, password: d.Password, keep: true, maildir: filepath.Join(probeDir, "M")})
-	start := time.Now()
-	if r := runPopsync(t, "fetch", "-c", probe); r.code != 0 {
-		t.Fatalf("probe run: %s", r.stderr)
-	}
-	full := time.Since(start)
-	start = time.Now()
-	runPopsync(t, "fetch", "-c", probe)
-	idle := time.Since(start)
-
-	seed := time.Now().UnixNano()
-	t.Logf("full poll %v, idle poll %v; kill seed %d", full, idle, seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	k := newKiller(t, cfg, probe, 500, 1)
+	t.Logf("full poll %v, idle poll %v; kill seed %d", k.full, k.idle, k.seed)
 	kills, batch, remaining := 0, 0, len(msgs)
 	md := &maildirReader{dir: maildir}
 	for kills < 30 {
@@ -329,27 +315,7 @@ func TestKillNineExactlyOnce(t *testing.T) {
 			d.Deliver(t, more...)
 			remaining = len(more)
 		}
-		// Kill uniformly over the expected length of this run: start-up,
-		// then the messages still on the server.
-		span := idle + (full-idle)*time.Duration(remaining)/500
-		delay := time.Duration(rng.Int64N(int64(span) + 1))
-		cmd := exec.Command(popsyncBinary(t), "fetch", "-c", cfg)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		began := time.Now()
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-			// It finished before the kill: the machine is faster than the
-			// estimate said (or slower before). Learn from this run.
-			if took := time.Since(began); remaining > 0 && took > idle {
-				full = idle + (took-idle)*500/time.Duration(remaining)
-			}
-		case <-time.After(delay):
-			cmd.Process.Signal(syscall.SIGKILL)
-			<-done
+		if killed, _ := k.run(remaining); killed {
 			kills++
 		}
 		// Nothing may have left the server without being delivered, and
