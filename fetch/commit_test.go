@@ -99,14 +99,7 @@ func TestIntentsRecordedWhileFilesAreFlushed(t *testing.T) {
 	if ot.alone > 0 {
 		t.Errorf("%d Prepares ran without their batch's intent transaction alongside", ot.alone)
 	}
-	if len(ot.early) > 0 || ot.published != len(msgs) {
-		t.Errorf("published %d, %d of them before their intent was committed: %v", ot.published, len(ot.early), ot.early)
-	}
-	e.wantExactlyOnce(msgs)
-	e.wantOnServer()
-	if in, err := e.store.Intents(t.Context(), e.acct.Identity()); err != nil || len(in) != 0 {
-		t.Fatalf("open intents after the poll: %v, %v", in, err)
-	}
+	wantPublishedAfterIntents(t, e, ot, msgs)
 }
 
 // A Prepare that fails after the batch's intents were recorded alongside
@@ -194,6 +187,21 @@ func (s slowPublish) Publish(ctx context.Context, ds []deliver.Delivery) error {
 	return s.Target.Publish(ctx, ds)
 }
 
+// wantPublishedAfterIntents checks, after a poll that delivered and
+// deleted msgs, that every message was published after its intent was
+// committed, lands once, left the server, and left no intent open.
+func wantPublishedAfterIntents(t *testing.T, e *env, ot *orderTarget, msgs []pop3test.Message) {
+	t.Helper()
+	if len(ot.early) > 0 || ot.published != len(msgs) {
+		t.Errorf("published %d, %d of them before their intent was committed: %v", ot.published, len(ot.early), ot.early)
+	}
+	e.wantExactlyOnce(msgs)
+	e.wantOnServer()
+	if in, err := e.store.Intents(t.Context(), e.acct.Identity()); err != nil || len(in) != 0 {
+		t.Fatalf("open intents after the poll: %v, %v", in, err)
+	}
+}
+
 func mergedEnv(t *testing.T, msgs []pop3test.Message, failAt int) (*env, *recorderStore, *orderTarget) {
 	e := newEnv(t, msgs, pop3test.Config{})
 	e.acct.Keep = false
@@ -223,14 +231,7 @@ func TestOneTransactionRecordsABatchAndTheNextIntents(t *testing.T) {
 	if rs.merged == 0 {
 		t.Error("no transaction recorded a batch together with the next batch's intents")
 	}
-	if len(ot.early) > 0 || ot.published != len(msgs) {
-		t.Errorf("published %d, %d of them before their intent was committed: %v", ot.published, len(ot.early), ot.early)
-	}
-	e.wantExactlyOnce(msgs)
-	e.wantOnServer()
-	if in, err := e.store.Intents(t.Context(), e.acct.Identity()); err != nil || len(in) != 0 {
-		t.Fatalf("open intents after the poll: %v, %v", in, err)
-	}
+	wantPublishedAfterIntents(t, e, ot, msgs)
 }
 
 // A failed transaction of a batch's records and the next batch's intents
