@@ -151,10 +151,6 @@ func fleetCycle(ctx context.Context, o fleetOptions, pg *realtest.Postgres, d *r
 	if _, err := conn.Exec(ctx, `SELECT pg_stat_statements_reset(), pg_stat_reset()`); err != nil {
 		return r, err
 	}
-	stmts0, x0, err := dbCounters(ctx, conn, db)
-	if err != nil {
-		return r, err
-	}
 	start := time.Now()
 	procs, err := startFleet(bin, cfg, dir, db, n, "")
 	defer func() { stopFleet(procs) }()
@@ -173,34 +169,14 @@ func fleetCycle(ctx context.Context, o fleetOptions, pg *realtest.Postgres, d *r
 	// The steady cycle: every account due again at once, the daemons
 	// warmed up (registered, accounts scheduled, statements prepared).
 	time.Sleep(time.Second)
-	stmts0, x0, err = dbCounters(ctx, conn, db)
-	if err != nil {
-		return r, err
-	}
-	start = time.Now()
-	if _, err := conn.Exec(ctx, `UPDATE schedule SET next_due = now()`); err != nil {
-		return r, err
-	}
-	if err := waitCycle(ctx, st, idents, start, n); err != nil {
-		return r, err
-	}
-	r.cycle = time.Since(start)
-	// Stopped daemons have sent their statistics.
-	stopFleet(procs)
+	r.cycle, r.statements, r.xacts, err = dueCycle(ctx, conn, db, st, idents, n, procs)
 	procs = nil
-	time.Sleep(time.Second)
-	stmts1, x1, err := dbCounters(ctx, conn, db)
 	if err != nil {
 		return r, err
 	}
-	// The Status queries of this loop are in the counts too; they are
-	// few (one per 50 ms) and subtracted as well as they can be: one
-	// statement and one transaction each.
 	polls := float64(len(users))
-	r.statements, r.xacts = stmts1-stmts0, x1-x0
-	probes := float64(r.cycle/(50*time.Millisecond)) + 1
-	r.stmtPerPoll = (float64(r.statements) - probes) / polls
-	r.xPoll = (float64(r.xacts) - probes) / polls
+	r.stmtPerPoll = perPoll(r.statements, r.cycle, polls)
+	r.xPoll = perPoll(r.xacts, r.cycle, polls)
 	if !*fleetMail {
 		return r, nil
 	}
@@ -219,25 +195,12 @@ func fleetCycle(ctx context.Context, o fleetOptions, pg *realtest.Postgres, d *r
 		return r, err
 	}
 	defer fleetEmpty(d, users)
-	m0, mx0, err := dbCounters(ctx, conn, db)
-	if err != nil {
-		return r, err
-	}
-	start = time.Now()
-	if _, err := conn.Exec(ctx, `UPDATE schedule SET next_due = now()`); err != nil {
-		return r, err
-	}
-	if err := waitCycle(ctx, st, idents, start, n); err != nil {
-		return r, err
-	}
-	r.mail, r.mailMsgs = time.Since(start), total
-	stopFleet(procs)
+	r.mail, r.mailStatements, r.mailXacts, err = dueCycle(ctx, conn, db, st, idents, n, procs)
 	procs = nil
-	time.Sleep(time.Second)
-	m1, mx1, err := dbCounters(ctx, conn, db)
 	if err != nil {
 		return r, err
 	}
+	r.mailMsgs = total
 	got := 0
 	for _, u := range users {
 		k, err := countEntries(filepath.Join(dir, db, "m", u, "new"), filepath.Join(dir, db, "m", u, "cur"))
@@ -249,11 +212,47 @@ func fleetCycle(ctx context.Context, o fleetOptions, pg *realtest.Postgres, d *r
 	if got != total {
 		return r, fmt.Errorf("%d daemons: the Maildirs hold %d messages after the cycle with new mail, want %d", n, got, total)
 	}
-	r.mailStatements, r.mailXacts = m1-m0, mx1-mx0
-	probes = float64(r.mail/(50*time.Millisecond)) + 1
-	r.mailStmtPerPoll = (float64(r.mailStatements) - probes) / polls
-	r.mailXPoll = (float64(r.mailXacts) - probes) / polls
+	r.mailStmtPerPoll = perPoll(r.mailStatements, r.mail, polls)
+	r.mailXPoll = perPoll(r.mailXacts, r.mail, polls)
 	return r, nil
+}
+
+// dueCycle makes every account due at once, waits until all n daemons
+// (procs) have polled every account of idents, and stops them. It returns
+// how long the cycle took and the statements and transactions the
+// database counted over it, the daemons' statistics sent.
+func dueCycle(ctx context.Context, conn *pgx.Conn, db string, st *postgres.Store, idents map[state.Account]bool, n int, procs []*exec.Cmd) (took time.Duration, stmts, xacts int64, err error) {
+	defer func() { stopFleet(procs) }()
+	stmts0, x0, err := dbCounters(ctx, conn, db)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	start := time.Now()
+	if _, err := conn.Exec(ctx, `UPDATE schedule SET next_due = now()`); err != nil {
+		return 0, 0, 0, err
+	}
+	if err := waitCycle(ctx, st, idents, start, n); err != nil {
+		return 0, 0, 0, err
+	}
+	took = time.Since(start)
+	// Stopped daemons have sent their statistics.
+	stopFleet(procs)
+	procs = nil
+	time.Sleep(time.Second)
+	stmts1, x1, err := dbCounters(ctx, conn, db)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return took, stmts1 - stmts0, x1 - x0, nil
+}
+
+// perPoll divides count over polls, less the Status queries of waitCycle,
+// which are in the counts too: few (one per 50 ms of the cycle, which
+// took took), and subtracted as well as they can be: one statement and
+// one transaction each.
+func perPoll(count int64, took time.Duration, polls float64) float64 {
+	probes := float64(took/(50*time.Millisecond)) + 1
+	return (float64(count) - probes) / polls
 }
 
 // startFleet starts n `popsync run` daemons on cfg, each logging to a
