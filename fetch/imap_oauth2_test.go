@@ -211,7 +211,10 @@ password = "p"
 	// yet, and a NO [TRYCREATE] instead of a literal's continuation ends
 	// the connection that got it, which may be every one of them when
 	// their first APPENDs went out before the first refusal came back.
-	if n := bearerLogins(); n < 2 || n > 6 {
+	// At least one: Dovecot takes MULTIAPPEND, and the first connection
+	// logged in may send the whole batch (3 commands of 4) before the
+	// others are; those that find nothing left log in no more.
+	if n := bearerLogins(); n < 1 || n > 6 {
 		t.Errorf("%d OAUTHBEARER logins for one batch over 3 connections", n)
 	}
 	// A token the server no longer accepts, though it has not expired:
