@@ -283,13 +283,17 @@ func TestIMAPConnectionsInterrupted(t *testing.T) {
 
 	// Connection 2 (the new target's first, dialed by Begin) takes the
 	// batch's first message and holds it until connection 4 has stored
-	// one; the others log in only once it has it. Connection 3's first
+	// one; connection 3 logs in only once it has it. Connection 3's first
 	// APPEND drops in the middle of its literal, and only then do 4 and 5
-	// go on.
+	// log in: were they in first, their windows would hold the whole
+	// batch and leave 3 nothing to drop.
 	first, dropped, stored4 := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	f.loginHook = func(conn int) {
-		if conn > 2 {
+		switch {
+		case conn == 3:
 			holdFirst(t, first)
+		case conn > 3:
+			holdFirst(t, dropped)
 		}
 	}
 	f.connHook = func(conn, nth int, size int64) fakeAppend {

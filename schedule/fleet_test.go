@@ -43,9 +43,9 @@ func fleetDBServer(t *testing.T, n int, ttl time.Duration) ([]*postgres.Store, *
 }
 
 // TestFleetPollsEachAccountOnce: two Fleets on one database poll each
-// of 40 accounts exactly once per schedule slot between them, each
-// about half, each poll under a held lease that the poll's store hands
-// out, and writes of the poll are fenced with it.
+// of 40 accounts exactly once per schedule slot between them, both
+// polling at once, each poll under a held lease that the poll's store
+// hands out, and writes of the poll are fenced with it.
 func TestFleetPollsEachAccountOnce(t *testing.T) {
 	stores := fleetDB(t, 2, 3*time.Second)
 	var accounts []*configs.Account
@@ -57,6 +57,11 @@ func TestFleetPollsEachAccountOnce(t *testing.T) {
 	polls := map[string]int{}
 	byFleet := [2]int{}
 	all := make(chan struct{})
+	// The first polls wait until both members have MaxParallel polls in
+	// flight: both have then started and claimed their share, however
+	// late the second one's Run was scheduled.
+	const maxParallel = 4
+	inFlight, together := 0, make(chan struct{})
 	var errs []error
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -75,6 +80,16 @@ func TestFleetPollsEachAccountOnce(t *testing.T) {
 					if _, lerr := leased.LockAccount(ctx, state.Account{Host: "x", Port: 1, User: "y"}); !errors.Is(lerr, state.ErrLocked) {
 						err = fmt.Errorf("LockAccount of another account: %v", lerr)
 					}
+				}
+				mu.Lock()
+				if inFlight++; inFlight == 2*maxParallel {
+					close(together)
+				}
+				mu.Unlock()
+				select {
+				case <-together:
+				case <-time.After(30 * time.Second):
+					err = errors.New("the other fleet member never had its polls in flight")
 				}
 				time.Sleep(20 * time.Millisecond)
 				if err == nil {
@@ -98,7 +113,7 @@ func TestFleetPollsEachAccountOnce(t *testing.T) {
 				}
 				return fetch.PollReport{Result: fetch.Result{Account: a.Name}}
 			},
-		}, schedule.Settings{Accounts: accounts, MaxParallel: 4})
+		}, schedule.Settings{Accounts: accounts, MaxParallel: maxParallel})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,8 +144,8 @@ func TestFleetPollsEachAccountOnce(t *testing.T) {
 			t.Errorf("%s polled %d times, want once", a.Name, polls[a.Name])
 		}
 	}
-	if byFleet[0] < 10 || byFleet[1] < 10 {
-		t.Errorf("polls per fleet member %v, want about half each", byFleet)
+	if byFleet[0] < maxParallel || byFleet[1] < maxParallel {
+		t.Errorf("polls per fleet member %v, want at least %d each", byFleet, maxParallel)
 	}
 	// The polls are recorded, and the next due time is an hour on.
 	ls, err := stores[0].Leases(t.Context())
