@@ -38,11 +38,11 @@ var scenarioNames = []string{"keep", "delete", "accounts", "poll", "first", "big
 var defaultTools = map[string][]string{
 	"keep":     {"popsync", "mpop", "getmail", "fetchmail"},
 	"delete":   {"popsync", "mpop", "getmail", "fetchmail"},
-	"accounts": {"popsync", "popsync-serial", "mpop"},
+	"accounts": {"popsync", "popsync-serial", "mpop", "wire-null"},
 	"poll":     {"popsync", "mpop"},
 	"first":    {"popsync", "mpop"},
 	"big":      {"popsync", "mpop", "fetchmail"},
-	"smtp":     {"popsync", "fetchmail"},
+	"smtp":     {"popsync", "fetchmail", "wire-smtp"},
 	"imap":     {"popsync", "popsync-imap"},
 }
 
@@ -247,10 +247,16 @@ func run(ctx context.Context, o options) error {
 	for _, n := range o.moreParallel {
 		defaultTools["accounts"] = append(defaultTools["accounts"], parallelTool(n))
 	}
+	wireNull, err := buildWireNull(o.dataDir)
+	if err != nil {
+		return err
+	}
 	ts, err := withSlowDisks(allTools(o.popsync, o.moreParallel), o.flushDelays)
 	if err != nil {
 		return err
 	}
+	// It never flushes: a slowed disk changes nothing for it.
+	ts = append(ts, wireTools(wireNull)...)
 	for _, t := range ts {
 		if t.available() {
 			r.tools = append(r.tools, t)
@@ -341,4 +347,19 @@ func (r *runner) serveOnly(ctx context.Context) error {
 	logf("dovecot on %s, password %s; Ctrl-C stops it", r.srv.addr, r.srv.password)
 	<-ctx.Done()
 	return nil
+}
+
+// buildWireNull builds the wirenull floor into dataDir/bin, where the
+// client user can run it, and returns its path.
+func buildWireNull(dataDir string) (string, error) {
+	dir := filepath.Join(dataDir, "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "wirenull")
+	out, err := exec.Command("go", "build", "-o", bin, "popsync/bench/peerbench/wirenull").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building wirenull (run peerbench from the repository): %v: %s", err, out)
+	}
+	return bin, nil
 }

@@ -166,6 +166,11 @@ func (r *runner) writeReport() error {
 			}
 			targets = append(targets, []string{s.name + ": popsync msgs/s ≥ " + fmt.Sprint(want) + "× mpop",
 				fmt.Sprintf("%.2f×", ps.rate()/mp.rate()), met(ps.rate()/mp.rate() >= want && ps.ok())})
+			if fl := find(gs, "wire-null"); fl != nil {
+				// What no fetcher that stores mail can beat here.
+				targets = append(targets, []string{s.name + ": the floor, wire-null (stores nothing), msgs/s × mpop",
+					fmt.Sprintf("%.2f×", fl.rate()/mp.rate()), "(floor)"})
+			}
 			if s.name == "accounts" {
 				// Issue 19, goal 4: the same ratio on slower disks.
 				for _, d := range r.o.flushDelays {
@@ -272,6 +277,10 @@ func (r *runner) writeReport() error {
 			}
 			p("| %s | %d | %.1f | %.2f | %.0f | %s | %.2f | %.1f | %.2f | %s | %s |",
 				g.tool, g.msgs(), g.mb(), g.wall(), g.rate(), ratio, g.cpu(), g.maxRSS(), g.machine(), g.runs(), g.output())
+		}
+		if fl := find(gs, "wire-smtp"); fl != nil && fm != nil {
+			targets = append(targets, []string{"smtp: the floor, wire-smtp (no state, no files), msgs/s × fetchmail's",
+				fmt.Sprintf("%.2f×", fl.rate()/fm.rate()), "(floor)"})
 		}
 		if ps := find(gs, "popsync"); ps != nil && fm != nil {
 			targets = append(targets, []string{"smtp: popsync msgs/s ≥ 20× fetchmail's",

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"popsync/deliver"
 	"strings"
 )
 
@@ -50,7 +51,56 @@ type tool struct {
 	command func(t *tool, j *job) (argv, env []string, err error)
 	// exitOK maps exit codes that mean success besides 0.
 	exitOK []int
+	// discards marks a tool that stores nothing (wire-null): its output
+	// is the count it writes to countFile in the job's state folder.
+	discards bool
 }
+
+// countFile is where wire-null writes how many messages it read.
+const countFile = "count"
+
+// wireTools are the floors, both the wirenull program (bin, built by
+// peerbench at start): wire-null for the accounts scenario, which reads
+// every message and stores none, and wire-smtp for the smtp scenario,
+// which hands each message to the MTA as it came, with no state and no
+// file of its own. No fetcher that does its job can beat them.
+func wireTools(bin string) []*tool {
+	command := func(t *tool, j *job) ([]string, []string, error) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "host %s\nport %d\npassword %s\nparallel %d\nout %s\n",
+			j.host, j.port, j.password, j.maxParallel, filepath.Join(j.stateDir, countFile))
+		for _, m := range j.boxes {
+			fmt.Fprintf(&b, "user %s\n", m.user)
+		}
+		if j.smtpAddr != "" {
+			conns := j.connections
+			if conns == 0 {
+				conns = smtpConnections
+			}
+			fmt.Fprintf(&b, "smtp %s\nrcpt %s\nconnections %d\n", j.smtpAddr, j.rcpt, conns)
+		}
+		jobFile := filepath.Join(j.stateDir, "wirenull.job")
+		if err := os.WriteFile(jobFile, []byte(b.String()), 0o600); err != nil {
+			return nil, nil, err
+		}
+		return []string{t.bin, jobFile}, nil, nil
+	}
+	version := func(string) string { return "wirenull (this tree)" }
+	return []*tool{
+		{
+			name: "wire-null", bin: bin, discards: true, version: version, command: command,
+			about: "the floor: RETR of every message, max_parallel accounts at once, each reply read and thrown away (bench/peerbench/wirenull)",
+		},
+		{
+			name: "wire-smtp", bin: bin, version: version, command: command,
+			about: fmt.Sprintf("the floor of reinjection: RETR of every message, each passed on as it came over %d SMTP connections, no state, no files (bench/peerbench/wirenull)", smtpConnections),
+		},
+	}
+}
+
+// smtpConnections is wire-smtp's number of SMTP connections: popsync's
+// default for an smtp target.
+const smtpConnections = deliver.DefaultConnections
 
 func firstLine(bin string, args ...string) string {
 	out, _ := exec.Command(bin, args...).CombinedOutput()
