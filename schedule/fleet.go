@@ -510,6 +510,11 @@ func (s *leasedStore) recorded() (state.Poll, bool) {
 	return *s.poll, true
 }
 
+// Unwrap names the fleet store: leasedStore changes nothing about how
+// records and intents are written, so a poll may use what the store
+// offers for them (state.IntentRecorderOf).
+func (s *leasedStore) Unwrap() state.Store { return s.Store }
+
 // heldLease is a lease whose Release is left to its owner.
 type heldLease struct{ state.Lease }
 

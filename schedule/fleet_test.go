@@ -71,6 +71,9 @@ func TestFleetPollsEachAccountOnce(t *testing.T) {
 			Store: st,
 			Poll: func(ctx context.Context, a *configs.Account, leased state.Store) fetch.PollReport {
 				lease, err := leased.LockAccount(ctx, a.Identity())
+				if err == nil && state.IntentRecorderOf(leased) == nil {
+					err = errors.New("the poll's store hides the fleet store's combined transaction")
+				}
 				if err == nil {
 					defer lease.Release()
 					err = leased.MarkDelivered(ctx, a.Identity(), []state.Record{{UIDL: "m1", State: state.Delivered}})

@@ -35,6 +35,16 @@ func (s *Store) AddIntents(ctx context.Context, a state.Account, in []state.Inte
 	if err != nil {
 		return fmt.Errorf("adding intents for %s: %w", a, err)
 	}
+	err = s.write(ctx, id, func(b *pgx.Batch) { queueIntents(b, id, in) })
+	if err != nil {
+		return fmt.Errorf("adding intents for %s: %w", a, err)
+	}
+	return nil
+}
+
+// queueIntents queues the upsert of in, checked by state.PrepareIntents:
+// of intents with the same UIDL and target, the last one counts.
+func queueIntents(b *pgx.Batch, id int64, in []state.Intent) {
 	type key struct{ uidl, target string }
 	last := make(map[key]int, len(in))
 	for i, it := range in {
@@ -58,17 +68,11 @@ func (s *Store) AddIntents(ctx context.Context, a state.Account, in []state.Inte
 		sizes = append(sizes, it.Size)
 		created = append(created, it.Created)
 	}
-	err = s.write(ctx, id, func(b *pgx.Batch) {
-		b.Queue(`INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created)
-			SELECT $1::bigint, * FROM unnest($2::bytea[], $3::text[], $4::bytea[], $5::boolean[], $6::bigint[], $7::timestamptz[])
-			ON CONFLICT (account_id, uidl, target) DO UPDATE SET
-				token = excluded.token, confirmed = excluded.confirmed, size = excluded.size, created = excluded.created`,
-			id, uidls, targets, tokens, confirmed, sizes, created)
-	})
-	if err != nil {
-		return fmt.Errorf("adding intents for %s: %w", a, err)
-	}
-	return nil
+	b.Queue(`INSERT INTO intent (account_id, uidl, target, token, confirmed, size, created)
+		SELECT $1::bigint, * FROM unnest($2::bytea[], $3::text[], $4::bytea[], $5::boolean[], $6::bigint[], $7::timestamptz[])
+		ON CONFLICT (account_id, uidl, target) DO UPDATE SET
+			token = excluded.token, confirmed = excluded.confirmed, size = excluded.size, created = excluded.created`,
+		id, uidls, targets, tokens, confirmed, sizes, created)
 }
 
 // Intents implements state.Store.
@@ -216,21 +220,64 @@ func (s *Store) MarkDelivered(ctx context.Context, a state.Account, recs []state
 	if err != nil {
 		return err
 	}
-	return s.writeRecords(ctx, a, foldRecords(recs), "marking delivered", func(b *pgx.Batch, id int64, c recordColumns) {
-		b.Queue(`INSERT INTO message AS m (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
-			SELECT $1::bigint, * FROM unnest($2::bytea[], $3::smallint[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
-				$7::timestamptz[], $8::text[])
-			ON CONFLICT (account_id, uidl) DO UPDATE SET
-				state = excluded.state,
-				size = excluded.size,
-				first_seen = least(m.first_seen, excluded.first_seen),
-				delivered_at = excluded.delivered_at,
-				deleted_at = coalesce(excluded.deleted_at, m.deleted_at),
-				gone_since = NULL,
-				note = excluded.note`,
-			id, c.uidls, c.states, c.sizes, c.first, c.delivered, c.deleted, c.notes)
-		b.Queue(`DELETE FROM intent WHERE account_id = $1 AND uidl = ANY($2::bytea[])`, id, c.uidls)
-	})
+	return s.writeRecords(ctx, a, foldRecords(recs), "marking delivered", queueDelivered)
+}
+
+// queueDelivered queues MarkDelivered's statements for c.
+func queueDelivered(b *pgx.Batch, id int64, c recordColumns) {
+	b.Queue(`INSERT INTO message AS m (account_id, uidl, state, size, first_seen, delivered_at, deleted_at, note)
+		SELECT $1::bigint, * FROM unnest($2::bytea[], $3::smallint[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
+			$7::timestamptz[], $8::text[])
+		ON CONFLICT (account_id, uidl) DO UPDATE SET
+			state = excluded.state,
+			size = excluded.size,
+			first_seen = least(m.first_seen, excluded.first_seen),
+			delivered_at = excluded.delivered_at,
+			deleted_at = coalesce(excluded.deleted_at, m.deleted_at),
+			gone_since = NULL,
+			note = excluded.note`,
+		id, c.uidls, c.states, c.sizes, c.first, c.delivered, c.deleted, c.notes)
+	b.Queue(`DELETE FROM intent WHERE account_id = $1 AND uidl = ANY($2::bytea[])`, id, c.uidls)
+}
+
+// MarkDeliveredAddIntents implements state.IntentRecorder: what
+// MarkDelivered(recs) and then AddIntents(in) would write, in one fenced
+// transaction, so that a batch's records and the next batch's intents
+// cost one commit.
+func (s *Store) MarkDeliveredAddIntents(ctx context.Context, a state.Account, recs []state.Record, in []state.Intent) error {
+	now := time.Now()
+	a, recs, err := state.PrepareDelivered(a, recs, now)
+	if err != nil {
+		return err
+	}
+	a, in, err = state.PrepareIntents(a, in, now)
+	if err != nil {
+		return err
+	}
+	if err := checkText(a); err != nil {
+		return fmt.Errorf("marking delivered and adding intents: %w", err)
+	}
+	recs = foldRecords(recs)
+	if len(recs) == 0 && len(in) == 0 {
+		return nil
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	id, err := s.accountID(ctx, a, true)
+	if err == nil {
+		err = s.write(ctx, id, func(b *pgx.Batch) {
+			if len(recs) > 0 {
+				queueDelivered(b, id, columnsOf(recs))
+			}
+			if len(in) > 0 {
+				queueIntents(b, id, in)
+			}
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("marking delivered and adding intents for %s: %w", a, err)
+	}
+	return nil
 }
 
 // MarkSkipped implements state.Store.

@@ -106,3 +106,45 @@ func testIntentsInvalid(t *testing.T, s state.Store) {
 	}
 	checkIntents(t, s, acct)
 }
+
+// testMarkDeliveredAddIntents: every backend records one batch
+// (dropping its intents) and adds the next batch's intents in one
+// transaction (state.IntentRecorder), all or nothing.
+func testMarkDeliveredAddIntents(t *testing.T, s state.Store) {
+	ctx := t.Context()
+	ir := state.IntentRecorderOf(s)
+	if ir == nil {
+		t.Fatal("the store is no state.IntentRecorder")
+	}
+	a := state.Intent{UIDL: "a", Target: "t", Token: "tok-a", Created: t0}
+	if err := s.AddIntents(ctx, acct, []state.Intent{a}); err != nil {
+		t.Fatal(err)
+	}
+	b := state.Intent{UIDL: "b", Target: "t", Token: "tok-b", Size: 7, Created: t0}
+	// The same UIDL and target twice: the last one counts.
+	stale := state.Intent{UIDL: "b", Target: "t", Token: "tok-old", Created: t0}
+	if err := ir.MarkDeliveredAddIntents(ctx, acct, []state.Record{delivered("a", t0)}, []state.Intent{stale, b}); err != nil {
+		t.Fatal(err)
+	}
+	checkIntents(t, s, acct, b)
+	wantKnown(t, reconcile(t, s, acct, t0, "a", "b"), "a")
+
+	// Only records, or only intents.
+	if err := ir.MarkDeliveredAddIntents(ctx, acct, []state.Record{delivered("b", t0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkIntents(t, s, acct)
+	c := state.Intent{UIDL: "c", Target: "t", Token: "tok-c", Created: t0}
+	if err := ir.MarkDeliveredAddIntents(ctx, acct, nil, []state.Intent{c}); err != nil {
+		t.Fatal(err)
+	}
+	checkIntents(t, s, acct, c)
+
+	// An intent that fails its checks: nothing of the call is written.
+	bad := []state.Intent{{UIDL: "d", Target: "t", Token: "tok-d"}, {UIDL: "", Target: "t", Token: "x"}}
+	if err := ir.MarkDeliveredAddIntents(ctx, acct, []state.Record{delivered("c", t0)}, bad); err == nil {
+		t.Fatal("an intent without a UIDL was accepted")
+	}
+	checkIntents(t, s, acct, c)
+	wantKnown(t, reconcile(t, s, acct, t0, "a", "b", "c"), "a", "b")
+}

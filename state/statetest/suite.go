@@ -42,6 +42,7 @@ func RunSuite(t *testing.T, open func(t *testing.T) state.Store) {
 		{"Intents", testIntents},
 		{"IntentsClearedByMarkDelivered", testIntentsClearedByMarkDelivered},
 		{"IntentsInvalid", testIntentsInvalid},
+		{"MarkDeliveredAddIntents", testMarkDeliveredAddIntents},
 		{"MarkDeliveredUpdates", testMarkDeliveredUpdates},
 		{"MarkDeliveredRejects", testMarkDeliveredRejects},
 		{"SkippedThenDelivered", testSkippedThenDelivered},
