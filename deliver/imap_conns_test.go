@@ -225,13 +225,41 @@ func TestIMAPConnectionsLimited(t *testing.T) {
 	f := newFakeIMAP(t, "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN", "INBOX")
 	f.maxConns = 2
 	tg, log := fakeTarget(t, f, "INBOX", func(o *deliver.IMAPOptions) { o.Connections = 4 })
-	msgs := mixed(20)
+	// The first connection holds its first APPEND until another one has
+	// stored a message, and the one extra connection the server allows
+	// logs in only once the target was refused another: so the batch,
+	// more than one connection's window (32), is still there for the
+	// extra connections to ask for, however the goroutines run.
+	stored := make(chan struct{})
+	var storedOnceMore sync.Once
+	f.connHook = func(conn, nth int, size int64) fakeAppend {
+		if conn == 1 && nth == 0 {
+			holdFirst(t, stored)
+		}
+		return fakeAppend{}
+	}
+	f.afterStore = func(conn, nth int) {
+		if conn != 1 {
+			storedOnceMore.Do(func() { close(stored) })
+		}
+	}
+	f.loginHook = func(conn int) {
+		for deadline := time.Now().Add(30 * time.Second); conn != 1 && !warned(log.String(), "refused one more connection"); {
+			if time.Now().After(deadline) {
+				t.Error("no connection was refused within 30 s")
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	const n = 40
+	msgs := mixed(n)
 	ds := stageAll(t, tg, msgs...)
 	if err := tg.Publish(t.Context(), ds); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	if got := storedOnce(t, f, "INBOX", ds, msgs); len(got) != 20 {
-		t.Errorf("%d stored, want 20", len(got))
+	if got := storedOnce(t, f, "INBOX", ds, msgs); len(got) != n {
+		t.Errorf("%d stored, want %d", len(got), n)
 	}
 	if !warned(log.String(), "refused one more connection") || !strings.Contains(log.String(), "too many connections") {
 		t.Errorf("no warning with the server's text:\n%s", log)
