@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"popsync/fetch/pop3/pop3test"
 	"popsync/internal/realtest"
@@ -33,12 +35,57 @@ func TestKillNineAtScale(t *testing.T) {
 	}
 	for _, keep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
-			crashRuns(t, runs, keep)
+			crashRuns(t, runs, keep, nil)
 		})
 	}
 }
 
-func crashRuns(t *testing.T, kills int, keep bool) {
+// TestKillNinePostgres is TestKillNineAtScale with the state on
+// PostgreSQL: there a batch's records and the next batch's intents are
+// one fenced transaction too, and a killed run's lease must expire
+// before the next run may poll. Set POPSYNC_PG_CRASH_RUNS to run it.
+func TestKillNinePostgres(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv("POPSYNC_PG_CRASH_RUNS"))
+	if runs <= 0 {
+		t.Skip("set POPSYNC_PG_CRASH_RUNS to the number of kills per keep setting")
+	}
+	realtest.RequirePostgres(t)
+	pg := realtest.StartPostgres(t, realtest.PostgresOptions{})
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			crashRuns(t, runs, keep, pg)
+		})
+	}
+}
+
+// pgCrashTTL is the kill loop's lease TTL, the least popsync accepts.
+const pgCrashTTL = 300 * time.Millisecond
+
+// usePostgres points the [state] of the config at cfg (written by
+// writeConfig) to a new database of pg.
+func usePostgres(t *testing.T, cfg string, pg *realtest.Postgres) {
+	t.Helper()
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(cfg)
+	file := "path = " + strconv.Quote(filepath.Join(dir, "state.db"))
+	if !strings.Contains(string(data), file) {
+		t.Fatalf("%s has no %s", cfg, file)
+	}
+	db := fmt.Sprintf("crash%d", time.Now().UnixNano())
+	if err := pg.CreateDatabase(db); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("url = %q\nlease_ttl = %q\ndir = %q", pg.ConnString(db), pgCrashTTL.String(), filepath.Join(dir, "local"))
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(data), file, url, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crashRuns is the kill loop; with pg, the state is on PostgreSQL.
+func crashRuns(t *testing.T, kills int, keep bool, pg *realtest.Postgres) {
 	// Every killed client leaves a Dovecot session behind until Dovecot
 	// notices; hundreds of kills in a row outgrow the default limit of
 	// sessions per user and address, which is not what this test is about.
@@ -65,7 +112,14 @@ func crashRuns(t *testing.T, kills int, keep bool) {
 	// on a probe account, set the range the kills are spread over.
 	probeDir := t.TempDir()
 	probe := writeConfig(t, probeDir, d, account{name: "main", user: d.User, password: d.Password, keep: true, maildir: filepath.Join(probeDir, "M")})
+	if pg != nil {
+		usePostgres(t, cfg, pg)
+		usePostgres(t, probe, pg)
+	}
 	k := newKiller(t, cfg, probe, crashRefill, 2)
+	if pg != nil {
+		k.afterKill = pgCrashTTL + 200*time.Millisecond
+	}
 	t.Logf("keep=%v: full poll of %d %v, idle poll %v; seed %d", keep, crashRefill, k.full, k.idle, k.seed)
 
 	lost := make(map[string]bool)

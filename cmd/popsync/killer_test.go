@@ -27,6 +27,9 @@ type killer struct {
 	stretch      float64
 	done, killed int
 	killAt       []float64 // kill moment / expected length
+	// afterKill is how long to wait after a kill before the next run:
+	// with the state on PostgreSQL, until the killed run's lease expired.
+	afterKill time.Duration
 }
 
 // newKiller times the probe polls (probe is a config that fetches the
@@ -82,6 +85,7 @@ func (k *killer) run(remaining int) (killed bool, exitErr error) {
 		k.killed++
 		k.stretch = min(k.stretch*1.05, 50)
 		k.killAt = append(k.killAt, float64(delay)/float64(span))
+		time.Sleep(k.afterKill)
 		return true, nil
 	}
 }
