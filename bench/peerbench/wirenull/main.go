@@ -164,7 +164,8 @@ func run(j *job) error {
 	return os.WriteFile(j.out, fmt.Appendf(nil, "%d %d\n", msgs, octets), 0o600)
 }
 
-// conn is one POP3 session; every read and write has a deadline.
+// conn is one session, POP3 or SMTP; every read and write has a
+// deadline.
 type conn struct {
 	c net.Conn
 	r *bufio.Reader
