@@ -36,7 +36,7 @@ var scenarioNames = []string{"keep", "delete", "accounts", "poll", "first", "big
 // defaultTools are the tools each scenario runs unless -tools says
 // otherwise (and only those installed).
 var defaultTools = map[string][]string{
-	"keep":     {"popsync", "mpop", "getmail", "fetchmail"},
+	"keep":     {"popsync", "mpop", "getmail", "fetchmail", "wire-maildir"},
 	"delete":   {"popsync", "mpop", "getmail", "fetchmail"},
 	"accounts": {"popsync", "popsync-serial", "mpop", "wire-null"},
 	"poll":     {"popsync", "mpop"},

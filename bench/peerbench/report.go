@@ -166,6 +166,11 @@ func (r *runner) writeReport() error {
 			}
 			targets = append(targets, []string{s.name + ": popsync msgs/s ≥ " + fmt.Sprint(want) + "× mpop",
 				fmt.Sprintf("%.2f×", ps.rate()/mp.rate()), met(ps.rate()/mp.rate() >= want && ps.ok())})
+			if fl := find(gs, "wire-maildir"); fl != nil {
+				// Issue 19, goal 1: durable, and no slower than this.
+				targets = append(targets, []string{s.name + ": popsync's time ÷ that of wire-maildir (no fsync, no state)",
+					fmt.Sprintf("%.2f", ps.wall()/fl.wall()), "(floor)"})
+			}
 			if fl := find(gs, "wire-null"); fl != nil {
 				// What no fetcher that stores mail can beat here.
 				targets = append(targets, []string{s.name + ": the floor, wire-null (stores nothing), msgs/s × mpop",

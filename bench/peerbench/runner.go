@@ -431,7 +431,7 @@ func (r *runner) fetchScenario(ctx context.Context, name string, keep bool) erro
 				return err
 			}
 			r.record(x)
-			if keep {
+			if keep && !t.stateless {
 				if err := r.poll(ctx, name, rep, t, j, len(g.msgs), g.wire); err != nil {
 					return err
 				}

@@ -54,23 +54,32 @@ type tool struct {
 	// discards marks a tool that stores nothing (wire-null): its output
 	// is the count it writes to countFile in the job's state folder.
 	discards bool
+	// stateless marks a tool that keeps no state (wire-maildir): a
+	// second run would fetch everything again, so it has no poll phase.
+	stateless bool
 }
 
 // countFile is where wire-null writes how many messages it read.
 const countFile = "count"
 
-// wireTools are the floors, both the wirenull program (bin, built by
+// wireTools are the floors, all the wirenull program (bin, built by
 // peerbench at start): wire-null for the accounts scenario, which reads
-// every message and stores none, and wire-smtp for the smtp scenario,
-// which hands each message to the MTA as it came, with no state and no
-// file of its own. No fetcher that does its job can beat them.
+// every message and stores none; wire-maildir for the keep scenario,
+// which stores each in the Maildir without any fsync and keeps no
+// state; and wire-smtp for the smtp scenario, which hands each message
+// to the MTA as it came, with no state and no file of its own. No
+// fetcher that does its job as safely can beat them.
 func wireTools(bin string) []*tool {
 	command := func(t *tool, j *job) ([]string, []string, error) {
 		var b strings.Builder
 		fmt.Fprintf(&b, "host %s\nport %d\npassword %s\nparallel %d\nout %s\n",
 			j.host, j.port, j.password, j.maxParallel, filepath.Join(j.stateDir, countFile))
 		for _, m := range j.boxes {
-			fmt.Fprintf(&b, "user %s\n", m.user)
+			if t.name == "wire-maildir" {
+				fmt.Fprintf(&b, "user %s %s\n", m.user, m.maildir)
+			} else {
+				fmt.Fprintf(&b, "user %s\n", m.user)
+			}
 		}
 		if j.smtpAddr != "" {
 			conns := j.connections
@@ -90,6 +99,10 @@ func wireTools(bin string) []*tool {
 		{
 			name: "wire-null", bin: bin, discards: true, version: version, command: command,
 			about: "the floor: RETR of every message, max_parallel accounts at once, each reply read and thrown away (bench/peerbench/wirenull)",
+		},
+		{
+			name: "wire-maildir", bin: bin, stateless: true, version: version, command: command,
+			about: "the floor of a fetcher that never flushes: RETR of every message, each written to the Maildir's tmp/ and renamed into new/, no fsync, no state (bench/peerbench/wirenull)",
 		},
 		{
 			name: "wire-smtp", bin: bin, version: version, command: command,

@@ -6,6 +6,11 @@
 // the same machine: the time it takes is what the server and the
 // loopback network cost alone.
 //
+// With a Maildir after a user in its job it is the floor of a fetcher
+// that stores mail but never flushes and keeps no state: each message,
+// dot-stuffing undone, is written to the Maildir's tmp/ and renamed
+// into new/, with no fsync of the file or the folder.
+//
 // With smtp and rcpt in its job it is the floor of reinjection instead:
 // each message goes to the SMTP server as it came, dot-stuffing and
 // all, over connections transactions at once (RFC 2920: MAIL, RCPT and
@@ -19,7 +24,7 @@
 //	parallel 8
 //	out /path/to/count
 //	user u1
-//	user u2
+//	user u2 /path/to/Maildir
 //	smtp 127.0.0.1:41200
 //	rcpt box@example.test
 //	connections 4
@@ -34,6 +39,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +53,7 @@ type job struct {
 	addr, password, out string
 	parallel            int
 	users               []string
+	maildirs            map[string]string // user → Maildir, where given
 	smtp, rcpt          string
 	connections         int
 }
@@ -72,7 +79,7 @@ func readJob(path string) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &job{parallel: 1, connections: 1}
+	j := &job{parallel: 1, connections: 1, maildirs: map[string]string{}}
 	var host, port string
 	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		key, val, _ := strings.Cut(line, " ")
@@ -90,7 +97,11 @@ func readJob(path string) (*job, error) {
 				return nil, fmt.Errorf("%s:%d: parallel %q", path, i+1, val)
 			}
 		case "user":
-			j.users = append(j.users, val)
+			u, md, ok := strings.Cut(val, " ")
+			j.users = append(j.users, u)
+			if ok {
+				j.maildirs[u] = md
+			}
 		case "smtp":
 			j.smtp = val
 		case "rcpt":
@@ -139,7 +150,14 @@ func run(j *job) error {
 		go func() {
 			defer wg.Done()
 			for u := range next {
-				n, b, err := drain(j.addr, u, j.password, out)
+				var st store
+				switch md := j.maildirs[u]; {
+				case md != "":
+					st = newMaildirStore(md)
+				case out != nil:
+					st = &smtpStore{out: out}
+				}
+				n, b, err := drain(j.addr, u, j.password, st)
 				mu.Lock()
 				msgs, octets = msgs+n, octets+b
 				if err != nil {
@@ -181,30 +199,45 @@ func (c *conn) line() ([]byte, error) {
 	return bytes.TrimRight(l, "\r\n"), nil
 }
 
+// store takes the messages of the RETR replies as they are read.
+type store interface {
+	begin() error
+	// piece is a line of the reply as the server sent it, or a part of
+	// one; atStart: it begins a line. The terminating line is not one.
+	piece(p []byte, atStart bool) error
+	end() error
+}
+
 // body reads a multi-line reply up to its terminating dot, counting
-// its octets, and appends it to keep, dot line and all, when keep is
-// not nil; a line longer than the buffer is read in pieces.
-func (c *conn) body(octets *int64, keep *[]byte) error {
-	atStart := true
-	for {
-		c.c.SetReadDeadline(time.Now().Add(timeout))
-		l, err := c.r.ReadSlice('\n')
-		if keep != nil {
-			*keep = append(*keep, l...)
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			*octets += int64(len(l))
-			atStart = false
-			continue
-		}
-		if err != nil {
+// its octets, and hands it to st unless st is nil; a line longer than
+// the buffer is read in pieces. The reply's lines share the deadline of
+// its first line: one per line would cost a timer update per line, more
+// than the rest of the work.
+func (c *conn) body(octets *int64, st store) error {
+	if st != nil {
+		if err := st.begin(); err != nil {
 			return err
 		}
-		if atStart && (string(l) == ".\r\n" || string(l) == ".\n") {
+	}
+	atStart := true
+	for {
+		l, err := c.r.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return err
+		}
+		if atStart && err == nil && (string(l) == ".\r\n" || string(l) == ".\n") {
+			if st != nil {
+				return st.end()
+			}
 			return nil
 		}
 		*octets += int64(len(l))
-		atStart = true
+		if st != nil {
+			if perr := st.piece(l, atStart); perr != nil {
+				return perr
+			}
+		}
+		atStart = err == nil
 	}
 }
 
@@ -227,8 +260,8 @@ func (c *conn) cmd(format string, args ...any) error {
 
 // drain reads every message of user's mailbox once and returns how many
 // and their octets as the server sent them (dot-stuffed lines included).
-// With out, each message goes there as the server sent it.
-func drain(addr, user, password string, out chan<- []byte) (msgs, octets int64, err error) {
+// With st, each message goes there as it is read.
+func drain(addr, user, password string, st store) (msgs, octets int64, err error) {
 	nc, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return 0, 0, err
@@ -277,19 +310,12 @@ func drain(addr, user, password string, out chan<- []byte) (msgs, octets int64, 
 		sent <- w.Flush()
 	}()
 	for range n {
+		c.c.SetReadDeadline(time.Now().Add(timeout))
 		if _, err := c.ok(); err != nil {
 			return msgs, octets, err
 		}
-		if out == nil {
-			if err := c.body(&octets, nil); err != nil {
-				return msgs, octets, err
-			}
-		} else {
-			var m []byte
-			if err := c.body(&octets, &m); err != nil {
-				return msgs, octets, err
-			}
-			out <- m
+		if err := c.body(&octets, st); err != nil {
+			return msgs, octets, err
 		}
 		msgs++
 	}
@@ -382,4 +408,70 @@ func (c *conn) reply(code string) error {
 			return nil
 		}
 	}
+}
+
+// smtpStore hands each message, dot-stuffing and terminating line and
+// all, to the SMTP senders.
+type smtpStore struct {
+	out chan<- []byte
+	m   []byte
+}
+
+func (s *smtpStore) begin() error { s.m = nil; return nil }
+
+func (s *smtpStore) piece(p []byte, _ bool) error {
+	s.m = append(s.m, p...)
+	return nil
+}
+
+func (s *smtpStore) end() error {
+	s.out <- append(s.m, ".\r\n"...)
+	return nil
+}
+
+// maildirStore stores each message in a Maildir the way a fetcher
+// would, but flushes nothing: the text as it was before dot-stuffing
+// (RFC 1939 §3), written to tmp/ and renamed into new/.
+type maildirStore struct {
+	dir, host string
+	pid, seq  int
+	name      string
+	f         *os.File
+	w         *bufio.Writer
+}
+
+func newMaildirStore(dir string) *maildirStore {
+	host, _ := os.Hostname()
+	return &maildirStore{dir: dir, host: host, pid: os.Getpid(), w: bufio.NewWriterSize(nil, 64<<10)}
+}
+
+func (s *maildirStore) begin() error {
+	s.seq++
+	s.name = fmt.Sprintf("%d.P%dQ%d.%s", time.Now().Unix(), s.pid, s.seq, s.host)
+	f, err := os.OpenFile(filepath.Join(s.dir, "tmp", s.name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	s.f = f
+	s.w.Reset(f)
+	return nil
+}
+
+func (s *maildirStore) piece(p []byte, atStart bool) error {
+	if atStart && len(p) > 0 && p[0] == '.' {
+		p = p[1:]
+	}
+	_, err := s.w.Write(p)
+	return err
+}
+
+func (s *maildirStore) end() error {
+	err := s.w.Flush()
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(filepath.Join(s.dir, "tmp", s.name), filepath.Join(s.dir, "new", s.name))
 }
