@@ -29,6 +29,25 @@ func holdFirst(t *testing.T, release <-chan struct{}) {
 	}
 }
 
+// holdFirstUntilAnother makes connection 1 hold its first APPEND until
+// another connection has stored a message: a batch larger than one
+// window (imapWindow) then has to spread.
+func holdFirstUntilAnother(t *testing.T, f *fakeIMAP) {
+	release := make(chan struct{})
+	var once sync.Once
+	f.connHook = func(conn, nth int, size int64) fakeAppend {
+		if conn == 1 && nth == 0 {
+			holdFirst(t, release)
+		}
+		return fakeAppend{}
+	}
+	f.afterStore = func(conn, nth int) {
+		if conn != 1 {
+			once.Do(func() { close(release) })
+		}
+	}
+}
+
 // storedOnce checks that every message of msgs is stored exactly once in
 // box, with its own token on top, and returns the tokens stored.
 func storedOnce(t *testing.T, f *fakeIMAP, box string, ds []deliver.Delivery, msgs [][]byte) map[string]bool {
@@ -73,19 +92,7 @@ func mixed(n int) [][]byte {
 // once with its APPENDUID; Close logs out of every connection.
 func TestIMAPConnectionsSpread(t *testing.T) {
 	f := newFakeIMAP(t, "IMAP4rev1 LITERAL+ UIDPLUS AUTH=PLAIN", "INBOX")
-	release := make(chan struct{})
-	var once sync.Once
-	f.connHook = func(conn, nth int, size int64) fakeAppend {
-		if conn == 1 && nth == 0 {
-			holdFirst(t, release)
-		}
-		return fakeAppend{}
-	}
-	f.afterStore = func(conn, nth int) {
-		if conn != 1 {
-			once.Do(func() { close(release) })
-		}
-	}
+	holdFirstUntilAnother(t, f)
 	tg, _ := fakeTarget(t, f, "INBOX", func(o *deliver.IMAPOptions) { o.Connections = 4; o.Timeout = 30 * time.Second })
 	msgs := mixed(40)
 	ds := stageAll(t, tg, msgs...)
@@ -230,19 +237,7 @@ func TestIMAPConnectionsLimited(t *testing.T) {
 	// logs in only once the target was refused another: so the batch,
 	// more than one connection's window (32), is still there for the
 	// extra connections to ask for, however the goroutines run.
-	stored := make(chan struct{})
-	var storedOnceMore sync.Once
-	f.connHook = func(conn, nth int, size int64) fakeAppend {
-		if conn == 1 && nth == 0 {
-			holdFirst(t, stored)
-		}
-		return fakeAppend{}
-	}
-	f.afterStore = func(conn, nth int) {
-		if conn != 1 {
-			storedOnceMore.Do(func() { close(stored) })
-		}
-	}
+	holdFirstUntilAnother(t, f)
 	f.loginHook = func(conn int) {
 		for deadline := time.Now().Add(30 * time.Second); conn != 1 && !warned(log.String(), "refused one more connection"); {
 			if time.Now().After(deadline) {

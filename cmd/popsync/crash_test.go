@@ -62,8 +62,8 @@ func TestKillNinePostgres(t *testing.T) {
 const pgCrashTTL = 300 * time.Millisecond
 
 // usePostgres points the [state] of the config at cfg (written by
-// writeConfig) to a new database of pg.
-func usePostgres(t *testing.T, cfg string, pg *realtest.Postgres) {
+// writeConfig) to a new database of pg, and returns its URL.
+func usePostgres(t *testing.T, cfg string, pg *realtest.Postgres) string {
 	t.Helper()
 	data, err := os.ReadFile(cfg)
 	if err != nil {
@@ -78,10 +78,12 @@ func usePostgres(t *testing.T, cfg string, pg *realtest.Postgres) {
 	if err := pg.CreateDatabase(db); err != nil {
 		t.Fatal(err)
 	}
-	url := fmt.Sprintf("url = %q\nlease_ttl = %q\ndir = %q", pg.ConnString(db), pgCrashTTL.String(), filepath.Join(dir, "local"))
-	if err := os.WriteFile(cfg, []byte(strings.Replace(string(data), file, url, 1)), 0o600); err != nil {
+	url := pg.ConnString(db)
+	section := fmt.Sprintf("url = %q\nlease_ttl = %q\ndir = %q", url, pgCrashTTL.String(), filepath.Join(dir, "local"))
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(data), file, section, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return url
 }
 
 // crashRuns is the kill loop; with pg, the state is on PostgreSQL.

@@ -21,9 +21,6 @@ import (
 func TestFetchPostgresState(t *testing.T) {
 	realtest.RequirePostgres(t)
 	pg := realtest.StartPostgres(t, realtest.PostgresOptions{})
-	if err := pg.CreateDatabase("popsync"); err != nil {
-		t.Fatal(err)
-	}
 	d := realtest.StartDovecot(t, realtest.DovecotOptions{})
 	msgs := datas(pop3test.SampleMessages(300, 19))
 	d.Deliver(t, msgs...)
@@ -31,20 +28,7 @@ func TestFetchPostgresState(t *testing.T) {
 	dir := t.TempDir()
 	maildir := filepath.Join(dir, "Maildir")
 	cfg := writeConfig(t, dir, d, account{name: "main", user: d.User, password: d.Password, keep: true, maildir: maildir})
-	// The same config, its state on PostgreSQL instead of a file.
-	data, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlite := "path = " + strconv.Quote(filepath.Join(dir, "state.db"))
-	if !strings.Contains(string(data), sqlite) {
-		t.Fatalf("config has no %s", sqlite)
-	}
-	url := pg.ConnString("popsync")
-	pgState := "url = " + strconv.Quote(url) + "\ndir = " + strconv.Quote(filepath.Join(dir, "local"))
-	if err := os.WriteFile(cfg, []byte(strings.Replace(string(data), sqlite, pgState, 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	url := usePostgres(t, cfg, pg) // the same config, its state on PostgreSQL
 
 	for run := range 2 {
 		if r := runPopsync(t, "fetch", "-c", cfg); r.code != 0 {
